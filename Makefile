@@ -20,9 +20,18 @@ PYTEST_ARGS ?=
 	captioning captioning-prepare captioning-train captioning-evaluate captioning-export captioning-predict \
 	serve
 
+APPS := sentiment voice-gender translation captioning
+
 help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-24s %s\n", $$1, $$2}'
+	@for a in $(APPS); do \
+		printf "  %-24s %s\n" "$$a" "$$a: prepare, train, evaluate and export end to end" \
+			"$$a-prepare" "$$a: fetch the default data and build the dataset" \
+			"$$a-train" "$$a: train (resumes after an interruption)" \
+			"$$a-evaluate" "$$a: evaluate on held-out data, write metrics.json and PNGs" \
+			"$$a-export" "$$a: export a new SavedModel version to saved_models/"; \
+	done
 
 setup: $(STAMP) system-deps ## Create .venv and install rnnkit with its dev extras (idempotent)
 
@@ -51,18 +60,18 @@ all: setup sentiment voice-gender translation captioning ## Fetch data, train, e
 
 # One block of targets per app: <app> runs prepare, train, evaluate and export end to end.
 define APP_TARGETS
-$(1): setup ## $(2): prepare, train, evaluate and export end to end
+$(1): setup
 	$(RNNKIT) $(2) prepare $(QUICK_FLAG)
 	$(RNNKIT) $(2) train $(QUICK_FLAG)
 	$(RNNKIT) $(2) evaluate $(QUICK_FLAG)
 	$(RNNKIT) $(2) export $(QUICK_FLAG)
-$(1)-prepare: setup ## $(2): fetch the default data and build the dataset
+$(1)-prepare: setup
 	$(RNNKIT) $(2) prepare $(QUICK_FLAG)
-$(1)-train: setup ## $(2): train (resumes after an interruption)
+$(1)-train: setup
 	$(RNNKIT) $(2) train $(QUICK_FLAG)
-$(1)-evaluate: setup ## $(2): evaluate on held-out data, write metrics.json and PNGs
+$(1)-evaluate: setup
 	$(RNNKIT) $(2) evaluate $(QUICK_FLAG)
-$(1)-export: setup ## $(2): export a new SavedModel version to saved_models/$(2)/
+$(1)-export: setup
 	$(RNNKIT) $(2) export $(QUICK_FLAG)
 endef
 $(eval $(call APP_TARGETS,sentiment,sentiment))
