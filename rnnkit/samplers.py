@@ -1,0 +1,408 @@
+"""In-graph sequence decoding shared by the translation and captioning apps.
+
+Both decoders here run entirely inside the TensorFlow graph (``tf.while_loop``), use only
+core TensorFlow ops and therefore survive ``tf.saved_model.save`` / TF Serving. They are
+model-agnostic: the model supplies a *step function* and the sampler does the search.
+
+The step-function interface
+---------------------------
+::
+
+    logits, new_state, attention = step_fn(tokens, state, context)
+
+``tokens``
+    int32 ``[N]``: the previous token of every hypothesis (the start token on the first
+    call). ``N`` is the batch size for greedy search and ``batch * beam_width`` for beam
+    search (hypotheses of one example are contiguous: rows ``b*K .. b*K+K-1``).
+``state``
+    Any nest (tensor, tuple, dict, ...) of tensors whose leading dimension is ``N``: the
+    recurrent state carried from step to step (e.g. the decoder's ``h`` and an
+    input-feeding attention vector). Beam search reorders it when hypotheses are
+    re-ranked, so everything per hypothesis must live here.
+``context``
+    Any nest of tensors with leading dimension ``N`` that does NOT change during decoding:
+    encoder states and their mask for translation, image features for captioning. Beam
+    search tiles it once (``tile_for_beam``); it is passed unchanged to every step.
+    Use ``()`` when there is none.
+Returns
+    ``logits`` float ``[N, V]`` (unnormalised; the sampler applies ``log_softmax``),
+    ``new_state`` with the same structure and shapes as ``state``, and ``attention``:
+    float ``[N, S]`` weights over ``S`` source positions, or ``None`` when the model has
+    no attention. The function must be traceable (it is traced twice: once for the first
+    step, once inside the loop body).
+
+Outputs (:class:`SamplerOutput`)
+--------------------------------
+``tokens`` int32 ``[B, T]``: generated tokens WITHOUT the end token, right-padded with
+``pad_token``; ``lengths`` int32 ``[B]``: number of tokens before the end token;
+``scores`` float32 ``[B]``: the ranking score (total log-probability divided by the
+length penalty, see below); ``log_probs`` float32 ``[B]``: total log-probability
+(end token included); ``token_log_probs`` float32 ``[B, T]``: log-probability of each
+emitted token (position ``lengths[b]`` holds the end token's log-probability when the
+hypothesis ended with it, 0 after); ``attention`` float32 ``[B, T, S]`` or ``None``.
+``T`` is the number of decoding steps actually taken (at most ``max(max_length)``).
+
+Length normalisation
+--------------------
+GNMT's penalty (Wu et al., 2016): ``score = log_prob / ((5 + n) / 6) ** length_penalty``
+where ``n`` counts the generated tokens including the end token. ``length_penalty=0``
+ranks by raw log-probability (which favours short outputs); about 0.6-1.0 is usual.
+
+Beam search algorithm
+---------------------
+At every step each example's ``K`` alive hypotheses are expanded over the vocabulary and
+the ``2K`` best candidates kept. Candidates ending in ``end_token`` (or reaching the
+example's ``max_length``) enter a pool of ``K`` finished hypotheses ranked by the
+normalised score; the ``K`` best of the others stay alive. An example stops when its
+``max_length`` is reached or when no alive hypothesis can still beat the worst finished
+one (the bound uses the largest length penalty possible, so the early stop is exact for
+``length_penalty >= 0``). The best finished hypothesis is returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import tensorflow as tf
+
+__all__ = [
+    "SamplerOutput",
+    "StepFn",
+    "beam_search",
+    "greedy_search",
+    "length_penalty_factor",
+    "tile_for_beam",
+]
+
+StepFn = Callable[[tf.Tensor, Any, Any], "tuple[tf.Tensor, Any, Optional[tf.Tensor]]"]
+
+_NEG_INF = -1e9  # a large finite negative: -inf would produce NaN in (-inf) - (-inf)
+
+
+class SamplerOutput(NamedTuple):
+    """What :func:`greedy_search` and :func:`beam_search` return (see module docs)."""
+
+    tokens: tf.Tensor
+    lengths: tf.Tensor
+    scores: tf.Tensor
+    log_probs: tf.Tensor
+    token_log_probs: tf.Tensor
+    attention: Optional[tf.Tensor]
+
+
+def length_penalty_factor(num_tokens: tf.Tensor, alpha: float) -> tf.Tensor:
+    """GNMT length penalty ``((5 + n) / 6) ** alpha`` as float32.
+
+    Args:
+        num_tokens: number of generated tokens, end token included (any int/float shape).
+        alpha: the exponent; 0 disables normalisation (factor 1).
+    """
+    n = tf.cast(num_tokens, tf.float32)
+    return tf.pow((5.0 + n) / 6.0, float(alpha))
+
+
+def tile_for_beam(nest: Any, beam_width: int) -> Any:
+    """Repeat every tensor of ``nest`` ``beam_width`` times along axis 0 (``[B,..]->[B*K,..]``).
+
+    Row ``b*K + k`` is a copy of row ``b``, the layout :func:`beam_search` uses.
+
+    Args:
+        nest: a nest of tensors with a leading batch dimension (or ``()``).
+        beam_width: ``K``.
+    """
+    return tf.nest.map_structure(lambda x: tf.repeat(x, beam_width, axis=0), nest)
+
+
+def _batch_size(initial_state: Any, context: Any) -> tf.Tensor:
+    flat = tf.nest.flatten(initial_state) + tf.nest.flatten(context)
+    if not flat:
+        raise ValueError("initial_state and context are both empty: cannot infer the batch size")
+    return tf.shape(flat[0])[0]
+
+
+def _max_lengths(max_length: Any, batch: tf.Tensor) -> tf.Tensor:
+    # Scalar or per-example [B]; at least one step so every output has a defined shape.
+    ml = tf.cast(tf.convert_to_tensor(max_length), tf.int32)
+    ml = tf.broadcast_to(ml, [batch])
+    return tf.maximum(ml, 1)
+
+
+def _write_column(buffer: tf.Tensor, t: tf.Tensor, values: tf.Tensor, axis: int) -> tf.Tensor:
+    """Return ``buffer`` with position ``t`` of time axis ``axis`` replaced by ``values``."""
+    width = tf.shape(buffer)[axis]
+    hit = tf.equal(tf.range(width), t)
+    shape = [1] * len(buffer.shape)
+    shape[axis] = -1
+    hit = tf.reshape(hit, shape)
+    return tf.where(hit, tf.expand_dims(values, axis), buffer)
+
+
+def _call_step(step_fn: StepFn, tokens, state, context):
+    out = step_fn(tokens, state, context)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError("step_fn must return (logits, new_state, attention_or_None)")
+    logits, new_state, attention = out
+    logits = tf.cast(logits, tf.float32)
+    if attention is not None:
+        attention = tf.cast(attention, tf.float32)
+    return logits, new_state, attention
+
+
+def greedy_search(
+    step_fn: StepFn,
+    initial_state: Any,
+    context: Any = (),
+    *,
+    start_token: int,
+    end_token: int,
+    max_length: Any,
+    pad_token: int = 0,
+    length_penalty: float = 0.0,
+) -> SamplerOutput:
+    """Greedy (arg-max) decoding inside the graph.
+
+    Args:
+        step_fn: the model's step function (interface in the module docstring).
+        initial_state: nest of ``[B, ...]`` tensors, the decoder state before the first step.
+        context: nest of ``[B, ...]`` constant tensors passed to every step (or ``()``).
+        start_token: id fed on the first step.
+        end_token: id that finishes a hypothesis (not included in ``tokens``).
+        max_length: int or int tensor, scalar or ``[B]``: the most tokens generated per
+            example (end token included); values below 1 are raised to 1.
+        pad_token: id written after the end of each sequence.
+        length_penalty: alpha of the GNMT penalty used for ``scores`` only (greedy choices
+            do not depend on it).
+
+    Returns:
+        :class:`SamplerOutput` (``attention`` is ``None`` when ``step_fn`` returns none).
+    """
+    batch = _batch_size(initial_state, context)
+    max_len = _max_lengths(max_length, batch)
+    t_max = tf.reduce_max(tf.concat([max_len, [1]], 0))
+
+    tokens0 = tf.fill([batch], tf.constant(start_token, tf.int32))
+    logits, state, att = _call_step(step_fn, tokens0, initial_state, context)
+    has_att = att is not None
+    src_len = tf.shape(att)[1] if has_att else 0
+
+    seq = tf.fill([batch, t_max], tf.constant(pad_token, tf.int32))
+    tok_lp = tf.zeros([batch, t_max], tf.float32)
+    att_buf = tf.zeros([batch, t_max, src_len], tf.float32) if has_att else tf.zeros([0])
+    finished = tf.zeros([batch], tf.bool)
+    lengths = tf.zeros([batch], tf.int32)
+    steps = tf.zeros([batch], tf.int32)
+    total = tf.zeros([batch], tf.float32)
+
+    def advance(t, logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total):
+        lp = tf.nn.log_softmax(logits, axis=-1)
+        tok = tf.argmax(lp, axis=-1, output_type=tf.int32)
+        best = tf.reduce_max(lp, axis=-1)
+        active = tf.logical_and(tf.logical_not(finished), t < max_len)
+        is_end = tf.equal(tok, end_token)
+        emit = tf.where(tf.logical_and(active, tf.logical_not(is_end)), tok, pad_token)
+        seq = _write_column(seq, t, emit, axis=1)
+        tok_lp = _write_column(tok_lp, t, tf.where(active, best, 0.0), axis=1)
+        if has_att:
+            att_buf = _write_column(att_buf, t, att * tf.cast(active, tf.float32)[:, None], 1)
+        total = total + tf.where(active, best, 0.0)
+        lengths = lengths + tf.cast(tf.logical_and(active, tf.logical_not(is_end)), tf.int32)
+        steps = steps + tf.cast(active, tf.int32)
+        finished = tf.logical_or(finished, tf.logical_and(active, tf.logical_or(is_end, t + 1 >= max_len)))
+        # The fed-back token for finished rows is irrelevant; feed pad to keep ids valid.
+        next_tok = tf.where(finished, pad_token, tok)
+        return next_tok, seq, tok_lp, att_buf, finished, lengths, steps, total
+
+    next_tok, seq, tok_lp, att_buf, finished, lengths, steps, total = advance(
+        tf.constant(0), logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total
+    )
+
+    def cond(t, next_tok, state, seq, tok_lp, att_buf, finished, lengths, steps, total):
+        return tf.logical_and(t < t_max, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(t, next_tok, state, seq, tok_lp, att_buf, finished, lengths, steps, total):
+        logits, new_state, att = _call_step(step_fn, next_tok, state, context)
+        outs = advance(t, logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total)
+        next_tok, seq, tok_lp, att_buf, finished, lengths, steps, total = outs
+        return t + 1, next_tok, new_state, seq, tok_lp, att_buf, finished, lengths, steps, total
+
+    loop_vars = (tf.constant(1), next_tok, state, seq, tok_lp, att_buf, finished, lengths, steps, total)
+    _, _, _, seq, tok_lp, att_buf, finished, lengths, steps, total = tf.while_loop(
+        cond, body, loop_vars, shape_invariants=_invariants(loop_vars)
+    )
+    width = tf.reduce_max(tf.concat([steps, [0]], 0))
+    scores = total / length_penalty_factor(steps, length_penalty)
+    return SamplerOutput(
+        tokens=seq[:, :width],
+        lengths=lengths,
+        scores=scores,
+        log_probs=total,
+        token_log_probs=tok_lp[:, :width],
+        attention=att_buf[:, :width] if has_att else None,
+    )
+
+
+def _invariants(loop_vars):
+    # Batch, time and source dimensions are dynamic; keep only the rank fixed.
+    def relax(x):
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank is None or x.shape.rank == 0:
+            return x.shape
+        return tf.TensorShape([None] * x.shape.rank)
+
+    return tf.nest.map_structure(relax, loop_vars)
+
+
+def beam_search(
+    step_fn: StepFn,
+    initial_state: Any,
+    context: Any = (),
+    *,
+    start_token: int,
+    end_token: int,
+    max_length: Any,
+    beam_width: int = 4,
+    length_penalty: float = 0.6,
+    pad_token: int = 0,
+) -> SamplerOutput:
+    """Beam search inside the graph, with GNMT length normalisation (see module docs).
+
+    Args:
+        step_fn: the model's step function (interface in the module docstring); it is
+            called on ``B * beam_width`` rows.
+        initial_state: nest of ``[B, ...]`` tensors (untiled: the sampler tiles it).
+        context: nest of ``[B, ...]`` constant tensors (untiled), or ``()``.
+        start_token: id fed on the first step.
+        end_token: id that finishes a hypothesis (not included in ``tokens``).
+        max_length: int or int tensor, scalar or ``[B]``: the most tokens per example
+            (end token included); values below 1 are raised to 1.
+        beam_width: ``K``, the number of hypotheses kept per example (``K=1`` is greedy
+            search, apart from the ranking of finished hypotheses).
+        length_penalty: alpha of the GNMT penalty ``((5+n)/6)**alpha`` used to rank finished
+            hypotheses; must be >= 0.
+        pad_token: id written after the end of each sequence.
+
+    Returns:
+        :class:`SamplerOutput` for the best hypothesis of each example.
+    """
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    if length_penalty < 0:
+        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    K = int(beam_width)
+    batch = _batch_size(initial_state, context)
+    max_len = _max_lengths(max_length, batch)
+    t_max = tf.reduce_max(tf.concat([max_len, [1]], 0))
+
+    state = tile_for_beam(initial_state, K)
+    context = tile_for_beam(context, K)
+    tokens0 = tf.fill([batch * K], tf.constant(start_token, tf.int32))
+    logits, state, att = _call_step(step_fn, tokens0, state, context)
+    has_att = att is not None
+    src_len = tf.shape(att)[1] if has_att else 0
+
+    # Only beam 0 is live at the start: the K copies are identical and must not be
+    # expanded K times.
+    alive_lp = tf.tile(tf.constant([[0.0] + [_NEG_INF] * (K - 1)], tf.float32), [batch, 1])
+    alive_seq = tf.fill([batch, K, t_max], tf.constant(pad_token, tf.int32))
+    alive_tlp = tf.zeros([batch, K, t_max], tf.float32)
+    alive_att = tf.zeros([batch, K, t_max, src_len], tf.float32) if has_att else tf.zeros([0])
+    fin_seq = tf.fill([batch, K, t_max], tf.constant(pad_token, tf.int32))
+    fin_tlp = tf.zeros([batch, K, t_max], tf.float32)
+    fin_att = tf.zeros([batch, K, t_max, src_len], tf.float32) if has_att else tf.zeros([0])
+    fin_score = tf.fill([batch, K], tf.constant(_NEG_INF, tf.float32))
+    fin_lp = tf.zeros([batch, K], tf.float32)
+    fin_len = tf.zeros([batch, K], tf.int32)
+    fin_steps = tf.zeros([batch, K], tf.int32)
+    done = tf.zeros([batch], tf.bool)
+    max_factor = length_penalty_factor(max_len, length_penalty)
+
+    def gather_beams(x, idx):
+        return tf.gather(x, idx, batch_dims=1)
+
+    def advance(t, logits, new_state, att, alive):
+        (alive_lp, alive_seq, alive_tlp, alive_att,
+         fin_seq, fin_tlp, fin_att, fin_score, fin_lp, fin_len, fin_steps, done) = alive
+        vocab = tf.shape(logits)[-1]
+        lp = tf.reshape(tf.nn.log_softmax(logits, axis=-1), [batch, K, vocab])
+        cand = tf.reshape(alive_lp[:, :, None] + lp, [batch, K * vocab])
+        c_score, c_idx = tf.math.top_k(cand, k=2 * K)
+        c_beam = c_idx // vocab
+        c_tok = c_idx % vocab
+        c_tok_lp = tf.gather(tf.reshape(lp, [batch, K * vocab]), c_idx, batch_dims=1)
+        c_seq = _write_column(gather_beams(alive_seq, c_beam), t, c_tok, axis=2)
+        c_tlp = _write_column(gather_beams(alive_tlp, c_beam), t, c_tok_lp, axis=2)
+        if has_att:
+            att_b = tf.reshape(att, [batch, K, src_len])
+            c_att = _write_column(gather_beams(alive_att, c_beam), t, gather_beams(att_b, c_beam), 2)
+        is_end = tf.equal(c_tok, end_token)
+        active = tf.logical_and(t < max_len, tf.logical_not(done))[:, None]
+        at_limit = (t + 1 >= max_len)[:, None]
+        c_fin = tf.logical_and(tf.logical_or(is_end, at_limit), active)
+        # A candidate that did not really exist (expanded from a -1e9 beam) never finishes.
+        c_fin = tf.logical_and(c_fin, c_score > _NEG_INF / 2)
+        factor = length_penalty_factor(t + 1, length_penalty)
+        c_fin_score = tf.where(c_fin, c_score / factor, _NEG_INF)
+        # End tokens (written as pad) are not part of the visible sequence.
+        c_seq_vis = _write_column(c_seq, t, tf.where(is_end, pad_token, c_tok), axis=2)
+
+        # Finished pool: K best of (old pool, new finished candidates).
+        all_score = tf.concat([fin_score, c_fin_score], 1)
+        f_score, f_idx = tf.math.top_k(all_score, k=K)
+        fin_seq = gather_beams(tf.concat([fin_seq, c_seq_vis], 1), f_idx)
+        fin_tlp = gather_beams(tf.concat([fin_tlp, c_tlp], 1), f_idx)
+        if has_att:
+            fin_att = gather_beams(tf.concat([fin_att, c_att], 1), f_idx)
+        fin_lp = gather_beams(tf.concat([fin_lp, c_score], 1), f_idx)
+        c_len = tf.fill(tf.shape(c_tok), t) + tf.cast(tf.logical_not(is_end), tf.int32)
+        fin_len = gather_beams(tf.concat([fin_len, c_len], 1), f_idx)
+        fin_steps = gather_beams(tf.concat([fin_steps, tf.fill(tf.shape(c_tok), t + 1)], 1), f_idx)
+        fin_score = f_score
+
+        # Alive: K best candidates that did not end.
+        a_score, a_idx = tf.math.top_k(tf.where(is_end, _NEG_INF, c_score), k=K)
+        alive_seq = gather_beams(c_seq, a_idx)
+        alive_tlp = gather_beams(c_tlp, a_idx)
+        if has_att:
+            alive_att = gather_beams(c_att, a_idx)
+        src_beam = gather_beams(c_beam, a_idx)  # [B, K] index of the parent beam
+        flat = tf.reshape(src_beam + tf.range(batch)[:, None] * K, [-1])
+        new_state = tf.nest.map_structure(lambda s: tf.gather(s, flat), new_state)
+        next_tok = tf.reshape(gather_beams(c_tok, a_idx), [-1])
+        alive_lp = a_score
+
+        # Exact early stop: the best alive log-prob can only fall, and the largest
+        # denominator it can still get is the penalty at max_length.
+        best_possible = alive_lp[:, 0] / max_factor
+        hopeless = fin_score[:, K - 1] >= best_possible
+        done = tf.logical_or(done, tf.logical_or(t + 1 >= max_len, hopeless))
+        alive = (alive_lp, alive_seq, alive_tlp, alive_att,
+                 fin_seq, fin_tlp, fin_att, fin_score, fin_lp, fin_len, fin_steps, done)
+        return next_tok, new_state, alive
+
+    alive0 = (alive_lp, alive_seq, alive_tlp, alive_att,
+              fin_seq, fin_tlp, fin_att, fin_score, fin_lp, fin_len, fin_steps, done)
+    next_tok, state, alive = advance(tf.constant(0), logits, state, att, alive0)
+
+    def cond(t, next_tok, state, alive):
+        return tf.logical_and(t < t_max, tf.logical_not(tf.reduce_all(alive[-1])))
+
+    def body(t, next_tok, state, alive):
+        logits, new_state, att = _call_step(step_fn, next_tok, state, context)
+        next_tok, new_state, alive = advance(t, logits, new_state, att, alive)
+        return t + 1, next_tok, new_state, alive
+
+    loop_vars = (tf.constant(1), next_tok, state, alive)
+    _, _, _, alive = tf.while_loop(cond, body, loop_vars, shape_invariants=_invariants(loop_vars))
+    (_, _, _, _, fin_seq, fin_tlp, fin_att, fin_score, fin_lp, fin_len, fin_steps, _) = alive
+
+    # top_k keeps the pool sorted, so hypothesis 0 is the best.
+    steps = fin_steps[:, 0]
+    width = tf.reduce_max(tf.concat([steps, [0]], 0))
+    return SamplerOutput(
+        tokens=fin_seq[:, 0, :width],
+        lengths=fin_len[:, 0],
+        scores=fin_score[:, 0],
+        log_probs=fin_lp[:, 0],
+        token_log_probs=fin_tlp[:, 0, :width],
+        attention=fin_att[:, 0, :width] if has_att else None,
+    )
