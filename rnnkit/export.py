@@ -1,0 +1,153 @@
+"""Versioned, atomic SavedModel export in TF Serving's layout.
+
+``export_base/<version>/`` holds a SavedModel plus ``assets.extra/`` (ignored by TF
+Serving's loader) with:
+
+* ``metrics.json``: the evaluation metrics, so each export carries its evaluation card;
+* ``tf_serving_warmup_requests``: warmup records TF Serving replays at load time.
+
+The export is written to a hidden ``export_base/.tmp-<version>-<pid>`` folder (TF
+Serving only picks up integer-named folders) and renamed into place once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from rnnkit.atomic import atomic_write_json
+
+__all__ = ["export_saved_model", "latest_export", "list_versions", "read_export_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+def list_versions(export_base: str | os.PathLike[str]) -> list[int]:
+    """Return the integer version folders under ``export_base``, ascending.
+
+    Args:
+        export_base: e.g. ``saved_models/sentiment``. A missing folder has no versions.
+    """
+    base = Path(export_base)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def latest_export(export_base: str | os.PathLike[str]) -> Path:
+    """Return ``export_base/<highest version>``.
+
+    Args:
+        export_base: the export folder of one model.
+
+    Raises:
+        FileNotFoundError: no integer version folder exists (names the folder).
+    """
+    versions = list_versions(export_base)
+    if not versions:
+        raise FileNotFoundError(
+            f"no exported model under {Path(export_base)} (expected integer version folders); "
+            "run the app's `export` verb first or pass --model"
+        )
+    return Path(export_base) / str(versions[-1])
+
+
+def read_export_metrics(export_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Return ``assets.extra/metrics.json`` of an export, or None if it has none."""
+    import json
+
+    path = Path(export_dir) / "assets.extra" / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _check_servable(path: Path) -> None:
+    """Run rnnkit.servable.check_servable when the serving session's module exists."""
+    try:
+        from rnnkit.servable import check_servable  # owned by the serving work; optional
+    except ImportError:
+        log.info("rnnkit.servable not available: skipping the core-op check")
+        return
+    result = check_servable(path)
+    # Accept either style: raising on failure, or returning problems / an object with .ok.
+    if result is False or getattr(result, "ok", True) is False:
+        raise ValueError(f"export at {path} is not servable: {result}")
+    if isinstance(result, (list, tuple)) and result:
+        raise ValueError(f"export at {path} is not servable: {result}")
+
+
+def export_saved_model(
+    module: tf.Module,
+    export_base: str | os.PathLike[str],
+    signatures: Mapping[str, Any],
+    *,
+    version: int | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    warmup_requests: Sequence[Mapping[str, np.ndarray]] | None = None,
+    check: bool = True,
+) -> Path:
+    """Export ``module`` as ``export_base/<version>`` atomically and return that folder.
+
+    Args:
+        module: the tf.Module (or Keras model) to save; keep everything the signatures
+            need tracked on it.
+        export_base: the model's export folder, e.g. ``saved_models/sentiment``.
+        signatures: signature name -> concrete function (or ``tf.function`` with an input
+            signature); include ``"serving_default"``.
+        version: the integer version; default: highest existing + 1 (1 for the first).
+        metrics: evaluation metrics copied to ``assets.extra/metrics.json``.
+        warmup_requests: TF Serving warmup requests (input name -> array, one dict per
+            request) for ``serving_default``, written with ``rnnkit.warmup``.
+        check: run ``rnnkit.servable.check_servable`` (core ops, named signatures) on the
+            temporary export before it is renamed into place, when that module exists.
+
+    Raises:
+        FileExistsError: ``version`` is given and already exported.
+        ValueError: bad version or signatures, or the servable check failed.
+    """
+    if "serving_default" not in signatures:
+        raise ValueError("signatures must include 'serving_default' (TF Serving's default)")
+    base = Path(export_base)
+    base.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        existing = list_versions(base)
+        version = (existing[-1] + 1) if existing else 1
+    if int(version) < 1:
+        raise ValueError(f"export version must be a positive integer, got {version}")
+    final = base / str(int(version))
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; pick another --version")
+    tmp = base / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(tmp), signatures=dict(signatures))
+        extra = tmp / "assets.extra"
+        extra.mkdir(parents=True, exist_ok=True)
+        if metrics is not None:
+            atomic_write_json(extra / "metrics.json", dict(metrics))
+        if warmup_requests:
+            try:
+                from rnnkit.warmup import write_warmup_requests  # owned by the serving work
+            except ImportError:
+                warnings.warn("rnnkit.warmup is not available yet: export has no warmup "
+                              "records", stacklevel=2)
+            else:
+                write_warmup_requests(extra / "tf_serving_warmup_requests",
+                                      list(warmup_requests), signature_name="serving_default")
+        if check:
+            _check_servable(tmp)
+        os.rename(tmp, final)  # rename fails (instead of merging) if final appeared meanwhile
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    log.info("exported %s", final)
+    return final
