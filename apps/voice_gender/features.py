@@ -1,0 +1,182 @@
+"""Log-mel features computed inside the TensorFlow graph.
+
+The front end is ``tf.signal``: frame the (zero-padded) waveform, Hann window, real FFT,
+power spectrum, multiply by a Slaney mel filter bank, convert to decibels. The filter bank
+is built here in NumPy with the same formulas as ``librosa.filters.mel`` (Slaney mel scale,
+Slaney area normalisation), so the graph output matches
+``librosa.power_to_db(librosa.feature.melspectrogram(..., center=False))`` closely (see
+tests/test_voice_gender_features.py for the tolerance). librosa is only the reference: the
+SavedModel carries the filter bank as a constant and needs nothing but core TF ops.
+
+Framing is ``center=False`` (frames start at sample 0, no reflection padding) because a
+batch of zero-padded clips has a different true end per row; reflection at the true end
+cannot be expressed cheaply per row, and frames that would cross the end are masked anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """Front-end settings (all in samples at ``sample_rate``).
+
+    Args:
+        sample_rate: waveform rate the graph expects (16 kHz).
+        n_fft: FFT size and window length (512 = 32 ms).
+        hop_length: hop between frames (320 = 20 ms, 50 frames per second).
+        n_mels: number of mel bands (80: ~37 Hz apart below 1 kHz, enough to resolve the
+            harmonics that carry the pitch of a voice).
+        fmin: lowest filter edge in Hz.
+        fmax: highest filter edge in Hz (Nyquist).
+        amin: power floor before the logarithm (as librosa.power_to_db).
+        top_db: dynamic range kept below each clip's loudest frame (as librosa.power_to_db).
+    """
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 512
+    hop_length: int = 320
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    amin: float = 1e-10
+    top_db: float = 80.0
+
+    def to_dict(self) -> dict:
+        """Plain dict (for Keras layer configs and metrics files)."""
+        return asdict(self)
+
+
+def _hz_to_mel_slaney(freqs: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
+    freqs = np.asarray(freqs, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    mels = freqs / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    above = freqs >= min_log_hz
+    mels = np.where(above, min_log_mel + np.log(np.maximum(freqs, 1e-12) / min_log_hz) / logstep, mels)
+    return mels
+
+
+def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_hz_to_mel_slaney`."""
+    mels = np.asarray(mels, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    freqs = f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    above = mels >= min_log_mel
+    return np.where(above, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_filter_bank(cfg: FrontEndConfig) -> np.ndarray:
+    """Slaney-normalised triangular mel filters, shape (n_fft // 2 + 1, n_mels), float32.
+
+    Same construction as ``librosa.filters.mel(htk=False, norm="slaney")``, transposed so
+    that ``power @ bank`` maps a spectrum row to mel bands.
+
+    Args:
+        cfg: the front-end settings.
+    """
+    n_bins = cfg.n_fft // 2 + 1
+    fft_freqs = np.linspace(0.0, cfg.sample_rate / 2.0, n_bins)
+    mel_points = np.linspace(_hz_to_mel_slaney(cfg.fmin), _hz_to_mel_slaney(cfg.fmax), cfg.n_mels + 2)
+    hz_points = _mel_to_hz_slaney(mel_points)
+    widths = np.diff(hz_points)
+    ramps = hz_points[:, None] - fft_freqs[None, :]
+    weights = np.zeros((cfg.n_mels, n_bins))
+    for i in range(cfg.n_mels):
+        lower = -ramps[i] / widths[i]
+        upper = ramps[i + 2] / widths[i + 1]
+        weights[i] = np.maximum(0.0, np.minimum(lower, upper))
+    # Slaney normalisation: each filter has (approximately) constant energy per band.
+    weights *= (2.0 / (hz_points[2 : cfg.n_mels + 2] - hz_points[: cfg.n_mels]))[:, None]
+    return weights.T.astype(np.float32)
+
+
+def num_frames(length: tf.Tensor, cfg: FrontEndConfig) -> tf.Tensor:
+    """Number of whole frames inside the first ``length`` samples (0 when shorter than n_fft).
+
+    Args:
+        length: int tensor of valid sample counts, any shape.
+        cfg: the front-end settings.
+    """
+    length = tf.cast(length, tf.int32)
+    return tf.maximum(0, (length - cfg.n_fft) // cfg.hop_length + 1)
+
+
+def power_mel(waveform: tf.Tensor, cfg: FrontEndConfig, bank: tf.Tensor | None = None) -> tf.Tensor:
+    """Mel power spectrogram, (batch, frames, n_mels), of float32 waveforms (batch, samples).
+
+    Frames past the end of the padded batch are not produced; frames that overlap a row's
+    padding are produced and must be masked by the caller (see :func:`num_frames`).
+
+    Args:
+        waveform: (batch, samples) float32, zero-padded.
+        cfg: the front-end settings.
+        bank: optional precomputed ``mel_filter_bank(cfg)`` tensor.
+    """
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    # Pad to at least one frame so a batch of very short clips still has a frame axis.
+    short = tf.maximum(0, cfg.n_fft - tf.shape(waveform)[1])
+    waveform = tf.pad(waveform, [[0, 0], [0, short]])
+    stft = tf.signal.stft(
+        waveform,
+        frame_length=cfg.n_fft,
+        frame_step=cfg.hop_length,
+        fft_length=cfg.n_fft,
+        window_fn=tf.signal.hann_window,  # periodic Hann, as librosa/scipy "hann"
+        pad_end=False,
+    )
+    power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
+    if bank is None:
+        bank = tf.constant(mel_filter_bank(cfg))
+    return tf.linalg.matmul(power, bank)
+
+
+def power_to_db(power: tf.Tensor, cfg: FrontEndConfig, mask: tf.Tensor | None = None) -> tf.Tensor:
+    """10*log10(max(power, amin)), floored ``top_db`` below each row's loudest valid value.
+
+    Matches ``librosa.power_to_db(S, ref=1.0, amin, top_db)`` per clip.
+
+    Args:
+        power: (batch, frames, n_mels) mel power.
+        cfg: the front-end settings.
+        mask: optional (batch, frames) bool; the per-clip maximum is taken over valid frames.
+    """
+    db = 10.0 * tf.math.log(tf.maximum(power, cfg.amin)) / tf.math.log(10.0)
+    if cfg.top_db is None:
+        return db
+    lowest = tf.fill(tf.shape(db), tf.constant(-1e4, db.dtype))
+    considered = db if mask is None else tf.where(mask[:, :, None], db, lowest)
+    peak = tf.reduce_max(considered, axis=[1, 2], keepdims=True)
+    return tf.maximum(db, peak - cfg.top_db)
+
+
+def log_mel(
+    waveform: tf.Tensor, length: tf.Tensor, cfg: FrontEndConfig, bank: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Log-mel (dB) features and their frame mask for a zero-padded batch.
+
+    Args:
+        waveform: (batch, samples) float32 at ``cfg.sample_rate``.
+        length: (batch,) int valid samples per row.
+        cfg: the front-end settings.
+        bank: optional precomputed filter bank tensor.
+
+    Returns:
+        (features (batch, frames, n_mels) float32 in dB, mask (batch, frames) bool).
+    """
+    power = power_mel(waveform, cfg, bank)
+    frames = num_frames(length, cfg)
+    mask = tf.sequence_mask(frames, maxlen=tf.shape(power)[1])
+    return power_to_db(power, cfg, mask), mask
