@@ -1,0 +1,316 @@
+"""Model registry: which versions of which models are loaded, and the poller that updates it.
+
+Mirrors TF Serving's file-system source: a model's base path holds integer-named version
+directories; the version policy (default: the highest one) picks which to serve; new
+versions are loaded before old ones are unloaded, so a rollout never has a gap. Anything not
+named by an integer (``.tmp-3-1234``, ``tmp``) is ignored, which is what makes "export to a
+temp dir, then rename" safe: a version only exists once it is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from rnnkit.serving.codec import tensor_proto_to_array
+from rnnkit.serving.config import ModelSpecConfig
+from rnnkit.serving.errors import ServingError, invalid, not_found
+
+log = logging.getLogger("rnnkit.serving")
+
+_VERSION_DIR = re.compile(r"^\d+$")
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+
+
+def _short_tf_message(exc: Exception) -> str:
+    """First line of a TF error, without the graph-node trailer TF appends."""
+    msg = getattr(exc, "message", None) or str(exc)
+    msg = msg.split("\n\t [[")[0].split("\n\n")[0].strip()
+    return msg
+
+
+class LoadedVersion:
+    """One loaded model version: its signatures and the callable behind each.
+
+    Args:
+        name: model name.
+        version: version number.
+        path: the version directory.
+    """
+
+    def __init__(self, name: str, version: int, path: Path):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        self.name = name
+        self.version = version
+        self.path = path
+        sm = saved_model_pb2.SavedModel()
+        sm.ParseFromString((path / "saved_model.pb").read_bytes())
+        serve = [mg for mg in sm.meta_graphs if "serve" in mg.meta_info_def.tags]
+        if not serve:
+            raise ValueError(f"{path}: no meta graph tagged 'serve'")
+        # The proto's SignatureDefs are what GetModelMetadata reports, with TF's tensor names.
+        self.signature_defs = dict(serve[0].signature_def)
+        self._obj = tf.saved_model.load(str(path), tags=["serve"])
+        self._fns = dict(self._obj.signatures)
+
+    def signature(self, signature_name: str):
+        """The SignatureDef for ``signature_name`` ('' means serving_default)."""
+        key = signature_name or DEFAULT_SIGNATURE
+        sig = self.signature_defs.get(key)
+        if sig is None or key not in self._fns:
+            names = sorted(k for k in self._fns)
+            raise invalid(f"signature {key!r} not found in model {self.name!r} version {self.version}; signatures: {names}")
+        return key, sig
+
+    def run(
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: Iterable[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Run a signature on checked input arrays.
+
+        Args:
+            signature_name: signature key ('' = serving_default).
+            inputs: input name -> array, exactly the signature's inputs (already dtype/shape checked).
+            output_filter: if non-empty, only these outputs are returned.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT when the model rejects the data (e.g. a corrupt image
+                makes a decode op fail), INTERNAL for other TensorFlow errors.
+        """
+        import tensorflow as tf
+
+        key, sig = self.signature(signature_name)
+        missing = sorted(set(sig.inputs) - set(inputs))
+        extra = sorted(set(inputs) - set(sig.inputs))
+        if missing or extra:
+            raise invalid(
+                f"signature {key!r} takes inputs {sorted(sig.inputs)}; "
+                + (f"missing {missing} " if missing else "")
+                + (f"unknown {extra}" if extra else "")
+            )
+        wanted = list(output_filter)
+        bad = sorted(set(wanted) - set(sig.outputs))
+        if bad:
+            raise invalid(f"output_filter names unknown output(s) {bad}; signature {key!r} outputs {sorted(sig.outputs)}")
+        tensors = {
+            n: tf.constant(a, dtype=tf.dtypes.as_dtype(sig.inputs[n].dtype)) for n, a in inputs.items()
+        }
+        try:
+            result = self._fns[key](**tensors)
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as exc:
+            raise invalid(f"model {self.name!r} rejected the input: {_short_tf_message(exc)}") from None
+        except tf.errors.OpError as exc:
+            raise ServingError("INTERNAL", f"model {self.name!r} failed: {_short_tf_message(exc)}") from None
+        return {k: v.numpy() for k, v in result.items() if not wanted or k in wanted}
+
+    def warmup(self) -> int:
+        """Replay ``assets.extra/tf_serving_warmup_requests`` like TF Serving; returns the count."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = self.path / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        n = 0
+        for raw in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
+            plog = prediction_log_pb2.PredictionLog.FromString(raw)
+            if plog.WhichOneof("log_type") != "predict_log":
+                raise ValueError(f"{path}: only predict_log warmup records are supported")
+            req = plog.predict_log.request
+            key, sig = self.signature(req.model_spec.signature_name)
+            arrays = {}
+            for name, proto in req.inputs.items():
+                if name not in sig.inputs:
+                    raise ValueError(f"{path}: warmup record {n} names unknown input {name!r}")
+                arrays[name] = tensor_proto_to_array(proto, name, sig.inputs[name])
+            self.run(key, arrays)
+            n += 1
+        return n
+
+
+@dataclass
+class VersionState:
+    """TF Serving's ModelVersionStatus for one version."""
+
+    state: str  # START, LOADING, AVAILABLE, UNLOADING, END
+    error_code: str = "OK"
+    error_message: str = ""
+    loaded: LoadedVersion | None = None
+    load_seconds: float = 0.0
+
+
+class ModelRegistry:
+    """Loads and unloads versions of the configured models, and answers lookups.
+
+    Args:
+        specs: the models to serve.
+        poll_wait_seconds: seconds between file-system polls; <= 0 polls only once (at start).
+    """
+
+    def __init__(self, specs: list[ModelSpecConfig], poll_wait_seconds: float = 1.0):
+        self.specs = {s.name: s for s in specs}
+        self.poll_wait_seconds = poll_wait_seconds
+        self._states: dict[str, dict[int, VersionState]] = {s.name: {} for s in specs}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # (model, version) pairs that failed to load: not retried until the directory changes.
+        self._failed: dict[tuple[str, int], float] = {}
+
+    # ---- lookups -------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """Configured model names."""
+        return sorted(self.specs)
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+        """The loaded version to use for a request.
+
+        Args:
+            name: model name.
+            version: a specific version, or None for the highest available one.
+            label: a version label from the config (``version_labels``), instead of a version.
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model, version or label, or when no version
+                is available yet.
+        """
+        if name not in self.specs:
+            raise not_found(f"model {name!r} not found; serving {self.model_names()}")
+        if label is not None:
+            labels = self.specs[name].labels
+            if label not in labels:
+                raise not_found(f"model {name!r} has no version label {label!r}; labels: {sorted(labels)}")
+            version = labels[label]
+        with self._lock:
+            states = self._states[name]
+            if version is None:
+                avail = [v for v, s in states.items() if s.state == "AVAILABLE"]
+                if not avail:
+                    raise not_found(f"model {name!r}: no version available yet under {self.specs[name].base_path}")
+                return states[max(avail)].loaded  # type: ignore[return-value]
+            st = states.get(version)
+            if st is None or st.state != "AVAILABLE":
+                avail = sorted(v for v, s in states.items() if s.state == "AVAILABLE")
+                raise not_found(f"model {name!r} version {version} is not available; available versions: {avail}")
+            return st.loaded  # type: ignore[return-value]
+
+    def statuses(self, name: str, version: int | None = None) -> list[tuple[int, VersionState]]:
+        """(version, state) pairs for a model, newest first; NOT_FOUND if unknown/absent."""
+        if name not in self.specs:
+            raise not_found(f"model {name!r} not found; serving {self.model_names()}")
+        with self._lock:
+            items = sorted(self._states[name].items(), reverse=True)
+        if version is not None:
+            items = [(v, s) for v, s in items if v == version]
+            if not items:
+                raise not_found(f"model {name!r} has no version {version}")
+        if not items:
+            raise not_found(f"model {name!r}: no versions found under {self.specs[name].base_path}")
+        return items
+
+    # ---- polling -------------------------------------------------------------------------
+    @staticmethod
+    def scan_versions(base: Path) -> dict[int, Path]:
+        """Integer-named version directories under ``base`` that contain a SavedModel."""
+        found: dict[int, Path] = {}
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            return found
+        for p in entries:
+            if _VERSION_DIR.match(p.name) and p.is_dir() and (p / "saved_model.pb").is_file():
+                found[int(p.name)] = p
+        return found
+
+    def _desired(self, spec: ModelSpecConfig, on_disk: dict[int, Path]) -> set[int]:
+        if spec.policy == "all":
+            return set(on_disk)
+        if spec.policy == "specific":
+            return set(spec.versions) & set(on_disk)
+        return set(sorted(on_disk)[-spec.num_versions :])
+
+    def poll_once(self) -> None:
+        """Scan every model's base path once: load wanted new versions, then unload the rest."""
+        for spec in self.specs.values():
+            on_disk = self.scan_versions(spec.base_path)
+            if not on_disk:
+                log.debug("no versions of %s under %s", spec.name, spec.base_path)
+            desired = self._desired(spec, on_disk)
+            with self._lock:
+                current = dict(self._states[spec.name])
+            for v in sorted(desired):
+                st = current.get(v)
+                if st is not None and st.state == "AVAILABLE":
+                    continue
+                mtime = on_disk[v].stat().st_mtime
+                if self._failed.get((spec.name, v)) == mtime:
+                    continue
+                self._load(spec.name, v, on_disk[v], mtime)
+            # Unload what is no longer wanted only once a wanted version is up: a rollout has
+            # no gap, and a new version that fails to load leaves the old one serving.
+            with self._lock:
+                states = self._states[spec.name]
+                if not any(states.get(v) and states[v].state == "AVAILABLE" for v in desired):
+                    continue
+                for v, st in list(states.items()):
+                    if v not in desired and st.state == "AVAILABLE":
+                        log.info("unloading %s version %d", spec.name, v)
+                        st.loaded = None  # in-flight requests keep their own reference
+                        st.state = "END"
+
+    def _load(self, name: str, version: int, path: Path, mtime: float) -> None:
+        with self._lock:
+            self._states[name][version] = VersionState(state="LOADING")
+        t0 = time.perf_counter()
+        try:
+            loaded = LoadedVersion(name, version, path)
+            n = loaded.warmup()
+        except ServingError as exc:
+            self._mark_failed(name, version, mtime, f"warmup request failed: {exc.message}")
+            return
+        except Exception as exc:  # any load failure must leave the server serving the rest
+            self._mark_failed(name, version, mtime, f"{type(exc).__name__}: {_short_tf_message(exc)}")
+            return
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self._states[name][version] = VersionState(state="AVAILABLE", loaded=loaded, load_seconds=dt)
+        log.info("loaded %s version %d from %s in %.2fs (%d warmup requests)", name, version, path, dt, n)
+
+    def _mark_failed(self, name: str, version: int, mtime: float, message: str) -> None:
+        log.error("failed to load %s version %d: %s", name, version, message)
+        self._failed[(name, version)] = mtime
+        with self._lock:
+            self._states[name][version] = VersionState(state="END", error_code="UNKNOWN", error_message=message)
+
+    def start(self) -> None:
+        """Poll once now (so models are up before the ports open), then poll in a thread."""
+        self.poll_once()
+        if self.poll_wait_seconds > 0:
+            self._thread = threading.Thread(target=self._loop, name="rnnkit-model-poller", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_wait_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # keep polling whatever one scan hit
+                log.exception("model poll failed")
+
+    def stop(self) -> None:
+        """Stop the poller thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

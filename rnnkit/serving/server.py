@@ -1,0 +1,131 @@
+"""``rnnkit serve``: a TF-Serving-compatible model server (REST + gRPC) for SavedModels.
+
+Takes tensorflow_model_server's flags for what it supports, so the same command line and
+the same clients work against either:
+
+    rnnkit serve --port 8500 --rest_api_port 8501 --model_config_file deploy/models.local.config
+    rnnkit serve --rest_api_port 8501 --model_name sentiment --model_base_path saved_models/sentiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("rnnkit.serving")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (tensorflow_model_server's flag names, plus a few rnnkit extras)."""
+    p = argparse.ArgumentParser(
+        prog="rnnkit serve",
+        description="Serve SavedModels with TensorFlow Serving's REST and gRPC APIs.",
+    )
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 disables gRPC)")
+    p.add_argument("--rest_api_port", type=int, default=0, help="REST port (default 0: REST disabled, as in TF Serving)")
+    p.add_argument("--model_config_file", type=Path, help="ModelServerConfig text proto listing the models")
+    p.add_argument("--model_name", default="default", help="model name when serving one model (default 'default')")
+    p.add_argument("--model_base_path", type=Path, help="directory of integer version subdirectories for --model_name")
+    p.add_argument(
+        "--file_system_poll_wait_seconds", type=float, default=1.0,
+        help="seconds between scans for new versions (default 1; <= 0: scan only at start)",
+    )
+    # rnnkit extras (TF Serving binds every interface and has no body limit flag).
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument(
+        "--max_request_bytes", type=int, default=16 * 1024 * 1024,
+        help="largest REST body / gRPC message accepted (default 16 MiB); larger gets 413 / RESOURCE_EXHAUSTED",
+    )
+    p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default 16)")
+    p.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def _specs(args: argparse.Namespace):
+    from rnnkit.serving.config import ConfigError, ModelSpecConfig, load_model_config_file
+
+    if args.model_config_file and args.model_base_path:
+        raise ConfigError("give either --model_config_file or --model_base_path, not both")
+    if args.model_config_file:
+        return load_model_config_file(args.model_config_file)
+    if args.model_base_path:
+        return [ModelSpecConfig(name=args.model_name, base_path=args.model_base_path.resolve())]
+    raise ConfigError("nothing to serve: give --model_config_file, or --model_name and --model_base_path")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM.
+
+    Args:
+        argv: command-line arguments (without the program name); None reads sys.argv.
+
+    Returns:
+        Process exit code (0 after a clean shutdown, 2 for bad flags/config).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from rnnkit.serving.config import ConfigError
+
+    try:
+        specs = _specs(args)
+    except ConfigError as exc:
+        print(f"rnnkit serve: {exc}", file=sys.stderr)
+        return 2
+    if args.port == 0 and args.rest_api_port == 0:
+        print("rnnkit serve: both --port and --rest_api_port are 0: nothing to listen on", file=sys.stderr)
+        return 2
+    for s in specs:
+        if not s.base_path.is_dir():
+            log.warning("model %s: base path %s does not exist yet; waiting for versions", s.name, s.base_path)
+
+    import uvicorn
+
+    from rnnkit.serving.grpc_service import build_grpc_server
+    from rnnkit.serving.registry import ModelRegistry
+    from rnnkit.serving.rest import build_app
+
+    registry = ModelRegistry(specs, poll_wait_seconds=args.file_system_poll_wait_seconds)
+    registry.start()
+    grpc_server = None
+    try:
+        if args.port:
+            grpc_server, gport = build_grpc_server(
+                registry, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes
+            )
+            grpc_server.start()
+            log.info("gRPC (tensorflow.serving.PredictionService, ModelService) on %s:%d", args.host, gport)
+        if args.rest_api_port:
+            app = build_app(registry, max_body_bytes=args.max_request_bytes)
+            config = uvicorn.Config(
+                app, host=args.host, port=args.rest_api_port, log_level="warning",
+                access_log=False, lifespan="off",
+            )
+            server = uvicorn.Server(config)
+            log.info("REST on http://%s:%d/v1/models/<name>", args.host, args.rest_api_port)
+            server.run()  # handles SIGINT / SIGTERM
+            if not server.started:
+                print(f"rnnkit serve: could not start REST on {args.host}:{args.rest_api_port}", file=sys.stderr)
+                return 1
+        elif grpc_server is not None:
+            _wait_for_signal()
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=2).wait()
+        registry.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    import signal
+    import threading
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
