@@ -229,7 +229,7 @@ def test_grpc_predict_metadata_status(served, local):
     assert [(s.version, s.state) for s in st.model_version_status] == [(1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
 
 
-BIG = 5 * 1024 * 1024  # over the 4 MiB limit the fixture sets (default limit is 16 MiB)
+BIG = 50 * 1024 * 1024  # a 50 MB body, far over the 4 MiB limit the fixture sets
 
 BAD_REST = [
     ("malformed JSON", "POST", "/v1/models/text:predict", '{"instances": [', 400, "malformed JSON"),

@@ -1,0 +1,109 @@
+"""Deployment files: model configs parse with the tensorflow-serving-api protos, compose
+files have the structure TF Serving needs, batching parameters are a valid text proto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format
+from google.protobuf import message_factory
+from tensorflow_serving.config import model_server_config_pb2
+
+from rnnkit.serving.config import load_model_config_file
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+APPS = ["sentiment", "voice_gender", "translation", "captioning"]
+
+
+def _parse_config(name: str) -> model_server_config_pb2.ModelServerConfig:
+    cfg = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((DEPLOY / name).read_text(), cfg)  # strict: unknown fields fail
+    return cfg
+
+
+def test_models_config_serves_every_app_from_absolute_paths():
+    cfg = _parse_config("models.config")
+    configs = cfg.model_config_list.config
+    assert [c.name for c in configs] == APPS
+    for c in configs:
+        assert c.base_path == f"/models/{c.name}"  # TF Serving requires absolute paths
+        assert c.model_platform == "tensorflow"
+        assert c.model_version_policy.WhichOneof("policy_choice") == "latest"
+        assert c.model_version_policy.latest.num_versions == 1
+
+
+def test_local_config_resolves_against_its_directory():
+    cfg = _parse_config("models.local.config")
+    assert [c.name for c in cfg.model_config_list.config] == APPS
+    specs = load_model_config_file(DEPLOY / "models.local.config")
+    repo = DEPLOY.parent
+    assert [(s.name, s.base_path) for s in specs] == [(a, (repo / "saved_models" / a).resolve()) for a in APPS]
+
+
+def _batching_parameters_class():
+    """BatchingParameters (tensorflow_serving/servables/tensorflow/session_bundle_config.proto)
+    is not shipped in the pip package: declare its fields here so the text proto is parsed
+    strictly (a misspelt or mistyped field fails)."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="rnnkit_test_batching.proto", package="rnnkit_test", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    msg = fdp.message_type.add(name="BatchingParameters")
+    F = descriptor_pb2.FieldDescriptorProto
+    wrapped = [
+        ("max_batch_size", 1, ".google.protobuf.Int64Value"),
+        ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
+        ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
+        ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
+        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
+    ]
+    for name, num, tname in wrapped:
+        msg.field.add(name=name, number=num, type=F.TYPE_MESSAGE, type_name=tname, label=F.LABEL_OPTIONAL)
+    msg.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
+    msg.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    from google.protobuf import wrappers_pb2
+
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("rnnkit_test.BatchingParameters"))
+
+
+def test_batching_config_is_valid():
+    cls = _batching_parameters_class()
+    params = cls()
+    text_format.Parse((DEPLOY / "batching.config").read_text(), params)
+    assert 1 <= params.max_batch_size.value <= 512
+    assert 0 < params.batch_timeout_micros.value <= 100_000
+    assert params.num_batch_threads.value >= 1 and params.max_enqueued_batches.value >= 1
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse("max_batch_sise { value: 3 }", cls())  # the check can fail
+
+
+@pytest.mark.parametrize("name, image", [
+    ("docker-compose.yml", "tensorflow/serving:latest"),
+    ("docker-compose.gpu.yml", "tensorflow/serving:latest-gpu"),
+])
+def test_compose_files(name, image):
+    doc = yaml.safe_load((DEPLOY / name).read_text())
+    (svc,) = doc["services"].values()
+    assert svc["image"] == image
+    assert set(svc["ports"]) == {"8500:8500", "8501:8501"}
+    mounts = {}
+    for v in svc["volumes"]:
+        host, container, *mode = v.split(":")
+        mounts[container] = host
+        # host paths are relative to deploy/ and must exist (saved_models/ has its README)
+        assert (DEPLOY / host).resolve().exists(), v
+    assert (DEPLOY / mounts["/models"]).resolve() == (DEPLOY.parent / "saved_models").resolve()
+    flags = dict(f.lstrip("-").split("=", 1) for f in svc["command"])
+    assert flags["enable_batching"] == "true"
+    # every file the server reads is mounted from deploy/
+    for flag, local in [("model_config_file", "models.config"), ("batching_parameters_file", "batching.config")]:
+        container_path = flags[flag]
+        assert container_path in mounts and (DEPLOY / mounts[container_path]).resolve() == (DEPLOY / local).resolve()
+    if "gpu" in name:
+        (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert dev["driver"] == "nvidia" and "gpu" in dev["capabilities"]
