@@ -71,13 +71,18 @@ def _forward_loop(xw, h0, wh, mask, activation: str):
     return out_ta.stack()
 
 
-def _backward_loop(dhs, hs, wh, mask, activation: str):
-    """``(dZ (T, B, H), dL/dh0)`` given the upstream gradient ``dhs`` of every state."""
-    steps = tf.shape(dhs)[0]
-    dz_ta = tf.TensorArray(dhs.dtype, size=steps, element_shape=dhs.shape[1:])
+def _backward_loop(dhs, g_last, hs, wh, mask, activation: str):
+    """``(dZ (T, B, H), dL/dh0)`` for the upstream gradients of the states.
+
+    ``dhs`` holds dL/dh_t for every step (``return_sequences``), or is None when only the
+    last state was used, whose gradient is ``g_last``.
+    """
+    steps = tf.shape(hs)[0]
+    dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=hs.shape[1:])
 
     def body(t, g, dz_ta):
-        g = g + dhs[t]
+        if dhs is not None:
+            g = g + dhs[t]
         dz = _activation_grad(activation, g, hs[t])
         if mask is not None:
             dz = tf.where(mask[t], dz, tf.zeros_like(dz))
@@ -86,10 +91,11 @@ def _backward_loop(dhs, hs, wh, mask, activation: str):
             g_prev = tf.matmul(dz, wh, transpose_b=True)
         return t - 1, g_prev, dz_ta.write(t, dz)
 
+    g0 = tf.zeros_like(hs[0]) if g_last is None else g_last
     _, dh0, dz_ta = tf.while_loop(
         lambda t, *_: t >= 0,
         body,
-        (steps - 1, tf.zeros_like(dhs[0]), dz_ta),
+        (steps - 1, g0, dz_ta),
         maximum_iterations=steps,
     )
     return dz_ta.stack(), dh0
@@ -104,8 +110,12 @@ else:
     _forward, _backward = _forward_loop, _backward_loop
 
 
-def _recurrence(xw, h0, wh, mask, activation: str):
-    """``hs = recurrence(xw, h0, W_h)`` with the hand-written gradient."""
+def _recurrence(xw, h0, wh, mask, activation: str, return_all: bool):
+    """The recurrence with the hand-written gradient.
+
+    Returns every state ``hs (T, B, H)`` if ``return_all``, else only the last ``(B, H)``
+    (then the backward pass needs no dense all-steps upstream gradient).
+    """
 
     @tf.custom_gradient
     def run(xw, h0, wh):
@@ -113,18 +123,27 @@ def _recurrence(xw, h0, wh, mask, activation: str):
         # from asking the compiled loop for its intermediates (which XLA cannot export).
         hs = _forward(tf.stop_gradient(xw), tf.stop_gradient(h0), tf.stop_gradient(wh),
                       mask, activation)
+        # The compiled function is traced shape-generic (reduce_retracing); restore the
+        # static shape Keras needs to build the following layers.
+        hs.set_shape(xw.shape)
 
-        def grad(dhs):
-            dz, dh0 = _backward(tf.stop_gradient(dhs), tf.stop_gradient(hs),
-                                tf.stop_gradient(wh), mask, activation)
+        def grad(upstream):
+            upstream = tf.stop_gradient(upstream)
+            dhs, g_last = (upstream, None) if return_all else (None, upstream)
+            dz, dh0 = _backward(dhs, g_last, tf.stop_gradient(hs), tf.stop_gradient(wh),
+                                mask, activation)
+            dz.set_shape(xw.shape)
+            dh0.set_shape(h0.shape)
             hidden = tf.shape(h0)[-1]
-            h_prev = tf.concat([h0[tf.newaxis], hs[:-1]], axis=0)
+            # dW_h = sum_t h_{t-1}^T dz_t: one GEMM over steps 1..T-1 (views, no copy)
+            # plus the h0 term.
             dwh = tf.matmul(
-                tf.reshape(h_prev, [-1, hidden]), tf.reshape(dz, [-1, hidden]), transpose_a=True
-            )
+                tf.reshape(hs[:-1], [-1, hidden]), tf.reshape(dz[1:], [-1, hidden]),
+                transpose_a=True,
+            ) + tf.matmul(h0, dz[0], transpose_a=True)
             return dz, dh0, dwh
 
-        return hs, grad
+        return (hs if return_all else hs[-1]), grad
 
     return run(xw, h0, wh)
 
@@ -184,7 +203,15 @@ def elman_sequence(
         if go_backwards:
             time_mask = tf.reverse(time_mask, [0])
 
-    hs = _recurrence(xw, h0, wh, time_mask, activation)
+    if not return_sequences:
+        last_state = _recurrence(xw, h0, wh, time_mask, activation, return_all=False)
+        last_output = last_state
+        if time_mask is not None:
+            keep = time_mask[-1] if zero_output_for_mask else tf.reduce_any(time_mask, axis=0)
+            last_output = tf.where(keep, last_state, tf.zeros_like(last_state))
+        return last_output, last_output[:, tf.newaxis], last_state
+
+    hs = _recurrence(xw, h0, wh, time_mask, activation, return_all=True)
     last_state = hs[-1]
     outputs = hs
     if time_mask is not None:
@@ -196,8 +223,4 @@ def elman_sequence(
             keep = tf.cumsum(tf.cast(time_mask, tf.int32), axis=0) > 0
         outputs = tf.where(keep, hs, tf.zeros_like(hs))
     last_output = outputs[-1]
-    if return_sequences:
-        outputs = tf.transpose(outputs, [1, 0, 2])
-    else:
-        outputs = last_output[:, tf.newaxis]
-    return last_output, outputs, last_state
+    return last_output, tf.transpose(outputs, [1, 0, 2]), last_state

@@ -1,0 +1,378 @@
+"""Correctness of rnnkit.SimpleRecurrentLayer: golden values, equivalence with Keras's
+SimpleRNN (outputs and gradients, on the fused fast path), masking, options, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+import rnnkit
+from rnnkit import SimpleRecurrentCell, SimpleRecurrentLayer
+from rnnkit.layers import SimpleRecurrentLayer as LayerFromSubpackage
+
+TOL = 1e-5
+
+
+@pytest.fixture
+def fallback_calls(monkeypatch):
+    """Counts calls of the Keras loop (the fallback) made by SimpleRecurrentLayer instances."""
+    calls = []
+    original = keras.layers.RNN.inner_loop
+
+    def spy(self, *args, **kwargs):
+        if isinstance(self, SimpleRecurrentLayer):
+            calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.RNN, "inner_loop", spy)
+    return calls
+
+
+def _constant_layer(cls, **kwargs):
+    return cls(
+        4,
+        kernel_initializer=keras.initializers.Constant(0.01),
+        recurrent_initializer=keras.initializers.Constant(0.02),
+        bias_initializer=keras.initializers.Constant(0.03),
+        **kwargs,
+    )
+
+
+GOLDEN_X = np.arange(24, dtype="float32").reshape(2, 3, 4)
+
+
+# ------------------------------------------------------------------------ golden values
+def test_exports():
+    assert rnnkit.SimpleRecurrentLayer is LayerFromSubpackage
+    assert isinstance(rnnkit.__version__, str)
+
+
+def test_golden_last_output(fallback_calls):
+    out = _constant_layer(SimpleRecurrentLayer)(GOLDEN_X)
+    np.testing.assert_allclose(out.numpy()[:, 0], [0.405432, 0.73605347], rtol=1e-6)
+    assert fallback_calls == []
+
+
+def test_golden_go_backwards(fallback_calls):
+    out = _constant_layer(SimpleRecurrentLayer, go_backwards=True)(GOLDEN_X)
+    np.testing.assert_allclose(out.numpy()[:, 0], [0.11144729, 0.5528889], rtol=1e-6)
+    assert fallback_calls == []
+
+
+def test_golden_stateful_second_call():
+    layer = _constant_layer(SimpleRecurrentLayer, stateful=True)
+    layer(GOLDEN_X)
+    out = layer(GOLDEN_X)
+    np.testing.assert_allclose(out.numpy()[:, 0], [0.40559256, 0.7361247], rtol=1e-6)
+    layer.reset_state()
+    np.testing.assert_allclose(layer(GOLDEN_X).numpy()[:, 0], [0.405432, 0.73605347], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------ equivalence
+def _pair(units, **kwargs):
+    ours = SimpleRecurrentLayer(units, **kwargs)
+    zero_output = kwargs.pop("zero_output_for_mask", False)
+    theirs = keras.layers.SimpleRNN(units, zero_output_for_mask=zero_output, **kwargs)
+    return ours, theirs
+
+
+def _run_with_grads(layer, x, h0, mask, weights_seed, graph=False):
+    """Outputs (flattened list) and gradients w.r.t. x, h0 and every trainable weight."""
+
+    def compute(x, h0):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0])
+            result = layer(x, initial_state=h0, mask=mask, training=True)
+            result = list(result) if isinstance(result, (list, tuple)) else [result]
+            # A loss that weights every output element differently.
+            loss = 0.0
+            for i, r in enumerate(result):
+                w = tf.sin(tf.reshape(tf.range(tf.size(r), dtype=r.dtype), r.shape) + i)
+                loss += tf.reduce_sum(r * w)
+        grads = tape.gradient(loss, [x, h0] + layer.trainable_weights)
+        return result, grads
+
+    if graph:
+        compute = tf.function(compute)
+    return compute(x, h0)
+
+
+def _assert_close(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
+    err = float(np.max(np.abs(a - b))) if a.size else 0.0
+    assert err <= TOL * scale, f"{what}: max abs diff {err:.3g} (scale {scale:.3g})"
+
+
+def _check_equivalence(units=6, batch=5, steps=7, features=3, masked=False, seed=0,
+                       graph=False, with_initial_state=True, **kwargs):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.normal(size=(batch, steps, features)).astype("float32"))
+    h0 = tf.constant(0.5 * rng.normal(size=(batch, units)).astype("float32"))
+    mask = None
+    if masked:
+        # Variable lengths incl. a full row and an all-masked row, right and left padding.
+        lengths = rng.integers(0, steps + 1, size=batch)
+        lengths[0], lengths[-1] = steps, 0
+        m = np.arange(steps)[None, :] < lengths[:, None]
+        m[1] = m[1][::-1]  # one left-padded row
+        mask = tf.constant(m)
+    ours, theirs = _pair(units, **kwargs)
+    ours(x)
+    theirs(x)
+    theirs.set_weights(ours.get_weights())
+    init = h0 if with_initial_state else None
+    out_a, grads_a = _run_with_grads(ours, x, init if init is not None else h0 * 0, mask, seed,
+                                     graph)
+    out_b, grads_b = _run_with_grads(theirs, x, init if init is not None else h0 * 0, mask,
+                                     seed, graph)
+    assert len(out_a) == len(out_b)
+    for i, (a, b) in enumerate(zip(out_a, out_b)):
+        _assert_close(a, b, f"output {i}")
+    names = ["d/dx", "d/dh0"] + [w.name for w in ours.trainable_weights]
+    for name, a, b in zip(names, grads_a, grads_b):
+        assert a is not None and b is not None, name
+        _assert_close(a, b, name)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_equivalence_fast_path(activation, masked, go_backwards, return_sequences,
+                               fallback_calls):
+    _check_equivalence(
+        activation=activation,
+        masked=masked,
+        go_backwards=go_backwards,
+        return_sequences=return_sequences,
+        return_state=True,
+        seed=hash((activation, masked, go_backwards, return_sequences)) % 1000,
+    )
+    assert fallback_calls == [], "the fused path was not used"
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_equivalence_zero_output_for_mask(return_sequences, fallback_calls):
+    _check_equivalence(masked=True, zero_output_for_mask=True,
+                       return_sequences=return_sequences, return_state=True)
+    assert fallback_calls == []
+
+
+def test_equivalence_no_bias_linear_no_state_graph_mode(fallback_calls):
+    _check_equivalence(activation=None, use_bias=False, return_sequences=True,
+                       with_initial_state=False, graph=True, masked=True)
+    _check_equivalence(activation="linear", return_sequences=False, graph=True)
+    assert fallback_calls == []
+
+
+def test_equivalence_larger_shapes(fallback_calls):
+    _check_equivalence(units=32, batch=16, steps=40, features=24, masked=True,
+                       return_sequences=True)
+    assert fallback_calls == []
+
+
+def test_fallback_options_match_keras(fallback_calls):
+    # Options outside the fused path: another activation, unroll, use_fused=False.
+    _check_equivalence(activation="softplus", return_sequences=True, masked=True)
+    _check_equivalence(unroll=True, return_sequences=True, go_backwards=True)
+    ours = SimpleRecurrentLayer(4, use_fused=False)
+    ours(GOLDEN_X)
+    assert len(fallback_calls) >= 3
+
+
+def test_dropout_fast_path_trains_and_is_identity_at_inference(fallback_calls):
+    x = tf.constant(np.random.default_rng(3).normal(size=(8, 6, 5)).astype("float32"))
+    layer = SimpleRecurrentLayer(7, dropout=0.5, seed=2)
+    plain = SimpleRecurrentLayer(7)
+    layer(x)
+    plain(x)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(layer(x, training=False), plain(x), atol=1e-6)
+    with tf.GradientTape() as tape:
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y)
+    assert not np.allclose(y, plain(x), atol=1e-3)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    assert all(g is not None for g in grads)
+    assert fallback_calls == []
+    # recurrent_dropout while training uses the Keras loop.
+    SimpleRecurrentLayer(7, recurrent_dropout=0.3)(x, training=True)
+    assert len(fallback_calls) == 1
+
+
+# ------------------------------------------------------------------------ API
+def test_return_state_and_mask_propagation():
+    inputs = keras.Input((None,), dtype="int32")
+    emb = keras.layers.Embedding(10, 3, mask_zero=True)(inputs)
+    seq = SimpleRecurrentLayer(5, return_sequences=True)(emb)
+    assert getattr(seq, "_keras_mask", None) is not None
+    out, state = SimpleRecurrentLayer(5, return_state=True)(seq)
+    model = keras.Model(inputs, [out, state])
+    tokens = np.array([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0]])
+    o, s = model(tokens)
+    assert o.shape == (2, 5) and s.shape == (2, 5)
+    np.testing.assert_allclose(o, s, atol=1e-6)
+    # Padding does not change the result: the state carries over masked steps.
+    o_short, _ = model(tokens[:, :3])
+    np.testing.assert_allclose(o, o_short, atol=1e-6)
+
+
+def test_step_equals_one_timestep():
+    rng = np.random.default_rng(4)
+    layer = SimpleRecurrentLayer(6, return_sequences=True)
+    x = tf.constant(rng.normal(size=(3, 4, 5)).astype("float32"))
+    seq = layer(x)
+    h = tf.zeros((3, 6))
+    for t in range(4):
+        h = layer.step(x[:, t], h)
+        np.testing.assert_allclose(h, seq[:, t], atol=1e-6)
+
+    # Inside tf.while_loop, as the decoders use it.
+    @tf.function
+    def decode(x):
+        def body(t, h):
+            return t + 1, layer.step(x[:, t], h)
+
+        return tf.while_loop(lambda t, h: t < 4, body, (0, tf.zeros((3, 6))))[1]
+
+    np.testing.assert_allclose(decode(x), seq[:, -1], atol=1e-6)
+
+
+def test_cell_works_with_keras_rnn():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    ours = SimpleRecurrentLayer(4)
+    ours(x)
+    rnn = keras.layers.RNN(SimpleRecurrentCell(4))
+    rnn(x)
+    rnn.set_weights(ours.get_weights())
+    np.testing.assert_allclose(rnn(x), ours(x), atol=1e-6)
+    assert isinstance(ours.cell, SimpleRecurrentCell)
+
+
+def test_weights_named_and_shaped_like_keras():
+    layer = SimpleRecurrentLayer(8)
+    layer.build((None, None, 3))
+    assert [w.name for w in layer.weights] == ["kernel", "recurrent_kernel", "bias"]
+    assert [tuple(w.shape) for w in layer.weights] == [(3, 8), (8, 8), (8,)]
+    keras_layer = keras.layers.SimpleRNN(8)
+    keras_layer.build((None, None, 3))
+    keras_layer.set_weights(layer.get_weights())
+    layer.set_weights(keras_layer.get_weights())
+
+
+def test_get_config_round_trip():
+    layer = SimpleRecurrentLayer(
+        5, activation="relu", use_bias=False, dropout=0.1, recurrent_dropout=0.2, seed=3,
+        return_sequences=True, return_state=True, go_backwards=True, stateful=False,
+        unroll=True, zero_output_for_mask=True, kernel_regularizer="l2",
+        recurrent_constraint="non_neg", activity_regularizer="l1", name="rec",
+    )
+    config = layer.get_config()
+    clone = SimpleRecurrentLayer.from_config(config)
+    assert clone.get_config() == config
+    for key in ("units", "use_bias", "dropout", "recurrent_dropout", "seed", "go_backwards",
+                "return_sequences", "return_state", "unroll", "zero_output_for_mask"):
+        assert getattr(clone, key) == getattr(layer, key), key
+    assert clone.activation is keras.activations.relu
+    assert config["activation"] == "relu"
+    cell = SimpleRecurrentCell(3, activation="sigmoid", seed=1)
+    assert SimpleRecurrentCell.from_config(cell.get_config()).get_config() == cell.get_config()
+
+
+@pytest.mark.parametrize("style", ["sequential", "functional", "subclassed", "bidirectional"])
+def test_model_styles(style):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 6, 3)).astype("float32")
+    if style == "sequential":
+        model = keras.Sequential([keras.Input((None, 3)), SimpleRecurrentLayer(5),
+                                  keras.layers.Dense(2)])
+    elif style == "functional":
+        inputs = keras.Input((6, 3))
+        seq = SimpleRecurrentLayer(5, return_sequences=True)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2)(SimpleRecurrentLayer(4)(seq)))
+    elif style == "subclassed":
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.rnn = SimpleRecurrentLayer(5)
+                self.out = keras.layers.Dense(2)
+
+            def call(self, x):
+                return self.out(self.rnn(x))
+
+        model = Net()
+    else:
+        model = keras.Sequential([
+            keras.Input((None, 3)),
+            keras.layers.Bidirectional(SimpleRecurrentLayer(5, return_sequences=True)),
+            keras.layers.Bidirectional(SimpleRecurrentLayer(5)),
+            keras.layers.Dense(2),
+        ])
+    model.compile("adam", "mse")
+    history = model.fit(x, np.zeros((4, 2)), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.predict(x, verbose=0).shape == (4, 2)
+
+
+def test_bidirectional_matches_keras():
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(size=(3, 5, 4)).astype("float32"))
+    mask = tf.constant(np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool))
+    ours = keras.layers.Bidirectional(SimpleRecurrentLayer(6, return_sequences=True))
+    theirs = keras.layers.Bidirectional(keras.layers.SimpleRNN(6, return_sequences=True))
+    ours(x)
+    theirs(x)
+    theirs.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x, mask=mask), theirs(x, mask=mask), atol=1e-5)
+
+
+def test_stateful_with_keras_input_batch_size():
+    inputs = keras.Input((3, 4), batch_size=2)
+    layer = _constant_layer(SimpleRecurrentLayer, stateful=True)
+    model = keras.Model(inputs, layer(inputs))
+    first = model.predict(GOLDEN_X, verbose=0)
+    second = model.predict(GOLDEN_X, verbose=0)
+    np.testing.assert_allclose(first[:, 0], [0.405432, 0.73605347], rtol=1e-6)
+    np.testing.assert_allclose(second[:, 0], [0.40559256, 0.7361247], rtol=1e-6)
+    layer.reset_state()
+    np.testing.assert_allclose(model.predict(GOLDEN_X, verbose=0), first, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------ errors
+def test_error_wrong_rank():
+    with pytest.raises(ValueError, match="rank 3"):
+        SimpleRecurrentLayer(3)(np.zeros((2, 4), "float32"))
+    layer = SimpleRecurrentLayer(3)
+    layer(np.zeros((2, 5, 4), "float32"))
+    with pytest.raises(ValueError, match="rank 3"):
+        layer(np.zeros((2, 5, 4, 1), "float32"))
+
+
+def test_error_initial_state_shape():
+    layer = SimpleRecurrentLayer(3)
+    with pytest.raises(ValueError, match=r"initial_state must have shape \(batch, 3\)"):
+        layer(np.zeros((2, 5, 4), "float32"), initial_state=np.zeros((2, 4), "float32"))
+    with pytest.raises(ValueError, match="batch size"):
+        layer(np.zeros((2, 5, 4), "float32"), initial_state=np.zeros((3, 3), "float32"))
+
+
+def test_error_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation 'tanhh'"):
+        SimpleRecurrentLayer(3, activation="tanhh")
+
+
+def test_error_stateful_needs_fixed_batch():
+    with pytest.raises(ValueError, match="stateful=True needs a fixed batch size"):
+        keras.Sequential([keras.Input((5, 4)), SimpleRecurrentLayer(3, stateful=True)])
+
+
+def test_error_bad_units_and_unbuilt_step():
+    with pytest.raises(ValueError, match="positive integer"):
+        SimpleRecurrentLayer(0)
+    with pytest.raises(ValueError, match="not built"):
+        SimpleRecurrentLayer(3).step(np.zeros((1, 2), "float32"), np.zeros((1, 3), "float32"))
