@@ -12,10 +12,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,68 +33,8 @@ from rnnkit.serving import testing
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Client:
-    """Minimal REST client on http.client: TF Serving clients are plain HTTP + JSON."""
-
-    def __init__(self, port: int):
-        self.port = port
-
-    def request(self, method: str, path: str, body: bytes | str | None = None, timeout: float = 60):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            if isinstance(body, str):
-                body = body.encode()
-            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            data = r.read()
-            return r.status, json.loads(data) if data else None
-        finally:
-            conn.close()
-
-    def get(self, path: str):
-        return self.request("GET", path)
-
-    def post(self, path: str, obj) -> tuple[int, dict]:
-        return self.request("POST", path, json.dumps(obj))
-
-
-def start_server(args: list[str], rest_port: int, wait_model: str, timeout: float = 120) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnkit.serving", *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    # drain output so the pipe never blocks the server; keep it for failure messages
-    proc.log = []  # type: ignore[attr-defined]
-    threading.Thread(target=lambda: [proc.log.append(line) for line in proc.stdout], daemon=True).start()
-    client = Client(rest_port)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited:\n" + "".join(proc.log))
-        try:
-            status, body = client.get(f"/v1/models/{wait_model}")
-            if status == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("server did not come up:\n" + "".join(proc.log))
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+Client = testing.RestClient
+free_port, start_server, stop_server = testing.free_port, testing.start_server, testing.stop_server
 
 
 @pytest.fixture(scope="module")

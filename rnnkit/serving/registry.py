@@ -19,6 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
+from rnnkit.serving.batching import Batcher, BatchingOptions
 from rnnkit.serving.codec import tensor_proto_to_array
 from rnnkit.serving.config import ModelSpecConfig
 from rnnkit.serving.errors import ServingError, invalid, not_found
@@ -45,9 +46,10 @@ class LoadedVersion:
         name: model name.
         version: version number.
         path: the version directory.
+        batching: batch concurrent requests (``--enable_batching``) with these options.
     """
 
-    def __init__(self, name: str, version: int, path: Path):
+    def __init__(self, name: str, version: int, path: Path, batching: BatchingOptions | None = None):
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -63,6 +65,9 @@ class LoadedVersion:
         self.signature_defs = dict(serve[0].signature_def)
         self._obj = tf.saved_model.load(str(path), tags=["serve"])
         self._fns = dict(self._obj.signatures)
+        self._batching = batching
+        self._batchers: dict[str, Batcher] = {}
+        self._batchers_lock = threading.Lock()
 
     def signature(self, signature_name: str):
         """The SignatureDef for ``signature_name`` ('' means serving_default)."""
@@ -105,16 +110,41 @@ class LoadedVersion:
         bad = sorted(set(wanted) - set(sig.outputs))
         if bad:
             raise invalid(f"output_filter names unknown output(s) {bad}; signature {key!r} outputs {sorted(sig.outputs)}")
+        if self._batching is not None:
+            result = self._batcher(key).submit(inputs)
+        else:
+            result = self._call(key, inputs)
+        return {k: v for k, v in result.items() if not wanted or k in wanted}
+
+    def _call(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One model call on checked inputs; TF errors become ServingErrors."""
+        import tensorflow as tf
+
+        sig = self.signature_defs[key]
         tensors = {
             n: tf.constant(a, dtype=tf.dtypes.as_dtype(sig.inputs[n].dtype)) for n, a in inputs.items()
         }
         try:
             result = self._fns[key](**tensors)
+            return {k: v.numpy() for k, v in result.items()}
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as exc:
             raise invalid(f"model {self.name!r} rejected the input: {_short_tf_message(exc)}") from None
         except tf.errors.OpError as exc:
             raise ServingError("INTERNAL", f"model {self.name!r} failed: {_short_tf_message(exc)}") from None
-        return {k: v.numpy() for k, v in result.items() if not wanted or k in wanted}
+
+    def _batcher(self, key: str) -> Batcher:
+        with self._batchers_lock:
+            b = self._batchers.get(key)
+            if b is None:
+                b = Batcher(lambda x: self._call(key, x), self._batching, f"{self.name}-{self.version}-{key}")  # type: ignore[arg-type]
+                self._batchers[key] = b
+            return b
+
+    def close(self) -> None:
+        """Stop batching threads (queued requests still finish)."""
+        with self._batchers_lock:
+            for b in self._batchers.values():
+                b.stop()
 
     def warmup(self) -> int:
         """Replay ``assets.extra/tf_serving_warmup_requests`` like TF Serving; returns the count."""
@@ -158,10 +188,17 @@ class ModelRegistry:
     Args:
         specs: the models to serve.
         poll_wait_seconds: seconds between file-system polls; <= 0 polls only once (at start).
+        batching: if given, concurrent requests are batched (``--enable_batching``).
     """
 
-    def __init__(self, specs: list[ModelSpecConfig], poll_wait_seconds: float = 1.0):
+    def __init__(
+        self,
+        specs: list[ModelSpecConfig],
+        poll_wait_seconds: float = 1.0,
+        batching: BatchingOptions | None = None,
+    ):
         self.specs = {s.name: s for s in specs}
+        self.batching = batching
         self.poll_wait_seconds = poll_wait_seconds
         self._states: dict[str, dict[int, VersionState]] = {s.name: {} for s in specs}
         self._lock = threading.Lock()
@@ -268,6 +305,8 @@ class ModelRegistry:
                 for v, st in list(states.items()):
                     if v not in desired and st.state == "AVAILABLE":
                         log.info("unloading %s version %d", spec.name, v)
+                        if st.loaded is not None:
+                            st.loaded.close()
                         st.loaded = None  # in-flight requests keep their own reference
                         st.state = "END"
 
@@ -276,7 +315,7 @@ class ModelRegistry:
             self._states[name][version] = VersionState(state="LOADING")
         t0 = time.perf_counter()
         try:
-            loaded = LoadedVersion(name, version, path)
+            loaded = LoadedVersion(name, version, path, self.batching)
             n = loaded.warmup()
         except ServingError as exc:
             self._mark_failed(name, version, mtime, f"warmup request failed: {exc.message}")

@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--file_system_poll_wait_seconds", type=float, default=1.0,
         help="seconds between scans for new versions (default 1; <= 0: scan only at start)",
     )
+    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False,
+                   help="batch concurrent requests to one model (default false)")
+    p.add_argument("--batching_parameters_file", type=Path,
+                   help="BatchingParameters text proto (e.g. deploy/batching.config); implies nothing unless --enable_batching")
     # rnnkit extras (TF Serving binds every interface and has no body limit flag).
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument(
@@ -41,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default 16)")
     p.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+def _bool(v: str) -> bool:
+    # TF Serving flags are written --enable_batching=true; accept the usual spellings.
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def _specs(args: argparse.Namespace):
@@ -90,7 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     from rnnkit.serving.registry import ModelRegistry
     from rnnkit.serving.rest import build_app
 
-    registry = ModelRegistry(specs, poll_wait_seconds=args.file_system_poll_wait_seconds)
+    batching = None
+    if args.enable_batching:
+        from rnnkit.serving.batching import BatchingOptions, load_batching_parameters
+
+        try:
+            batching = load_batching_parameters(args.batching_parameters_file) if args.batching_parameters_file else BatchingOptions()
+        except (OSError, ValueError) as exc:
+            print(f"rnnkit serve: --batching_parameters_file: {exc}", file=sys.stderr)
+            return 2
+        log.info("batching on: %s", batching)
+    registry = ModelRegistry(specs, poll_wait_seconds=args.file_system_poll_wait_seconds, batching=batching)
     registry.start()
     grpc_server = None
     try:

@@ -130,3 +130,95 @@ def png_bytes(height: int = 4, width: int = 5, value: int = 100) -> bytes:
 
     img = tf.fill([height, width, 3], tf.constant(value, tf.uint8))
     return tf.io.encode_png(img).numpy()
+
+
+# ---- running a server in a subprocess (tests, benchmarks) ---------------------------------
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RestClient:
+    """Minimal REST client on http.client (TF Serving's REST API is plain HTTP + JSON).
+
+    Args:
+        port: REST port on 127.0.0.1.
+    """
+
+    def __init__(self, port: int):
+        self.port = port
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, timeout: float = 60):
+        """Send one request; returns (status, decoded JSON body or None)."""
+        import http.client
+        import json
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, str):
+                body = body.encode()
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def get(self, path: str):
+        """GET ``path``."""
+        return self.request("GET", path)
+
+    def post(self, path: str, obj):
+        """POST ``obj`` as JSON to ``path``."""
+        import json
+
+        return self.request("POST", path, json.dumps(obj))
+
+
+def start_server(args: list[str], rest_port: int, wait_model: str, timeout: float = 120, repo: Path | None = None):
+    """Start ``python -m rnnkit.serving ARGS`` and wait until ``wait_model`` reports status 200.
+
+    The subprocess output is drained into ``proc.log`` (a list of lines) so it never blocks.
+    """
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    repo = repo or Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit.serving", *args],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    proc.log = []  # type: ignore[attr-defined]
+    threading.Thread(target=lambda: [proc.log.append(line) for line in proc.stdout], daemon=True).start()  # type: ignore[attr-defined]
+    client = RestClient(rest_port)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited:\n" + "".join(proc.log))  # type: ignore[attr-defined]
+        try:
+            if client.get(f"/v1/models/{wait_model}")[0] == 200:
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not come up:\n" + "".join(proc.log))  # type: ignore[attr-defined]
+
+
+def stop_server(proc) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

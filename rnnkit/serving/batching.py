@@ -1,0 +1,222 @@
+"""Server-side request batching, as TF Serving's ``--enable_batching``.
+
+Concurrent requests to the same model version and signature whose inputs have the same
+dtypes and the same shape after the batch dimension are concatenated along that dimension,
+run as one model call, and the outputs split back by row. A batch closes when it reaches
+``max_batch_size`` rows or ``batch_timeout_micros`` after its first request arrived. If a
+merged call fails with INVALID_ARGUMENT (one request carries a corrupt image, say), each
+request is rerun alone so only the bad one gets the error.
+
+Parameters come from the same ``BatchingParameters`` text proto TF Serving reads
+(``--batching_parameters_file``, e.g. deploy/batching.config). Differences from TF Serving:
+requests are only merged when their shapes match exactly (``pad_variable_length_inputs`` is
+accepted but requests of different lengths simply go in different batches), and a request
+larger than ``max_batch_size`` runs on its own instead of being split.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rnnkit.serving.errors import ServingError
+
+log = logging.getLogger("rnnkit.serving")
+
+
+@dataclass
+class BatchingOptions:
+    """The BatchingParameters fields rnnkit serve uses (TF Serving's defaults otherwise)."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 100
+    num_batch_threads: int = 4
+    pad_variable_length_inputs: bool = False
+
+
+_FIELD = re.compile(r"^\s*(\w+)\s*(?:\{\s*value\s*:\s*([^}\s]+)\s*\}|:\s*(\S+))\s*$")
+_INT_FIELDS = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"}
+_IGNORED = {"thread_pool_name", "allowed_batch_sizes", "enable_large_batch_splitting"}
+
+
+def parse_batching_parameters(text: str, source: str = "<batching parameters>") -> BatchingOptions:
+    """Parse the flat BatchingParameters text proto (``max_batch_size { value: 32 }`` lines).
+
+    The proto is not shipped in tensorflow-serving-api's pip package, so the few scalar
+    fields are read line by line; an unknown or malformed line is an error naming it.
+    """
+    opts = BatchingOptions()
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = _FIELD.match(line)
+        if not m:
+            raise ValueError(f"{source}:{n}: cannot parse {line!r}")
+        name, value = m[1], m[2] if m[2] is not None else m[3]
+        if name in _INT_FIELDS:
+            try:
+                v = int(value)
+            except ValueError:
+                raise ValueError(f"{source}:{n}: {name} must be an integer, got {value!r}") from None
+            if v < 0 or (name != "batch_timeout_micros" and v == 0):
+                raise ValueError(f"{source}:{n}: {name} must be positive, got {v}")
+            setattr(opts, name, v)
+        elif name == "pad_variable_length_inputs":
+            if value not in ("true", "false"):
+                raise ValueError(f"{source}:{n}: pad_variable_length_inputs must be true or false")
+            opts.pad_variable_length_inputs = value == "true"
+        elif name in _IGNORED:
+            log.info("%s:%d: %s is accepted but not used by rnnkit serve", source, n, name)
+        else:
+            raise ValueError(f"{source}:{n}: unknown BatchingParameters field {name!r}")
+    return opts
+
+
+def load_batching_parameters(path: str | Path) -> BatchingOptions:
+    """Read ``--batching_parameters_file``."""
+    p = Path(path)
+    return parse_batching_parameters(p.read_text(), str(p))
+
+
+class _Task:
+    __slots__ = ("inputs", "rows", "key", "done", "result", "error")
+
+    def __init__(self, inputs: dict[str, np.ndarray]):
+        self.inputs = inputs
+        self.rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
+        self.key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        self.done = threading.Event()
+        self.result: dict[str, np.ndarray] | None = None
+        self.error: BaseException | None = None
+
+
+class Batcher:
+    """Batches calls of one signature of one model version.
+
+    Args:
+        run: the unbatched call, inputs -> outputs (raises ServingError).
+        options: batching parameters.
+        name: for thread names and logs.
+    """
+
+    def __init__(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], options: BatchingOptions, name: str):
+        self._run = run
+        self.options = options
+        self._queue: deque[_Task] = deque()
+        self._cv = threading.Condition()
+        self._stopped = False
+        self.batches_run = 0
+        self.rows_run = 0
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"rnnkit-batch-{name}-{i}", daemon=True)
+            for i in range(options.num_batch_threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run ``inputs`` as part of a batch; blocks until its own outputs are ready."""
+        task = _Task(inputs)
+        if task.rows == 0 or any(v.ndim == 0 or v.shape[0] != task.rows for v in inputs.values()):
+            return self._run(inputs)  # not batchable (scalars / unequal batch dims): run alone
+        with self._cv:
+            if self._stopped:
+                raise ServingError("UNAVAILABLE", "model version is being unloaded; retry")
+            if len(self._queue) >= self.options.max_enqueued_batches * self.options.max_batch_size:
+                raise ServingError("UNAVAILABLE", "batch queue is full; retry later")
+            self._queue.append(task)
+            self._cv.notify()
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.result  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        """Let the worker threads finish what is queued, then exit."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+
+    def _take_batch(self) -> list[_Task] | None:
+        o = self.options
+        with self._cv:
+            while not self._queue:
+                if self._stopped:
+                    return None
+                self._cv.wait()
+            first = self._queue.popleft()
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + o.batch_timeout_micros / 1e6
+            while rows < o.max_batch_size:
+                for t in list(self._queue):
+                    if t.key == first.key and rows + t.rows <= o.max_batch_size:
+                        self._queue.remove(t)
+                        batch.append(t)
+                        rows += t.rows
+                if rows >= o.max_batch_size:
+                    break
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cv.wait(remaining)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _execute(self, batch: list[_Task]) -> None:
+        if len(batch) == 1:
+            self._finish_alone(batch[0])
+            return
+        rows = [t.rows for t in batch]
+        total = sum(rows)
+        merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+        try:
+            out = self._run(merged)
+        except ServingError as exc:
+            if exc.code == "INVALID_ARGUMENT":
+                for t in batch:  # find the request at fault: rerun each alone
+                    self._finish_alone(t)
+                return
+            for t in batch:
+                t.error = exc
+                t.done.set()
+            return
+        except BaseException as exc:  # deliver, never leave a client waiting
+            for t in batch:
+                t.error = exc
+                t.done.set()
+            return
+        if any(v.ndim == 0 or v.shape[0] != total for v in out.values()):
+            # outputs without a per-row batch dimension cannot be split: run each alone
+            for t in batch:
+                self._finish_alone(t)
+            return
+        self.batches_run += 1
+        self.rows_run += total
+        start = 0
+        for t, n in zip(batch, rows):
+            t.result = {k: v[start : start + n] for k, v in out.items()}
+            start += n
+            t.done.set()
+
+    def _finish_alone(self, t: _Task) -> None:
+        try:
+            t.result = self._run(t.inputs)
+        except BaseException as exc:
+            t.error = exc
+        t.done.set()

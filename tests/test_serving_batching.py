@@ -1,0 +1,115 @@
+"""Server-side batching (--enable_batching): parameters file, Batcher, and a batching server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rnnkit.serving import testing
+from rnnkit.serving.batching import Batcher, BatchingOptions, load_batching_parameters, parse_batching_parameters
+from rnnkit.serving.errors import ServingError, invalid
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def test_parse_deploy_batching_config():
+    o = load_batching_parameters(DEPLOY / "batching.config")
+    assert o.max_batch_size == 32 and o.batch_timeout_micros == 2000 and o.num_batch_threads == 4
+    assert o.pad_variable_length_inputs is True
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("max_batch_sise { value: 3 }", "unknown BatchingParameters field 'max_batch_sise'"),
+    ("max_batch_size { value: x }", "must be an integer"),
+    ("max_batch_size { value: 0 }", "must be positive"),
+    ("max_batch_size {", "cannot parse"),
+])
+def test_parse_errors(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        parse_batching_parameters(text)
+
+
+def test_batcher_merges_splits_and_isolates_bad_requests():
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def run(inputs):
+        x = inputs["x"]
+        with lock:
+            calls.append(x.shape[0])
+        time.sleep(0.01)  # a model call long enough for requests to queue up
+        if (x < 0).any():
+            raise invalid("negative value")
+        return {"y": x * 2, "s": x.sum(axis=1)}
+
+    b = Batcher(run, BatchingOptions(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1), "t")
+
+    def one(i):
+        x = np.full((1 + i % 2, 3), float(i if i != 5 else -1), np.float32)
+        try:
+            return i, b.submit({"x": x}), None
+        except ServingError as exc:
+            return i, None, exc
+
+    with ThreadPoolExecutor(12) as ex:
+        results = list(ex.map(one, range(12)))
+    b.stop()
+    for i, out, err in results:
+        rows = 1 + i % 2
+        if i == 5:
+            assert err is not None and err.code == "INVALID_ARGUMENT" and "negative" in err.message
+            continue
+        assert err is None
+        np.testing.assert_array_equal(out["y"], np.full((rows, 3), 2.0 * i))
+        np.testing.assert_array_equal(out["s"], np.full((rows,), 3.0 * i))
+    assert max(calls) > 2, calls  # requests were merged
+    assert all(c <= 8 for c in calls)  # never over max_batch_size
+
+
+def test_batcher_keeps_different_shapes_apart():
+    seen = []
+
+    def run(inputs):
+        seen.append(inputs["x"].shape)
+        time.sleep(0.005)
+        return {"y": inputs["x"].sum(axis=1)}
+
+    b = Batcher(run, BatchingOptions(max_batch_size=16, batch_timeout_micros=10_000, num_batch_threads=1), "t")
+    with ThreadPoolExecutor(8) as ex:
+        outs = list(ex.map(lambda i: b.submit({"x": np.ones((1, 2 + i % 2), np.float32)})["y"], range(8)))
+    b.stop()
+    assert [o.tolist() for o in outs] == [[2.0 + i % 2] for i in range(8)]
+    assert all(s[1] in (2, 3) for s in seen)
+
+
+def test_server_with_batching_matches_in_process(tmp_path):
+    base = tmp_path / "text"
+    testing.export_text_model(base)
+    texts = [f"review {i}: " + " ".join(["good", "bad", "fine"][j % 3] for j in range(i % 7 + 1)) for i in range(48)]
+    fn = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
+    want = fn(text=tf.constant(texts))["probabilities"].numpy()
+    rest, grpc_port = testing.free_port(), testing.free_port()
+    proc = testing.start_server(
+        ["--port", str(grpc_port), "--rest_api_port", str(rest), "--model_name", "text",
+         "--model_base_path", str(base), "--enable_batching=true",
+         "--batching_parameters_file", str(DEPLOY / "batching.config")],
+        rest, "text",
+    )
+    try:
+        c = testing.RestClient(rest)
+        with ThreadPoolExecutor(16) as ex:
+            answers = list(ex.map(lambda t: c.post("/v1/models/text:predict", {"instances": [t]}), texts))
+        assert all(status == 200 for status, _ in answers), answers[:2]
+        got = np.array([body["predictions"][0]["probabilities"] for _, body in answers], np.float32)
+        # batch composition may change float rounding in the last bits, nothing more
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        status, body = c.post("/v1/models/text:predict", {"instances": []})
+        assert status == 400 and "empty batch" in body["error"]
+    finally:
+        testing.stop_server(proc)
