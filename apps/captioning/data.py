@@ -43,6 +43,7 @@ User data
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import io
 import json
@@ -414,8 +415,10 @@ def _tfds():
     return tfds
 
 
+@functools.lru_cache(maxsize=None)
 def make_builder_class():
-    """Defines the TFDS builder lazily (importing tensorflow_datasets is slow)."""
+    """Defines the TFDS builder lazily (importing tensorflow_datasets is slow), once:
+    TFDS registers builder classes by name and refuses a second definition."""
     tfds = _tfds()
 
     class TuxPaintCaptionsConfig(tfds.core.BuilderConfig):

@@ -1,0 +1,136 @@
+"""Captioning data: caption handling, the stamp-disjoint split, the TFDS builder, user formats."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from apps.captioning import data as cdata
+
+
+def test_caption_phrase_and_head_noun():
+    assert cdata.caption_phrase("A toucan.") == "a toucan"
+    assert cdata.caption_phrase("Rook. Can only move forward, back, left or right.") == "rook"
+    assert cdata.caption_phrase("A ripe, red tomato!") == "a ripe , red tomato"
+    assert cdata.caption_phrase("Uranus\u2014one of the \u201cgas giants\u201d.") == "uranus"
+    assert cdata.head_noun("a spider dancing with a fly") == "spider"
+    assert cdata.head_noun("a brown hen") == "hen"
+    assert cdata.head_noun("a plant of common lavender") == "plant"
+    assert cdata.noun_matches("apple", "two green apples")
+    assert not cdata.noun_matches("apple", "a pear")
+
+
+def test_scene_captions_keep_left_to_right_order():
+    assert cdata.compose_scene_caption(["a toucan", "a brown hen"]) == "a toucan next to a brown hen"
+    assert (cdata.compose_scene_caption(["a pig", "a tent", "a red apple"])
+            == "a pig , a tent and a red apple")
+    with pytest.raises(ValueError, match="2 or 3"):
+        cdata.compose_scene_caption(["a pig"])
+
+
+@pytest.fixture(scope="module")
+def stamps():
+    return cdata.list_stamps(cdata.stamps_root())
+
+
+def test_real_stamps_and_dropped_glyphs(stamps):
+    found, dropped = stamps
+    assert len(found) == 574
+    assert dropped["letters_coins_signs"] == 211
+    assert not any(s.id.startswith(cdata.EXCLUDED_PREFIXES) for s in found)
+    assert all(s.caption == s.caption.lower() and s.head for s in found)
+
+
+def test_split_is_stamp_disjoint_and_tests_known_nouns(stamps):
+    found, _ = stamps
+    parts = cdata.split_stamps(found, seed=1337)
+    ids = {k: {s.id for s in v} for k, v in parts.items()}
+    assert not ids["train"] & ids["test"] and not ids["train"] & ids["validation"]
+    assert not ids["validation"] & ids["test"]
+    assert sum(map(len, ids.values())) == len(found)
+    train_heads = {s.head for s in parts["train"]}
+    train_caps = {s.caption for s in parts["train"]}
+    assert len(parts["test"]) >= 40
+    for s in parts["test"]:
+        assert s.head in train_heads, s  # a new picture of a known thing
+        assert s.caption not in train_caps, s  # but never the same caption group
+
+
+def test_scene_examples_only_use_their_split(stamps):
+    found, _ = stamps
+    parts = cdata.split_stamps(found, seed=1337)
+    test_ids = {s.id for s in parts["test"]}
+    recipe = cdata.Recipe({"test": 1}, {"test": 12}, max_stamps=None)
+    examples = list(cdata.examples_for_split(parts["test"], "test", recipe, seed=1))
+    scenes = [e for _, e in examples if e["kind"] == "scene"]
+    assert len(scenes) == 12
+    by_id = {s.id: s for s in found}
+    for e in scenes:
+        assert set(e["stamps"]) <= test_ids
+        # The caption names the stamps in placement order (left to right).
+        expected = cdata.compose_scene_caption([by_id[i].caption for i in e["stamps"]])
+        assert e["caption"] == expected
+        assert e["image"].shape == (224, 224, 3) and e["image"].dtype == np.uint8
+    # Deterministic: the same seed gives the same pictures.
+    again = list(cdata.examples_for_split(parts["test"], "test", recipe, seed=1))
+    assert np.array_equal(examples[-1][1]["image"], again[-1][1]["image"])
+
+
+def test_tfds_builder_on_a_real_subset():
+    builder = cdata.prepare_tuxpaint("tiny")
+    info = builder.info
+    assert set(info.splits.keys()) == {"train", "validation", "test"}
+    assert info.splits["train"].num_examples == 40 + 40  # 40 singles + 40 scenes
+    splits = cdata.tuxpaint_splits("tiny")
+    test = splits["test"]
+    assert {"single", "scene"} == set(test.kinds)
+    img = cdata.picture(test, 0)
+    assert img.shape == (224, 224, 3) and img.std() > 5  # a real picture, not a blank
+    train_stamps = {s for st in splits["train"].stamps for s in st}
+    test_stamps = {s for st in test.stamps for s in st}
+    assert not train_stamps & test_stamps
+
+
+def _write_jpegs(folder, names):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for n in names:
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / n)
+
+
+def test_flickr8k_format(tmp_path):
+    names = [f"{i}_abc.jpg" for i in range(10)]
+    _write_jpegs(tmp_path / "Flicker8k_Dataset", names)
+    lines = [f"{n}#{k}\tA dog runs on the grass number {k} ." for n in names for k in range(5)]
+    (tmp_path / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "Flickr_8k.trainImages.txt").write_text("\n".join(names[:6]))
+    (tmp_path / "Flickr_8k.devImages.txt").write_text("\n".join(names[6:8]))
+    (tmp_path / "Flickr_8k.testImages.txt").write_text("\n".join(names[8:]))
+    splits = cdata.load_splits(f"flickr8k:{tmp_path}")
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [6, 2, 2]
+    assert len(splits["test"].references[0]) == 5
+    assert splits["test"].references[0][0] == "a dog runs on the grass number 0"
+    assert cdata.picture(splits["train"], 0).shape == (224, 224, 3)
+    with pytest.raises(FileNotFoundError, match="Flickr8k.token.txt"):
+        cdata.load_splits(f"flickr8k:{tmp_path / 'nope'}")
+
+
+def test_coco_format(tmp_path):
+    for split, n in (("train2017", 4), ("val2017", 4)):
+        names = [f"{split}_{i:03d}.jpg" for i in range(n)]
+        _write_jpegs(tmp_path / split, names)
+        ann = {"images": [{"id": i, "file_name": f} for i, f in enumerate(names)],
+               "annotations": [{"image_id": i, "caption": f"A cat number {i}."} for i in range(n)]}
+        (tmp_path / "annotations").mkdir(exist_ok=True)
+        (tmp_path / "annotations" / f"captions_{split}.json").write_text(json.dumps(ann))
+    splits = cdata.load_splits(f"coco:{tmp_path}")
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [4, 2, 2]
+    assert splits["train"].references[1] == ["a cat number 1"]
+    with pytest.raises(ValueError, match="format must be"):
+        cdata.parse_data_spec("imagenet:/x")
+    with pytest.raises(ValueError, match="needs a path"):
+        cdata.parse_data_spec("coco:")
