@@ -1,0 +1,72 @@
+"""``rnnkit voice_gender prepare | train | evaluate | predict | export``.
+
+Defaults train on the Fish Fillets NG voices (``--data fillets``); ``--data FORMAT:PATH``
+takes user data (see ``data.py``). ``--quick`` uses 120 clips per language and a few
+epochs: the whole app end to end in a couple of minutes (figures from it mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from apps.voice_gender import data as vdata
+from rnnkit.app_cli import App, AppError, run_app
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    try:
+        b = vdata.prepare(args.data, args.limit, args.seed)
+    except vdata.DataError as exc:
+        raise AppError(str(exc)) from exc
+    for split, info in sorted(b.info.splits.items()):
+        print(f"{split}: {info.num_examples} clips")
+    print(f"classes: {', '.join(vdata.class_names(b))}; data in {b.data_dir}")
+    return 0
+
+
+def _wrap(fn_path: str):
+    """Import the verb lazily (TensorFlow-heavy) and turn data errors into one-line errors."""
+
+    def run(args: argparse.Namespace) -> int:
+        module_name, fn_name = fn_path.rsplit(".", 1)
+        import importlib
+
+        fn = getattr(importlib.import_module(module_name), fn_name)
+        try:
+            return fn(args)
+        except vdata.DataError as exc:
+            raise AppError(str(exc)) from exc
+
+    return run
+
+
+def _add_arguments(verb: str, parser: argparse.ArgumentParser) -> None:
+    if verb == "train":
+        parser.add_argument("--patience", type=int, default=None,
+                            help="early-stopping patience in epochs [default: 6]")
+
+
+APP = App(
+    name="voice_gender",
+    description=(
+        "Speaker gender (or any audio classes) from raw speech with a plain Elman RNN over "
+        "log-mel frames computed inside the graph. Default data: Fish Fillets NG voices "
+        "(Debian fillets-ng-data-cs/-nl), evaluated speaker-disjoint cs->nl and nl->cs."
+    ),
+    prepare=_prepare,
+    train=_wrap("apps.voice_gender.train.train"),
+    evaluate=_wrap("apps.voice_gender.train.evaluate"),
+    predict=_wrap("apps.voice_gender.export.predict"),
+    export=_wrap("apps.voice_gender.export.export"),
+    defaults={"data": vdata.DEFAULT_SPEC, "epochs": 30, "batch_size": 32, "patience": 6},
+    quick={"epochs": 3, "limit": 120, "patience": 2},
+    data_help=("data: 'fillets' (default) or FORMAT:PATH with FORMAT one of "
+               + ", ".join(vdata.USER_FORMATS)),
+    predict_inputs_help="audio files (any format librosa reads: wav, flac, ogg, mp3, ...)",
+    add_arguments=_add_arguments,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the voice_gender command line; return the exit code."""
+    return run_app(APP, argv)

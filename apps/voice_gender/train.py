@@ -1,0 +1,451 @@
+"""Train and evaluate the voice classifier.
+
+Default data (Fillets, one female and one male actor per language) is evaluated
+speaker-disjoint both ways: ``cs_to_nl`` trains on Czech and tests on Dutch, ``nl_to_cs``
+the reverse; the headline is the mean of their balanced accuracies. Validation (early
+stopping) is a seeded 15 % of the *training* language's clips, never the test language.
+The model that ``export`` ships (``<output>/model.keras``) trains on both languages.
+
+User data (``--data FORMAT:PATH``) is split by speaker into train / validation / test; one
+model trains on train (validation for early stopping) and is evaluated on test.
+
+``evaluate`` also fits the floor baseline on the same folds: logistic regression on the
+mean and standard deviation of 20 MFCCs (librosa), and prints it beside the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from apps.voice_gender import data as vdata
+from apps.voice_gender.features import SAMPLE_RATE
+from apps.voice_gender.model import build_model, classify, window_samples
+
+log = logging.getLogger(__name__)
+
+VAL_PERCENT = 15  # share of the training language held out for early stopping
+TELEPHONE_BAND = (300.0, 3400.0)
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+def folds_for(b) -> list[dict[str, Any]]:
+    """The training runs of a built dataset.
+
+    Fillets (splits ``cs``/``nl``): the two cross-language folds plus ``final`` (both
+    languages, no test). User data: one ``final`` run on ``train`` tested on ``test``.
+
+    Args:
+        b: a built TFDS builder (see ``data.prepare``).
+    """
+    splits = vdata.split_names(b)
+    if "train" in splits:
+        test = ["test"] if "test" in splits else []
+        has_val = "validation" in splits
+        return [{"name": "final", "train": ["train"], "val": ["validation"] if has_val else None,
+                 "test": test}]
+    folds = []
+    if len(splits) >= 2:
+        for held_out in splits:
+            rest = [s for s in splits if s != held_out]
+            folds.append({"name": f"{'+'.join(rest)}_to_{held_out}", "train": rest, "val": None,
+                          "test": [held_out]})
+    folds.append({"name": "final", "train": splits, "val": None, "test": []})
+    return folds
+
+
+def run_dir_of(output: Path, fold: dict) -> Path:
+    """Folder of one training run: ``<output>`` for ``final``, else ``<output>/folds/<name>``."""
+    return output if fold["name"] == "final" else output / "folds" / fold["name"]
+
+
+# ----------------------------------------------------------------------------- tf.data
+
+
+def _is_val(path: tf.Tensor) -> tf.Tensor:
+    # A stable hash of the file path picks the held-out clips: same clips every run.
+    return tf.strings.to_hash_bucket_fast(path, 100) < VAL_PERCENT
+
+
+def load_splits(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
+    """(int16 audio, label) examples of several splits, optionally the train/val part.
+
+    Args:
+        b: the built builder.
+        splits: split names to concatenate.
+        part: ``all``, ``train`` (minus held-out clips) or ``val`` (held-out clips only).
+    """
+    ds = None
+    for split in splits:
+        one = b.as_dataset(split=split, shuffle_files=False)
+        ds = one if ds is None else ds.concatenate(one)
+    if part == "train":
+        ds = ds.filter(lambda ex: tf.logical_not(_is_val(ex["path"])))
+    elif part == "val":
+        ds = ds.filter(lambda ex: _is_val(ex["path"]))
+    return ds.map(lambda ex: (ex["audio"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def band_limit(x: tf.Tensor, low: tf.Tensor, high: tf.Tensor, sample_rate: int = SAMPLE_RATE) -> tf.Tensor:
+    """Zero every frequency outside [low, high] Hz of a 1-D signal (FFT brick-wall filter)."""
+    n = tf.shape(x)[0]
+    spec = tf.signal.rfft(x, fft_length=[n])
+    freqs = tf.cast(tf.range(n // 2 + 1), tf.float32) * (sample_rate / tf.cast(tf.maximum(n, 1), tf.float32))
+    keep = tf.logical_and(freqs >= low, freqs <= high)
+    return tf.signal.irfft(spec * tf.cast(keep, spec.dtype), fft_length=[n])
+
+
+def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
+    """One random training view of a clip (float32 1-D), at most ``max_len`` samples.
+
+    Deployment conditions the four Fillets voices do not cover: speed/pitch +-8 %
+    (resampling), random crop length (0.5 s up to the window), telephone band 300-3400 Hz
+    or a random low-pass, white noise at 5-40 dB SNR, gain -30..+6 dB with clipping.
+
+    Args:
+        audio: the whole clip, float32 in [-1, 1].
+        seed: a (2,) int seed for the stateless random ops.
+        max_len: the training window in samples.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 10)
+    u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)  # noqa: E731
+    length = tf.shape(audio)[0]
+    # Speed/pitch: read `rate` source samples per output sample.
+    rate = u(0, 0.92, 1.08)
+    out_len = tf.cast(max_len, tf.float32)
+    short = u(1, 0.0, 1.0) < 0.25
+    out_len = tf.where(short, u(2, 0.5 * SAMPLE_RATE, float(max_len)), out_len)
+    src_len = tf.minimum(length, tf.cast(tf.math.ceil(out_len * rate), tf.int32) + 1)
+    start = tf.cast(u(3, 0.0, 1.0) * tf.cast(length - src_len + 1, tf.float32), tf.int32)
+    start = tf.clip_by_value(start, 0, tf.maximum(length - src_len, 0))
+    seg = audio[start : start + src_len]
+    n_out = tf.maximum(1, tf.minimum(tf.cast(out_len, tf.int32),
+                                     tf.cast(tf.cast(src_len - 1, tf.float32) / rate, tf.int32) + 1))
+    pos = tf.cast(tf.range(n_out), tf.float32) * rate
+    i0 = tf.minimum(tf.cast(tf.floor(pos), tf.int32), src_len - 1)
+    i1 = tf.minimum(i0 + 1, src_len - 1)
+    frac = pos - tf.cast(i0, tf.float32)
+    x = tf.gather(seg, i0) * (1.0 - frac) + tf.gather(seg, i1) * frac
+    # Channel: telephone band (25 %), random low-pass (15 %), untouched otherwise.
+    pick = u(4, 0.0, 1.0)
+    x = tf.cond(pick < 0.25, lambda: band_limit(x, *TELEPHONE_BAND),
+                lambda: tf.cond(pick < 0.40, lambda: band_limit(x, 0.0, u(5, 2500.0, 7000.0)),
+                                lambda: x))
+    # Additive noise (50 %) relative to the clip's own level.
+    rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
+    snr_db = u(6, 5.0, 40.0)
+    noise = tf.random.stateless_normal(tf.shape(x), seeds[7]) * rms * tf.pow(10.0, -snr_db / 20.0)
+    x = tf.where(u(8, 0.0, 1.0) < 0.5, x + noise, x)
+    gain = tf.pow(10.0, u(9, -30.0, 6.0) / 20.0)
+    return tf.clip_by_value(x * gain, -1.0, 1.0)
+
+
+def _to_float(audio: tf.Tensor) -> tf.Tensor:
+    return tf.cast(audio, tf.float32) / 32768.0
+
+
+def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int, num_classes: int,
+                  class_weight: np.ndarray) -> tf.data.Dataset:
+    """Shuffled, augmented, padded batches ``({"waveform", "length"}, label, weight)``.
+
+    Args:
+        ds: (int16 audio, label) examples.
+        batch_size: clips per batch.
+        seed: shuffle/augmentation seed.
+        num_classes: number of classes (unused except for shape checks).
+        class_weight: per-class loss weight (balanced classes).
+    """
+    del num_classes
+    win, _ = window_samples()
+    weights = tf.constant(class_weight, tf.float32)
+    counter = tf.data.Dataset.counter()
+
+    def view(index, example):
+        audio, label = example
+        x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win)
+        return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
+
+    ds = ds.cache().shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip((counter, ds)).map(view, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.padded_batch(batch_size, padded_shapes=({"waveform": [None], "length": []}, [], [])) \
+        .prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Validation batches: the first window of each clip, no augmentation."""
+    win, _ = window_samples()
+
+    def view(audio, label):
+        x = _to_float(audio)[:win]
+        return {"waveform": x, "length": tf.shape(x)[0]}, label
+
+    return ds.map(view).cache().padded_batch(
+        batch_size, padded_shapes=({"waveform": [None], "length": []}, [])).prefetch(2)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one run and save ``<run>/model.keras`` (skipped when already complete).
+
+    Args:
+        b: the built builder.
+        fold: an entry of :func:`folds_for`.
+        args: parsed CLI flags (``epochs``, ``batch_size``, ``seed``, ``strategy``, ...).
+    """
+    import keras
+
+    from rnnkit.training import fit, get_strategy, save_model, seed_everything
+
+    out = run_dir_of(Path(args.output), fold)
+    done = out / "model.keras"
+    if done.exists() and (out / "train_done.json").exists():
+        log.info("%s already trained (%s); skipping", fold["name"], done)
+        return json.loads((out / "train_done.json").read_text())
+    seed_everything(args.seed)
+    names = vdata.class_names(b)
+    if fold["val"]:
+        train_raw = load_splits(b, fold["train"])
+        val_raw = load_splits(b, fold["val"])
+    else:
+        train_raw = load_splits(b, fold["train"], "train")
+        val_raw = load_splits(b, fold["train"], "val")
+    labels = np.array([int(y) for _, y in train_raw.map(lambda a, y: (0, y)).as_numpy_iterator()])
+    counts = np.bincount(labels, minlength=len(names)).astype(float)
+    if (counts == 0).any():
+        missing = [n for n, c in zip(names, counts) if c == 0]
+        raise vdata.DataError(f"training split has no clips of class(es) {missing}")
+    class_weight = counts.sum() / (len(names) * counts)
+    train_ds = train_dataset(train_raw, args.batch_size, args.seed, len(names), class_weight)
+    val_ds = eval_dataset(val_raw, args.batch_size)
+    strategy = get_strategy(args.strategy)
+    with strategy.scope():
+        model = build_model(len(names), seed=args.seed)
+        steps = max(1, math.ceil(len(labels) / args.batch_size)) * args.epochs
+        lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps, alpha=0.05)
+        model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=1.0),
+                      loss="sparse_categorical_crossentropy",
+                      weighted_metrics=[], metrics=["accuracy"])
+    print(f"[voice_gender] training {fold['name']}: {len(labels)} clips "
+          f"({', '.join(f'{n} {int(c)}' for n, c in zip(names, counts))}), "
+          f"train on {'+'.join(fold['train'])}", flush=True)
+    start = time.time()
+    result = fit(model, train_ds, val_ds, output_dir=out, epochs=args.epochs,
+                 monitor="val_loss", patience=args.patience)
+    save_model(model, done)
+    info = {"fold": fold, "seconds": round(time.time() - start, 1), "train_clips": len(labels),
+            "params": int(model.count_params()), "best_epoch": result["best_epoch"],
+            "epochs_run": result["epochs_run"], "class_names": names}
+    from rnnkit.atomic import atomic_write_json
+
+    atomic_write_json(out / "train_done.json", info)
+    return info
+
+
+def train(args: argparse.Namespace) -> int:
+    """``train`` verb: every fold of the data, then the final model (resumable)."""
+    b = vdata.prepare(args.data, args.limit, args.seed)
+    start = time.time()
+    for fold in folds_for(b):
+        info = train_fold(b, fold, args)
+        print(f"[voice_gender] {fold['name']}: done ({info['seconds']} s, "
+              f"best epoch {info['best_epoch'] + 1}/{info['epochs_run']})", flush=True)
+    print(f"[voice_gender] training finished in {time.time() - start:.0f} s; "
+          f"final model {Path(args.output) / 'model.keras'}", flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def load_model(path: Path):
+    """Load a trained ``model.keras`` (custom layers registered on import)."""
+    import keras
+
+    import apps.voice_gender.model  # noqa: F401  (registers the custom layers)
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `rnnkit voice_gender train` first")
+    return keras.models.load_model(path, compile=False)
+
+
+def predict_arrays(model, clips: list[np.ndarray], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed probabilities and status of float32 clips (sorted by length for speed).
+
+    Args:
+        model: a trained model.
+        clips: 1-D float32 arrays at 16 kHz.
+        batch_size: clips per batch.
+    """
+    fn = tf.function(lambda w, n: classify(model, w, n), reduce_retracing=True)
+    order = np.argsort([len(c) for c in clips])
+    probs = np.zeros((len(clips), model.output_shape[-1]), np.float32)
+    status = np.empty(len(clips), object)
+    for i in range(0, len(clips), batch_size):
+        idx = order[i : i + batch_size]
+        width = max(1, max(len(clips[j]) for j in idx))
+        wave = np.zeros((len(idx), width), np.float32)
+        for r, j in enumerate(idx):
+            wave[r, : len(clips[j])] = clips[j]
+        out = fn(tf.constant(wave), tf.constant([len(clips[j]) for j in idx], tf.int32))
+        probs[idx] = out["probabilities"].numpy()
+        status[idx] = [s.decode() for s in out["status"].numpy()]
+    return probs, status
+
+
+def telephone(clip: np.ndarray) -> np.ndarray:
+    """The clip as a telephone line passes it: 300-3400 Hz band (deterministic)."""
+    return band_limit(tf.constant(clip), *TELEPHONE_BAND).numpy()
+
+
+def mfcc_stats(clip: np.ndarray) -> np.ndarray:
+    """Baseline features: mean and standard deviation of 20 MFCCs (librosa)."""
+    import librosa
+
+    mfcc = librosa.feature.mfcc(y=clip, sr=SAMPLE_RATE, n_mfcc=20)
+    return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
+
+
+def classification_metrics(y: np.ndarray, probs: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Balanced accuracy, accuracy, per-class recall, confusion matrix (and ROC AUC for 2)."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y, pred, labels=list(range(len(names))))
+    recall = {n: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i, n in enumerate(names)}
+    out = {"balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+           "accuracy": float((pred == y).mean()), "recall": recall,
+           "confusion_matrix": cm.tolist(), "n": int(len(y))}
+    if len(names) == 2 and len(set(y.tolist())) == 2:
+        out["roc_auc"] = float(roc_auc_score(y, probs[:, 1]))
+    return out
+
+
+def _numpy_split(b, splits: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
+    clips, labels = [], []
+    for audio, label in load_splits(b, splits).as_numpy_iterator():
+        clips.append(audio.astype(np.float32) / 32768.0)
+        labels.append(int(label))
+    return clips, np.array(labels)
+
+
+def _plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    from rnnkit.atomic import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, (y, score) in curves.items():
+        fpr, tpr, _ = roc_curve(y, score)
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``evaluate`` verb: every fold with a test split; metrics.json + PNGs in <output>/reports."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from tqdm import tqdm
+
+    from rnnkit.paths import reports_dir
+    from rnnkit.reports import format_headline, plot_confusion_matrix, plot_history, write_metrics
+
+    b = vdata.prepare(args.data, args.limit, args.seed)
+    names = vdata.class_names(b)
+    output = Path(args.output)
+    reports = reports_dir(output)
+    folds = [f for f in folds_for(b) if f["test"]]
+    if not folds:
+        raise vdata.DataError("this dataset has no test split to evaluate on")
+    cache: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+    mfcc_cache: dict[str, np.ndarray] = {}
+
+    def split_data(split: str):
+        if split not in cache:
+            cache[split] = _numpy_split(b, [split])
+            mfcc_cache[split] = np.stack([mfcc_stats(c) for c in tqdm(
+                cache[split][0], desc=f"MFCC baseline features {split}", unit="clip")])
+        return cache[split]
+
+    start = time.time()
+    metrics: dict[str, Any] = {"data": args.data, "class_names": names, "folds": {}}
+    rows: dict[str, Any] = {}
+    for fold in folds:
+        run = run_dir_of(output, fold)
+        model = load_model(run / "model.keras")
+        test_split = fold["test"][0]
+        clips, y = split_data(test_split)
+        probs, status = predict_arrays(model, clips)
+        result = classification_metrics(y, probs, names)
+        result["flagged"] = {s: int((status == s).sum()) for s in ("silent", "too_short")}
+        tel_probs, _ = predict_arrays(model, [telephone(c) for c in clips])
+        result["telephone_band"] = classification_metrics(y, tel_probs, names)
+        # Floor baseline on exactly the same training clips (all of the training splits).
+        train_x, train_y = [], []
+        for split in fold["train"]:
+            _, ys = split_data(split)
+            train_x.append(mfcc_cache[split])
+            train_y.append(ys)
+        baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        baseline.fit(np.concatenate(train_x), np.concatenate(train_y))
+        base_probs = baseline.predict_proba(mfcc_cache[test_split])
+        result["baseline_mfcc_logreg"] = classification_metrics(y, base_probs, names)
+        metrics["folds"][fold["name"]] = result
+        title = f"{fold['name']}: train {'+'.join(fold['train'])}, test {test_split}"
+        plot_confusion_matrix(np.array(result["confusion_matrix"]), names,
+                              reports / f"confusion_{fold['name']}.png", title=title)
+        if (run / "history.json").exists():
+            plot_history(json.loads((run / "history.json").read_text()),
+                         reports / f"history_{fold['name']}.png", title=f"training {fold['name']}")
+        if len(names) == 2:
+            _plot_roc({"model": (y, probs[:, 1]), "model, telephone band": (y, tel_probs[:, 1]),
+                       "MFCC logreg baseline": (y, base_probs[:, 1])},
+                      reports / f"roc_{fold['name']}.png", f"ROC {fold['name']} ({names[1]})")
+        rows[f"{fold['name']} balanced acc"] = result["balanced_accuracy"]
+        rows[f"{fold['name']} baseline"] = result["baseline_mfcc_logreg"]["balanced_accuracy"]
+        rows[f"{fold['name']} telephone band"] = result["telephone_band"]["balanced_accuracy"]
+    bal = [m["balanced_accuracy"] for m in metrics["folds"].values()]
+    base = [m["baseline_mfcc_logreg"]["balanced_accuracy"] for m in metrics["folds"].values()]
+    metrics["headline"] = {"mean_balanced_accuracy": float(np.mean(bal)),
+                           "baseline_mean_balanced_accuracy": float(np.mean(base)),
+                           "folds": len(bal)}
+    final = output / "model.keras"
+    if final.exists():
+        metrics["model"] = {"params": int(load_model(final).count_params()),
+                            "keras_file_bytes": final.stat().st_size}
+    metrics["evaluate_seconds"] = round(time.time() - start, 1)
+    if args.limit:
+        metrics["note"] = f"--limit {args.limit}: a subset, not the reported figure"
+    write_metrics(reports, metrics)
+    rows["mean balanced acc"] = metrics["headline"]["mean_balanced_accuracy"]
+    rows["mean baseline"] = metrics["headline"]["baseline_mean_balanced_accuracy"]
+    print(format_headline(f"voice_gender evaluation ({args.data}, speaker-disjoint)", rows))
+    print(f"reports: {reports}")
+    return 0
