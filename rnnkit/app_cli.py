@@ -182,6 +182,10 @@ def run_app(app: App, argv: Sequence[str] | None = None) -> int:
     args = _fill_defaults(app, parser.parse_args(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # TFDS and TensorFlow log every file they open at INFO through absl: too chatty.
+        for name in ("absl", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     fn: VerbFn = getattr(app, args.verb)
     try:
         code = fn(args)
