@@ -256,9 +256,14 @@ def main(argv: list[str] | None = None) -> int:
             w()
         lat, nerr, samples, wall = run_clients(args.clients, args.seconds, args.max_requests, make_call)
         s50, s99 = percentiles(lat)
-        print(f"server     : {len(lat) / wall:8.1f} req/s  p50 {s50:7.2f} ms  p99 {s99:7.2f} ms  errors {nerr}  ({len(lat)} ok in {wall:.1f}s)")
+        print(f"server     {args.clients:3d} clients: {len(lat) / wall:8.1f} req/s  p50 {s50:7.2f} ms  p99 {s99:7.2f} ms  "
+              f"errors {nerr}  ({len(lat)} ok in {wall:.1f}s)")
         for s in samples:
             print(f"  error: {s}")
+        one_s = min(args.seconds, 3.0)
+        lat1, nerr1, _, wall1 = run_clients(1, one_s, args.max_requests, make_call)
+        nerr += nerr1
+        print(f"server       1 client : {len(lat1) / wall1:8.1f} req/s  p50 {percentiles(lat1)[0]:7.2f} ms  errors {nerr1}")
     finally:
         if proc is not None:
             proc.terminate()
@@ -286,12 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         w()
     llat, lerr, _, lwall = run_clients(args.clients, args.seconds, args.max_requests, make_local)
     l50, l99 = percentiles(llat)
-    print(f"in-process : {len(llat) / lwall:8.1f} req/s  p50 {l50:7.2f} ms  p99 {l99:7.2f} ms  errors {lerr}  (same {args.clients} threads)")
-    one, _, _, _ = run_clients(1, min(args.seconds, 3.0), args.max_requests, make_local)
-    print(f"in-process single client p50 {percentiles(one)[0]:.2f} ms")
+    print(f"in-process {args.clients:3d} threads: {len(llat) / lwall:8.1f} req/s  p50 {l50:7.2f} ms  p99 {l99:7.2f} ms  errors {lerr}")
+    one, _, _, wone = run_clients(1, one_s, args.max_requests, make_local)
+    o50 = percentiles(one)[0]
+    print(f"in-process   1 thread : {len(one) / wone:8.1f} req/s  p50 {o50:7.2f} ms")
     overhead = s50 / l50 - 1.0
+    overhead1 = percentiles(lat1)[0] / o50 - 1.0
     verdict = "OK" if overhead <= 0.25 and nerr == 0 else "OVER TARGET"
-    print(f"serving overhead at p50: {overhead * 100:+.1f}% (target <= 25%, zero errors): {verdict}")
+    print(f"serving overhead at p50, {args.clients} clients: {overhead * 100:+.1f}%   1 client: {overhead1 * 100:+.1f}%")
+    print(f"target (<= 25% at p50 with {args.clients} clients, zero errors): {verdict}")
     if tmp is not None:
         tmp.cleanup()
     return 0 if verdict == "OK" else 1
