@@ -57,14 +57,14 @@ def _shape_of(value: Any, name: str, what: str) -> tuple[list[int], list[Any]]:
         if depth < len(shape):
             if not isinstance(v, list) or len(v) != shape[depth]:
                 raise invalid(
-                    f"{what} for input {name!r} is ragged: expected a list of {shape[depth]} at depth "
-                    f"{depth} (all {what} must have the same shape)"
+                    f"{what} for input {name!r}: ragged nesting, expected a list of {shape[depth]} at "
+                    f"depth {depth} (every row must have the same shape)"
                 )
             for e in v:
                 rec(e, depth + 1)
         else:
             if isinstance(v, list):
-                raise invalid(f"{what} for input {name!r} is ragged: lists nested to different depths")
+                raise invalid(f"{what} for input {name!r}: ragged nesting, lists nested to different depths")
             flat.append(v)
 
     rec(value, 0)
@@ -86,7 +86,7 @@ def _string_leaf(v: Any, name: str) -> bytes:
     raise invalid(f"input {name!r} is a string tensor (DT_STRING); got {kind} (use a JSON string or {{\"b64\": ...}})")
 
 
-def json_to_array(value: Any, name: str, dtype_enum: int, what: str = "value") -> np.ndarray:
+def json_to_array(value: Any, name: str, dtype_enum: int, what: str = "values") -> np.ndarray:
     """Convert a JSON value (nested lists of scalars) to an array of the signature dtype.
 
     Args:
@@ -112,10 +112,11 @@ def json_to_array(value: Any, name: str, dtype_enum: int, what: str = "value") -
     except ValueError:
         _shape_of(value, name, what)  # raises the ragged message
         raise invalid(f"input {name!r}: cannot read {what} as a numeric array") from None
-    if arr.dtype.kind in "UO":
-        if arr.dtype.kind == "O":
-            _shape_of(value, name, what)
+    if arr.dtype.kind == "U":
         raise invalid(f"input {name!r} expects {dtype_name(dtype_enum)} numbers; got strings")
+    if arr.dtype.kind == "O":
+        _shape_of(value, name, what)  # ragged nesting gets its own message
+        raise invalid(f"input {name!r} expects {dtype_name(dtype_enum)} numbers; got non-numeric values (null, objects or huge integers)")
     target_np = np.dtype(target)
     if target_np.kind == "b":
         if arr.dtype.kind == "b":
