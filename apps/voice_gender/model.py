@@ -53,9 +53,10 @@ class LogMelFrontEnd(keras.layers.Layer):
     def call(self, waveform, length):
         feats, mask = log_mel(waveform, length, self.cfg, tf.constant(self._bank))
         weight = tf.cast(mask, feats.dtype)[:, :, None]
+        # Number of valid (frame, band) values per clip.
         count = tf.maximum(tf.reduce_sum(weight, axis=[1, 2], keepdims=True) * self.cfg.n_mels, 1.0)
-        mean = tf.reduce_sum(feats * weight, axis=[1, 2], keepdims=True) * self.cfg.n_mels / count
-        var = tf.reduce_sum(tf.square(feats - mean) * weight, axis=[1, 2], keepdims=True) * self.cfg.n_mels / count
+        mean = tf.reduce_sum(feats * weight, axis=[1, 2], keepdims=True) / count
+        var = tf.reduce_sum(tf.square(feats - mean) * weight, axis=[1, 2], keepdims=True) / count
         feats = (feats - mean) / tf.sqrt(var + 1.0)  # +1 dB^2: silence maps to ~0, not noise/0
         return feats * weight, mask
 
@@ -72,6 +73,13 @@ class MaskedPooling(keras.layers.Layer):
 
     A row without valid steps pools to zeros (instead of NaN / -inf).
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True  # the mask is consumed here (explicit argument)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
 
     def call(self, seq, mask):
         weight = tf.cast(mask, seq.dtype)[:, :, None]

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from apps.voice_gender import data as vdata
 from apps.voice_gender.features import SAMPLE_RATE
-from apps.voice_gender.model import build_model, classify, window_samples
+from apps.voice_gender.model import MIN_SECONDS, build_model, classify, window_samples
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,12 @@ def load_splits(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
     elif part == "val":
         ds = ds.filter(lambda ex: _is_val(ex["path"]))
     return ds.map(lambda ex: (ex["audio"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def drop_too_short(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Training only: drop clips under the minimum length (a few Fillets files are empty)."""
+    min_len = int(MIN_SECONDS * SAMPLE_RATE)
+    return ds.filter(lambda audio, label: tf.shape(audio)[0] >= min_len)
 
 
 def band_limit(x: tf.Tensor, low: tf.Tensor, high: tf.Tensor, sample_rate: int = SAMPLE_RATE) -> tf.Tensor:
@@ -221,6 +227,7 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
     else:
         train_raw = load_splits(b, fold["train"], "train")
         val_raw = load_splits(b, fold["train"], "val")
+    train_raw, val_raw = drop_too_short(train_raw), drop_too_short(val_raw)
     labels = np.array([int(y) for _, y in train_raw.map(lambda a, y: (0, y)).as_numpy_iterator()])
     counts = np.bincount(labels, minlength=len(names)).astype(float)
     if (counts == 0).any():
