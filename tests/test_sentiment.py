@@ -34,6 +34,9 @@ def test_builder_on_real_reviews(small_splits):
     assert not train & test
     builder = data.get_builder(None, 1337, LIMIT)
     assert builder.info.features["label"].names == ["negative", "positive"]
+    full = data.get_builder(None, 1337)  # the predefined config (not prepared here)
+    assert full.builder_config.name == "seed1337" and full.builder_config.limit == 0
+    assert data.get_builder(None, 7).builder_config.name == "seed7"
 
 
 def test_full_split_is_deduplicated_and_stratified():

@@ -217,11 +217,14 @@ def get_builder(spec: str | None, seed: int = 1337, limit: int | None = None):
         limit: at most this many examples per split (a separate, small cache).
     """
     kind, arg = parse_spec(spec)
-    if kind == "imdb-csv":
-        return RnnkitImdbCsv(data_dir=str(tfds_dir()), config=_config(seed, limit))
-    if kind == "aclimdb":
-        return RnnkitAclImdb(data_dir=str(tfds_dir()), config=_config(seed, limit, arg))
-    return tfds.builder(arg, data_dir=str(tfds_dir()))
+    if kind == "tfds":
+        return tfds.builder(arg, data_dir=str(tfds_dir()))
+    cls = RnnkitImdbCsv if kind == "imdb-csv" else RnnkitAclImdb
+    config = _config(seed, limit, arg)
+    # TFDS refuses a custom config named like a predefined one: pass the name instead.
+    predefined = {c.name for c in cls.BUILDER_CONFIGS}
+    return cls(data_dir=str(tfds_dir()),
+               config=config.name if config.name in predefined else config)
 
 
 def prepare(spec: str | None, seed: int = 1337, limit: int | None = None):
