@@ -7,6 +7,15 @@ but fails to load in the server. ``check_servable`` reads ``saved_model.pb`` as 
 (without loading it, so a custom op that is not registered here is still reported rather
 than crashing the check), walks every node of the graph and of every function in the
 library, and checks the serving signature's inputs and outputs are named.
+
+It then loads the SavedModel the way TF Serving's C++ loader does (a TF1 session: import
+the MetaGraph, run the saver's restore op and the init op; tf.saved_model.load in Python
+takes a different, object-graph path) and checks every variable the signature reads was
+restored, then replays a few of the export's warmup records in that session. A Keras 3
+model held by a plain tf.Module passes tf.saved_model.load but fails here (and in TF
+Serving) with "Could not find variable ...": the checkpoint restores copies of its
+variables, not the ones the signature captures (keras-team/keras#20095,
+tensorflow/serving#2250).
 """
 
 from __future__ import annotations
@@ -120,9 +129,83 @@ def _read_saved_model_proto(saved_model_dir: Path):
     return sm
 
 
+def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str]:
+    """Load like TF Serving (TF1 session + restore op + init op); return problems found."""
+    import tensorflow as tf
+
+    problems: list[str] = []
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+        try:
+            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
+        except Exception as exc:  # TF raises many types here; the message is what matters
+            return [f"TF Serving's session loader cannot load it: {type(exc).__name__}: {str(exc)[:500]}"]
+        sig = meta.signature_def.get(signature_name)
+        if sig is None:
+            return problems  # reported by the signature check
+        nodes = {n.name: n for n in meta.graph_def.node}
+        # Variables the signature can reach: walk the main graph back from its outputs.
+        stack = [t.name.split(":")[0] for t in sig.outputs.values()]
+        seen: set[str] = set()
+        variables: list[str] = []
+        while stack:
+            name = stack.pop()
+            if name in seen or name not in nodes:
+                continue
+            seen.add(name)
+            node = nodes[name]
+            if node.op == "VarHandleOp":
+                variables.append(name)
+            stack.extend(i.lstrip("^").split(":")[0] for i in node.input)
+        if variables:
+            flags = sess.run(
+                [tf.raw_ops.VarIsInitializedOp(resource=graph.get_tensor_by_name(v + ":0")) for v in variables]
+            )
+            missing = sorted(v for v, ok in zip(variables, flags) if not ok)
+            if missing:
+                shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+                problems.append(
+                    f"{len(missing)} variable(s) read by {signature_name!r} are not restored by TF "
+                    f"Serving's loader (it would answer 'Could not find variable'): {shown}. A Keras 3 "
+                    "model inside a tf.Module needs its backing tf.Variables tracked before saving, "
+                    "e.g. `module.model_variables = [w.value for w in model.weights]` "
+                    "(keras-team/keras#20095)"
+                )
+                return problems
+        warm = path / "assets.extra" / "tf_serving_warmup_requests"
+        if warm.is_file() and max_warmup > 0:
+            from tensorflow_serving.apis import prediction_log_pb2
+
+            for i, raw in enumerate(tf.compat.v1.io.tf_record_iterator(str(warm))):
+                if i >= max_warmup:
+                    break
+                req = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
+                key = req.model_spec.signature_name or DEFAULT_SIGNATURE
+                rsig = meta.signature_def.get(key)
+                if rsig is None:
+                    problems.append(f"warmup record {i} targets missing signature {key!r}")
+                    continue
+                unknown = sorted(set(req.inputs) - set(rsig.inputs))
+                if unknown:
+                    problems.append(f"warmup record {i} has inputs {unknown} that signature {key!r} lacks")
+                    continue
+                feed = {rsig.inputs[k].name: tf.make_ndarray(v) for k, v in req.inputs.items()}
+                fetch = {k: v.name for k, v in rsig.outputs.items()}
+                try:
+                    sess.run(fetch, feed_dict=feed)
+                except Exception as exc:
+                    msg = str(getattr(exc, "message", exc)).split("\n\t [[")[0][:500]
+                    problems.append(
+                        f"warmup record {i} fails in TF Serving's session loader "
+                        f"(TF Serving replays it at load and would refuse the version): {type(exc).__name__}: {msg}"
+                    )
+    return problems
+
+
 def check_servable(
     saved_model_dir: str | Path,
     signature_name: str = DEFAULT_SIGNATURE,
+    session_check: bool = True,
+    max_warmup_records: int = 3,
 ) -> ServableReport:
     """Check a SavedModel only uses core TF ops and has a named serving signature.
 
@@ -130,6 +213,10 @@ def check_servable(
         saved_model_dir: a SavedModel directory (e.g. ``saved_models/sentiment/1``).
         signature_name: the signature that must exist with named inputs and outputs
             (default ``serving_default``, the one TF Serving uses when a request names none).
+        session_check: also load it as TF Serving does (TF1 session: restore op + init op),
+            check every variable the signature reads is restored, and replay warmup records.
+        max_warmup_records: how many ``assets.extra/tf_serving_warmup_requests`` records the
+            session check replays (0: none).
 
     Returns:
         A ServableReport (ops used, signatures with dtypes and shapes).
@@ -137,7 +224,8 @@ def check_servable(
     Raises:
         NotServableError: listing every problem found: non-core ops (with the functions
             that use them), py-func ops, a missing signature, unnamed / auto-named inputs
-            or outputs, or no ``serve`` meta graph.
+            or outputs, no ``serve`` meta graph, variables TF Serving's loader would not
+            restore, or warmup records that fail in TF Serving's loading path.
     """
     path = Path(saved_model_dir)
     sm = _read_saved_model_proto(path)
@@ -224,6 +312,10 @@ def check_servable(
                     f"signature {signature_name!r} method is {sig.method_name!r}, "
                     "expected 'tensorflow/serving/predict'"
                 )
+
+    # Only worth loading when the graph is otherwise fine (and unknown ops would not load).
+    if not problems and session_check and serve_graphs:
+        problems.extend(_session_check(path, signature_name, max_warmup_records))
 
     if problems:
         raise NotServableError(

@@ -309,4 +309,14 @@ def test_new_version_served_without_restart_and_half_written_ignored(served):
     assert st["status"]["error_code"] != "OK" and st["status"]["error_message"]
     status, body = c.post("/v1/models/text:predict", {"instances": ["a"]})
     assert status == 200
+
+    # A version TF Serving could not serve (Keras variables its loader would not restore)
+    # is refused the same way, with the reason in the status.
+    testing.export_keras_in_module(base, version=4, track_variables=False)
+    assert _wait(lambda: any(s["version"] == "4" and s["state"] == "END" for s in c.get("/v1/models/text")[1]["model_version_status"]))
+    st = [s for s in c.get("/v1/models/text")[1]["model_version_status"] if s["version"] == "4"][0]
+    assert "TF Serving could not serve it" in st["status"]["error_message"]
+    assert "not restored" in st["status"]["error_message"]
+    resp = served["predict"].Predict(_grpc_request("text", text=np.array([b"x"], dtype=object)), timeout=30)
+    assert resp.model_spec.version.value == 2
     assert served["proc"].poll() is None

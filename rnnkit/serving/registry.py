@@ -189,6 +189,9 @@ class ModelRegistry:
         specs: the models to serve.
         poll_wait_seconds: seconds between file-system polls; <= 0 polls only once (at start).
         batching: if given, concurrent requests are batched (``--enable_batching``).
+        servable_check: refuse a version that TF Serving itself could not serve
+            (``rnnkit.servable.check_servable``: non-core ops, variables its loader would
+            not restore, failing warmup records), so both servers accept the same exports.
     """
 
     def __init__(
@@ -196,9 +199,11 @@ class ModelRegistry:
         specs: list[ModelSpecConfig],
         poll_wait_seconds: float = 1.0,
         batching: BatchingOptions | None = None,
+        servable_check: bool = True,
     ):
         self.specs = {s.name: s for s in specs}
         self.batching = batching
+        self.servable_check = servable_check
         self.poll_wait_seconds = poll_wait_seconds
         self._states: dict[str, dict[int, VersionState]] = {s.name: {} for s in specs}
         self._lock = threading.Lock()
@@ -315,6 +320,14 @@ class ModelRegistry:
             self._states[name][version] = VersionState(state="LOADING")
         t0 = time.perf_counter()
         try:
+            if self.servable_check:
+                from rnnkit.servable import NotServableError, check_servable
+
+                try:
+                    check_servable(path)
+                except NotServableError as exc:
+                    self._mark_failed(name, version, mtime, f"TF Serving could not serve it: {exc}")
+                    return
             loaded = LoadedVersion(name, version, path, self.batching)
             n = loaded.warmup()
         except ServingError as exc:

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_request_bytes", type=int, default=16 * 1024 * 1024,
         help="largest REST body / gRPC message accepted (default 16 MiB); larger gets 413 / RESOURCE_EXHAUSTED",
     )
+    p.add_argument("--skip_servable_check", action="store_true",
+                   help="serve versions that TF Serving would refuse (default: refuse them, with the reason in the status)")
     p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default 16)")
     p.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -113,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rnnkit serve: --batching_parameters_file: {exc}", file=sys.stderr)
             return 2
         log.info("batching on: %s", batching)
-    registry = ModelRegistry(specs, poll_wait_seconds=args.file_system_poll_wait_seconds, batching=batching)
+    registry = ModelRegistry(
+        specs, poll_wait_seconds=args.file_system_poll_wait_seconds, batching=batching,
+        servable_check=not args.skip_servable_check,
+    )
     registry.start()
     grpc_server = None
     try:

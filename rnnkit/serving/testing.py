@@ -124,6 +124,34 @@ def export_image_model(base: Path, version: int = 1) -> Path:
     return _export(m, {"serving_default": m.serve}, Path(base), version)
 
 
+def export_keras_in_module(base: Path, version: int = 1, track_variables: bool = True) -> Path:
+    """A Keras 3 model inside a tf.Module: ``x`` float32 [batch, 4] -> ``y`` float32 [batch, 2].
+
+    With ``track_variables=False`` this is the pattern TF Serving cannot load (its loader
+    does not restore the variables the signature reads; keras-team/keras#20095), although
+    ``tf.saved_model.load`` runs it fine.
+    """
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2, name="d")(keras.layers.Dense(3, name="h")(inp)))
+
+    class KerasServable(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            if track_variables:
+                self.model_variables = [w.value for w in model.weights]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": self.model(x, training=False)}
+
+    m = KerasServable()
+    return _export(m, {"serving_default": m.serve}, Path(base), version)
+
+
 def png_bytes(height: int = 4, width: int = 5, value: int = 100) -> bytes:
     """A small solid-colour PNG, encoded with TF's core op."""
     import tensorflow as tf
