@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_voice_gender_fixtures import synthesize
 
 from apps.voice_gender import data as vdata
-from test_voice_gender_fixtures import synthesize
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ SMALL = ["--limit", "24"]
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", "apps.voice_gender", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _ok(*args: str) -> str:

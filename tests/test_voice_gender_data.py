@@ -6,9 +6,9 @@ import csv
 
 import numpy as np
 import pytest
+from test_voice_gender_fixtures import synthesize
 
 from apps.voice_gender import data as vdata
-from test_voice_gender_fixtures import synthesize
 
 
 @pytest.mark.parametrize("name,label", [
@@ -89,7 +89,7 @@ def test_folder_format_splits_by_speaker(espeak_folder):
 
 
 def test_csv_and_corpus_formats(espeak_folder, tmp_path):
-    root, rows = espeak_folder
+    _root, rows = espeak_folder
     with open(tmp_path / "list.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "speaker"])

@@ -15,14 +15,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import last_json_line, run_python_without_rnnkit
+from test_voice_gender_fixtures import synthesize
 
 from apps.voice_gender import data as vdata
 from apps.voice_gender.export import VoiceServing, resample_to_16k, warmup_requests
 from apps.voice_gender.model import build_model, classify
 from apps.voice_gender.train import train_dataset
-from conftest import last_json_line, run_python_without_rnnkit
 from rnnkit.export import export_saved_model
-from test_voice_gender_fixtures import synthesize
 
 pytestmark = pytest.mark.slow
 

@@ -412,7 +412,7 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- TFDS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builder_module():
     # tensorflow_datasets is slow to import; only the verbs that need it pay for it.
     import tensorflow_datasets as tfds
@@ -507,7 +507,7 @@ def builder(spec: str | None = None, limit: int | None = None, seed: int = 1337)
     """
     from rnnkit.paths import tfds_dir
 
-    tfds, config_cls, builder_cls = _builder_module()
+    _, config_cls, builder_cls = _builder_module()
     fmt, root = parse_spec(spec)
     if fmt == DEFAULT_SPEC and not limit:
         return builder_cls(config="fillets", data_dir=str(tfds_dir()))

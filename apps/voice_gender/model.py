@@ -203,7 +203,7 @@ def classify(
     mask = tf.sequence_mask(length, maxlen=width)
     energy = tf.reduce_sum(tf.square(waveform) * tf.cast(mask, tf.float32), axis=1)
     rms = tf.sqrt(energy / tf.maximum(tf.cast(length, tf.float32), 1.0))
-    too_short = length < int(math.ceil(MIN_SECONDS * sample_rate))
+    too_short = length < math.ceil(MIN_SECONDS * sample_rate)
     silent = tf.logical_and(tf.logical_not(too_short), rms < SILENCE_RMS)
     valid = tf.logical_not(tf.logical_or(too_short, silent))
     uniform = tf.fill(tf.shape(avg), 1.0 / tf.cast(num_classes, tf.float32))

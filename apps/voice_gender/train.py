@@ -124,7 +124,7 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
         max_len: the training window in samples.
     """
     seeds = tf.random.experimental.stateless_split(seed, 10)
-    u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)  # noqa: E731
+    u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
     length = tf.shape(audio)[0]
     # Speed/pitch: read `rate` source samples per output sample.
     rate = u(0, 0.92, 1.08)
@@ -216,9 +216,15 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
 
     out = run_dir_of(Path(args.output), fold)
     done = out / "model.keras"
+    recipe = {"data": args.data, "limit": args.limit, "seed": args.seed, "epochs": args.epochs,
+              "batch_size": args.batch_size}
     if done.exists() and (out / "train_done.json").exists():
-        log.info("%s already trained (%s); skipping", fold["name"], done)
-        return json.loads((out / "train_done.json").read_text())
+        info = json.loads((out / "train_done.json").read_text())
+        if info.get("recipe") == recipe:
+            log.info("%s already trained (%s); skipping", fold["name"], done)
+            return info
+        log.info("%s was trained with %s; retraining with %s", fold["name"], info.get("recipe"),
+                 recipe)
     seed_everything(args.seed)
     names = vdata.class_names(b)
     if fold["val"]:
@@ -251,7 +257,7 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
     result = fit(model, train_ds, val_ds, output_dir=out, epochs=args.epochs,
                  monitor="val_loss", patience=args.patience)
     save_model(model, done)
-    info = {"fold": fold, "seconds": round(time.time() - start, 1), "train_clips": len(labels),
+    info = {"recipe": recipe, "fold": fold, "seconds": round(time.time() - start, 1), "train_clips": len(labels),
             "params": int(model.count_params()), "best_epoch": result["best_epoch"],
             "epochs_run": result["epochs_run"], "class_names": names}
     from rnnkit.atomic import atomic_write_json
@@ -333,7 +339,7 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, names: list[str]) -
     recall = {n: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i, n in enumerate(names)}
     out = {"balanced_accuracy": float(balanced_accuracy_score(y, pred)),
            "accuracy": float((pred == y).mean()), "recall": recall,
-           "confusion_matrix": cm.tolist(), "n": int(len(y))}
+           "confusion_matrix": cm.tolist(), "n": len(y)}
     if len(names) == 2 and len(set(y.tolist())) == 2:
         out["roc_auc"] = float(roc_auc_score(y, probs[:, 1]))
     return out
