@@ -134,9 +134,22 @@ def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str
     import tensorflow as tf
 
     problems: list[str] = []
+    warm = path / "assets.extra" / "tf_serving_warmup_requests"
+    records = []
+    if warm.is_file() and max_warmup > 0:
+        from rnnkit.warmup import read_warmup_requests
+
+        try:
+            records = [log.predict_log.request for log in read_warmup_requests(warm)[:max_warmup]]
+        except Exception as exc:
+            return [f"{warm}: not a valid TFRecord of PredictionLog protos: {exc}"]
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
         try:
-            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
+            from tensorflow.python.util import deprecation
+
+            # The TF1 loader is deprecated for users, but it is exactly what TF Serving runs.
+            with deprecation.silence():
+                meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
         except Exception as exc:  # TF raises many types here; the message is what matters
             return [f"TF Serving's session loader cannot load it: {type(exc).__name__}: {str(exc)[:500]}"]
         sig = meta.signature_def.get(signature_name)
@@ -171,33 +184,26 @@ def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str
                     "(keras-team/keras#20095)"
                 )
                 return problems
-        warm = path / "assets.extra" / "tf_serving_warmup_requests"
-        if warm.is_file() and max_warmup > 0:
-            from tensorflow_serving.apis import prediction_log_pb2
-
-            for i, raw in enumerate(tf.compat.v1.io.tf_record_iterator(str(warm))):
-                if i >= max_warmup:
-                    break
-                req = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
-                key = req.model_spec.signature_name or DEFAULT_SIGNATURE
-                rsig = meta.signature_def.get(key)
-                if rsig is None:
-                    problems.append(f"warmup record {i} targets missing signature {key!r}")
-                    continue
-                unknown = sorted(set(req.inputs) - set(rsig.inputs))
-                if unknown:
-                    problems.append(f"warmup record {i} has inputs {unknown} that signature {key!r} lacks")
-                    continue
-                feed = {rsig.inputs[k].name: tf.make_ndarray(v) for k, v in req.inputs.items()}
-                fetch = {k: v.name for k, v in rsig.outputs.items()}
-                try:
-                    sess.run(fetch, feed_dict=feed)
-                except Exception as exc:
-                    msg = str(getattr(exc, "message", exc)).split("\n\t [[")[0][:500]
-                    problems.append(
-                        f"warmup record {i} fails in TF Serving's session loader "
-                        f"(TF Serving replays it at load and would refuse the version): {type(exc).__name__}: {msg}"
-                    )
+        for i, req in enumerate(records):
+            key = req.model_spec.signature_name or DEFAULT_SIGNATURE
+            rsig = meta.signature_def.get(key)
+            if rsig is None:
+                problems.append(f"warmup record {i} targets missing signature {key!r}")
+                continue
+            unknown = sorted(set(req.inputs) - set(rsig.inputs))
+            if unknown:
+                problems.append(f"warmup record {i} has inputs {unknown} that signature {key!r} lacks")
+                continue
+            feed = {rsig.inputs[k].name: tf.make_ndarray(v) for k, v in req.inputs.items()}
+            fetch = {k: v.name for k, v in rsig.outputs.items()}
+            try:
+                sess.run(fetch, feed_dict=feed)
+            except Exception as exc:
+                msg = str(getattr(exc, "message", exc)).split("\n\t [[")[0][:500]
+                problems.append(
+                    f"warmup record {i} fails in TF Serving's session loader "
+                    f"(TF Serving replays it at load and would refuse the version): {type(exc).__name__}: {msg}"
+                )
     return problems
 
 
