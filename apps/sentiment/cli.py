@@ -44,9 +44,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _add_arguments(verb: str, parser: argparse.ArgumentParser) -> None:
     if verb == "train":
         parser.add_argument("--max-len", dest="max_len", type=int, default=None,
-                            help="tokens kept per review [default: 400]")
+                            help="tokens kept per review [default: 500]")
         parser.add_argument("--units", type=int, default=None,
-                            help="hidden units per RNN direction [default: 96]")
+                            help="hidden units per RNN direction [default: 128]")
         parser.add_argument("--vocab-size", dest="vocab_size", type=int, default=None,
                             help="vocabulary size [default: 30000]")
         parser.add_argument("--learning-rate", dest="learning_rate", type=float, default=None,
@@ -60,7 +60,7 @@ APP = App(
         "Typical run: prepare, train, evaluate, export, then predict \"some review\"."
     ),
     prepare=_prepare, train=_train, evaluate=_evaluate, predict=_predict, export=_export,
-    defaults={"data": "imdb-csv", "epochs": 6, "batch_size": 64},
+    defaults={"data": "imdb-csv", "epochs": 8, "batch_size": 64},
     quick={"epochs": 2, "limit": 3000, "max_len": 200, "units": 48, "vocab_size": 10_000},
     data_help="imdb-csv (50k reviews from PyPI), tfds:imdb_reviews or aclimdb:PATH",
     predict_inputs_help="review texts; read from stdin (one per line) when omitted",

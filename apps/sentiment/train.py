@@ -41,17 +41,17 @@ from rnnkit.training import fit, get_strategy, save_model, seed_everything
 #: Model and optimisation defaults (``--quick`` overrides a few, see cli.py).
 HPARAMS: dict[str, Any] = {
     "vocab_size": 30_000,
-    "max_len": 400,
+    "max_len": 500,
     "embed_dim": 128,
-    "units": 96,
+    "units": 128,
     "embed_dropout": 0.25,
     "head_dropout": 0.4,
     "learning_rate": 2e-3,
     "weight_decay": 1e-2,
     "clipnorm": 1.0,
-    "patience": 2,
+    "patience": 3,
 }
-BUCKETS = (64, 128, 192, 256, 320)
+BUCKETS = (64, 96, 128, 160, 192, 256, 320, 400)
 
 # Length-bucketed datasets have no known size: Keras warns every epoch that the data "ran
 # out", which is expected (one pass is one epoch).
