@@ -59,19 +59,28 @@ def make_vectorizer(vocab_size: int) -> layers.TextVectorization:
 
 @keras.saving.register_keras_serializable(package="rnnkit_sentiment")
 class ClipTokens(layers.Layer):
-    """Keep the first ``max_len`` token ids; pad to at least one step (for empty texts)."""
+    """Keep the first ``max_len`` token ids, then pad the length up to a multiple of
+    ``pad_to`` (at least one multiple, so a batch of empty texts still has steps).
 
-    def __init__(self, max_len: int, **kwargs) -> None:
+    Rounding the length keeps the number of distinct sequence shapes small, so the RNN's
+    compiled loop is not recompiled for every review length.
+    """
+
+    def __init__(self, max_len: int, pad_to: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
         self.max_len = int(max_len)
+        self.pad_to = int(pad_to)
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         ids = ids[:, : self.max_len]
-        missing = tf.maximum(1 - tf.shape(ids)[1], 0)
-        return tf.pad(ids, [[0, 0], [0, missing]])
+        length = tf.shape(ids)[1]
+        target = tf.maximum((length + self.pad_to - 1) // self.pad_to, 1) * self.pad_to
+        target = tf.minimum(target, tf.maximum(self.max_len, 1))
+        target = tf.maximum(target, length)
+        return tf.pad(ids, [[0, 0], [0, target - length]])
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "max_len": self.max_len}
+        return {**super().get_config(), "max_len": self.max_len, "pad_to": self.pad_to}
 
 
 @keras.saving.register_keras_serializable(package="rnnkit_sentiment")
