@@ -196,8 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     c = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=5)
                     c.request("GET", f"/v1/models/{args.model_name}")
-                    if c.getresponse().status == 200:
-                        break
+                    r = c.getresponse()
+                    if r.status == 200:
+                        states = json.loads(r.read())["model_version_status"]
+                        if any(s["state"] == "AVAILABLE" for s in states):
+                            break
+                        failed = [s for s in states if s["state"] == "END" and s["status"]["error_message"]]
+                        if failed:
+                            raise SystemExit(f"the server refused the model: {failed[0]['status']['error_message']}")
                 except OSError:
                     pass
                 if proc is not None and proc.poll() is not None:

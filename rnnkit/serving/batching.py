@@ -10,8 +10,10 @@ request is rerun alone so only the bad one gets the error.
 Parameters come from the same ``BatchingParameters`` text proto TF Serving reads
 (``--batching_parameters_file``, e.g. deploy/batching.config). Differences from TF Serving:
 requests are only merged when their shapes match exactly (``pad_variable_length_inputs`` is
-accepted but requests of different lengths simply go in different batches), and a request
-larger than ``max_batch_size`` runs on its own instead of being split.
+accepted but requests of different lengths simply go in different batches), a request
+larger than ``max_batch_size`` runs on its own instead of being split, and under light load
+(the previous batch held one request and nothing else is queued) a request runs at once
+instead of waiting ``batch_timeout_micros`` for others.
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ class Batcher:
         self._stopped = False
         self.batches_run = 0
         self.rows_run = 0
+        # Tasks in the last batch taken: a lone request under light load is not held back
+        # for batch_timeout_micros waiting for company that is not coming.
+        self._last_batch_tasks = 1
         self._threads = [
             threading.Thread(target=self._loop, name=f"rnnkit-batch-{name}-{i}", daemon=True)
             for i in range(options.num_batch_threads)
@@ -156,7 +161,8 @@ class Batcher:
                 self._cv.wait()
             first = self._queue.popleft()
             batch, rows = [first], first.rows
-            deadline = time.perf_counter() + o.batch_timeout_micros / 1e6
+            timeout = o.batch_timeout_micros / 1e6 if self._last_batch_tasks > 1 or self._queue else 0.0
+            deadline = time.perf_counter() + timeout
             while rows < o.max_batch_size:
                 for t in list(self._queue):
                     if t.key == first.key and rows + t.rows <= o.max_batch_size:
@@ -169,6 +175,7 @@ class Batcher:
                 if remaining <= 0:
                     break
                 self._cv.wait(remaining)
+            self._last_batch_tasks = len(batch)
             return batch
 
     def _loop(self) -> None:

@@ -130,9 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             log.info("gRPC (tensorflow.serving.PredictionService, ModelService) on %s:%d", args.host, gport)
         if args.rest_api_port:
             app = build_app(registry, max_body_bytes=args.max_request_bytes)
+            try:
+                import httptools  # noqa: F401  (uvicorn's C parser: less CPU per request)
+
+                http_impl = "httptools"
+            except ImportError:
+                http_impl = "h11"
             config = uvicorn.Config(
                 app, host=args.host, port=args.rest_api_port, log_level="warning",
-                access_log=False, lifespan="off",
+                access_log=False, lifespan="off", http=http_impl,
             )
             server = uvicorn.Server(config)
             log.info("REST on http://%s:%d/v1/models/<name>", args.host, args.rest_api_port)
