@@ -39,13 +39,16 @@ VERBS = ("prepare", "train", "evaluate", "predict", "export")
 
 VerbFn = Callable[[argparse.Namespace], "int | None"]
 
-# Which common flags each verb takes.
+# Which common flags each verb takes. The location and data flags are accepted by every
+# verb (ignored where they do not matter) so one set of flags drives a whole pipeline:
+# `for v in prepare train evaluate export; do rnnkit app $v --output X --export-dir Y; done`.
+_SHARED = ("data", "limit", "quick", "seed", "output", "export_dir")
 _VERB_FLAGS: dict[str, tuple[str, ...]] = {
-    "prepare": ("data", "limit", "quick", "seed"),
-    "train": ("data", "epochs", "batch_size", "output", "seed", "quick", "limit", "strategy"),
-    "evaluate": ("data", "batch_size", "output", "seed", "quick", "limit"),
-    "export": ("output", "export_dir", "version", "quick"),
-    "predict": ("model", "export_dir", "quick"),
+    "prepare": _SHARED,
+    "train": (*_SHARED, "epochs", "batch_size", "strategy"),
+    "evaluate": (*_SHARED, "batch_size"),
+    "export": (*_SHARED, "version"),
+    "predict": (*_SHARED, "model"),
 }
 
 _VERB_HELP = {

@@ -45,6 +45,11 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; give the result the usual umask-based mode so other
+    # users (a TF Serving container, a CI artefact upload) can read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if not tmp.exists():
@@ -125,6 +130,9 @@ def atomic_directory(final_path: str | os.PathLike[str], overwrite: bool = False
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
     try:
         yield tmp
         old = None

@@ -26,9 +26,31 @@ import tensorflow as tf
 
 from rnnkit.atomic import atomic_write_json
 
-__all__ = ["export_saved_model", "latest_export", "list_versions", "read_export_metrics"]
+__all__ = [
+    "export_saved_model",
+    "keras_variables",
+    "latest_export",
+    "list_versions",
+    "read_export_metrics",
+]
 
 log = logging.getLogger(__name__)
+
+
+def keras_variables(model: Any) -> list[tf.Variable]:
+    """Return the backing ``tf.Variable`` of every weight of a Keras 3 model.
+
+    A Keras 3 model held by a ``tf.Module`` is not tracked variable by variable, so TF
+    Serving's loader would not restore its weights ("Could not find variable"). Assign the
+    result to an attribute of the module before exporting::
+
+        self.model = model
+        self.model_variables = keras_variables(model)   # keras-team/keras#20095
+
+    Args:
+        model: a Keras model or layer.
+    """
+    return [getattr(w, "value", w) for w in model.weights]
 
 
 def list_versions(export_base: str | os.PathLike[str]) -> list[int]:

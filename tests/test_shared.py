@@ -29,6 +29,13 @@ def test_atomic_writes_roundtrip(tmp_path):
     assert json.loads((tmp_path / "a" / "m.json").read_text()) == {"acc": 0.5, "n": 3}
     atomic.atomic_write_text(tmp_path / "t.txt", "héllo")
     assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo"
+    umask = os.umask(0o022)
+    try:
+        atomic.atomic_write_bytes(tmp_path / "mode.bin", b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "mode.bin").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    (tmp_path / "mode.bin").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "t.txt"]
 
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 from apps.sentiment.model import CLASS_NAMES
 from apps.sentiment.train import load_trained
 from rnnkit.app_cli import read_texts
-from rnnkit.export import export_saved_model, latest_export
+from rnnkit.export import export_saved_model, keras_variables, latest_export
 
 WARMUP_TEXTS = [
     "A wonderful film: the cast is superb and the story moved me.",
@@ -34,6 +34,8 @@ class SentimentServable(tf.Module):
     def __init__(self, model: keras.Model) -> None:
         super().__init__()
         self.model = model
+        # Track the weights as plain tf.Variables so TF Serving restores them.
+        self.model_variables = keras_variables(model)
         self.class_names = tf.constant(CLASS_NAMES)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])

@@ -150,7 +150,11 @@ def train(args: argparse.Namespace) -> int:
         classifier, train_ds, val_ds, output_dir=args.output, epochs=args.epochs,
         monitor="val_accuracy", mode="max", patience=hp["patience"],
     )
-    model = build_end_to_end(vectorizer, classifier, hp["max_len"])
+    # Save an uncompiled copy: the served model needs the weights, not the optimizer state
+    # (which would triple model.keras and every export).
+    inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"])
+    inference.set_weights(classifier.get_weights())
+    model = build_end_to_end(vectorizer, inference, hp["max_len"])
     save_model(model, Path(args.output) / "model.keras")
     seconds = time.time() - started
     atomic_write_json(Path(args.output) / "train_config.json", {
