@@ -121,39 +121,16 @@ def test_saved_model_cli_show_and_run(models):
     assert "[[2. 4. 6.]]" in run.stdout
 
 
-def _keras_module(track: bool):
-    import keras
-
-    inp = keras.Input((4,))
-    model = keras.Model(inp, keras.layers.Dense(2, name="d")(keras.layers.Dense(3, name="h")(inp)))
-
-    class Servable(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            if track:
-                self.model_variables = [w.value for w in model.weights]
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": self.model(x, training=False)}
-
-    return Servable()
-
-
 def test_keras_model_in_tf_module_needs_tracked_variables(tmp_path):
     """tf.saved_model.load runs it, but TF Serving's session loader cannot restore its
     variables: the check must say so, and pass once they are tracked."""
-    m = _keras_module(track=False)
-    p = _save(m, tmp_path / "untracked", {"serving_default": m.serve})
+    p = testing.export_keras_in_module(tmp_path / "untracked", track_variables=False)
     x = np.ones((1, 4), np.float32)
     tf.saved_model.load(str(p)).signatures["serving_default"](x=tf.constant(x))  # python path works
     with pytest.raises(NotServableError, match=r"variable\(s\) read by 'serving_default' are not restored.*d/kernel"):
         check_servable(p)
     assert check_servable(p, session_check=False)  # the static checks alone cannot see it
-    m2 = _keras_module(track=True)
-    p2 = _save(m2, tmp_path / "tracked", {"serving_default": m2.serve})
-    check_servable(p2)
+    check_servable(testing.export_keras_in_module(tmp_path / "tracked", track_variables=True))
 
 
 def test_failing_warmup_record_rejected(tmp_path):
