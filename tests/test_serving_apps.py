@@ -64,10 +64,11 @@ def test_app_served(server, app):
         status, body = rest.get(f"/v1/models/{app}")
         assert status == 404 and "no versions" in body["error"]
         pytest.skip(f"{app}: no export under {SPECS[app].base_path}")
-    check_servable(version_dir)
+    check_servable(version_dir)  # raises, naming the problem, for an export TF Serving would refuse
     status, body = rest.get(f"/v1/models/{app}")
     assert status == 200 and body["model_version_status"][0]["version"] == version_dir.name
-    assert body["model_version_status"][0]["state"] == "AVAILABLE"
+    st = body["model_version_status"][0]
+    assert st["state"] == "AVAILABLE", st["status"]["error_message"]
 
     loaded = tf.saved_model.load(str(version_dir))
     warm = version_dir / "assets.extra" / "tf_serving_warmup_requests"
