@@ -200,3 +200,22 @@ def test_module_entry_point_help():
     for flag in ("--data", "--epochs", "--batch-size", "--output", "--seed", "--quick",
                  "--limit", "--strategy", "--max-len"):
         assert flag in proc.stdout
+
+
+def test_preprocessing_layers():
+    import tensorflow as tf
+
+    from apps.sentiment.model import ClipTokens, MaxMeanPool, standardize
+
+    clip = ClipTokens(100)
+    assert clip(tf.zeros((2, 0), tf.int64)).shape == (2, 32)  # empty texts still get steps
+    assert clip(tf.ones((1, 33), tf.int64)).shape == (1, 64)
+    assert clip(tf.ones((1, 5000), tf.int64)).shape == (1, 100)
+    x = tf.constant([[[1.0], [5.0], [9.0]], [[2.0], [3.0], [4.0]]])
+    mask = tf.constant([[True, True, False], [False, False, False]])
+    pooled = MaxMeanPool()(x, mask=mask).numpy()
+    assert pooled.tolist() == [[5.0, 3.0], [0.0, 0.0]]  # padding ignored; empty row -> 0
+    out = standardize(tf.constant(["Don't MISS it!<br /><br />Été, 2019?", b"bad \xff byte"]))
+    words = [s.decode().split() for s in out.numpy()]
+    assert words[0] == ["dont", "miss", "it", "!", "été", "2019", "?"]
+    assert words[1][0] == "bad" and words[1][-1] == "byte"
