@@ -128,7 +128,7 @@ APP = App(
     description="Spanish -> English translation with an Elman encoder-decoder, attention and "
                 "copying; string in, string out.",
     prepare=prepare, train=train, evaluate=evaluate, predict=predict, export=export,
-    defaults=dict(data="help", epochs=20, batch_size=64),
+    defaults=dict(data="help", epochs=12, batch_size=64),
     quick=dict(epochs=2, limit=800),
     data_help=DATA_HELP,
     predict_inputs_help="Spanish sentences; read from stdin (one per line) when omitted",

@@ -239,7 +239,9 @@ class Translator(keras.Model):
 
     def attend(self, h, memory, mask, embedded, training: bool = False):
         """Decoder states ``[B,T,H]`` -> (vocab logits, generate gate ``[B,T,1]``, attention)."""
-        query = self.attention_query(h)
+        # Scaled like dot-product attention: unscaled scores over 2E dimensions start out
+        # so large that the softmax is saturated (near one-hot) and learns slowly.
+        query = self.attention_query(h) * (float(memory.shape[-1]) ** -0.5)
         scores = tf.einsum("btm,bsm->bts", query, memory)
         scores = tf.where(mask[:, None, :], scores, -1e9)
         weights = tf.nn.softmax(scores, axis=-1)
@@ -252,7 +254,9 @@ class Translator(keras.Model):
     def call(self, inputs, training: bool = False):
         """Teacher forcing. ``inputs = (source_ids, source_ext, target_in, target_out)``;
         returns the per-token negative log-likelihood ``[B, T]`` (0 on padding)."""
-        source_ids, source_ext, target_in, target_out = inputs
+        # Cast: Keras traces a default serving function with float inputs when the model
+        # is saved inside a tf.Module.
+        source_ids, source_ext, target_in, target_out = (tf.cast(x, tf.int32) for x in inputs)
         memory, mask, h0 = self.encode(source_ids, training)
         safe_in = tf.where(target_in >= self.vocab_size, UNK, target_in)
         embedded = self.dropout(self.target_embedding(safe_in), training=training)

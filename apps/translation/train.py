@@ -88,7 +88,10 @@ def load_trained(output: Path) -> tuple[Translator, TextCodec, dict]:
     model_path = Path(output) / "model.keras"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path} not found: run `rnnkit translation train` first")
-    model = keras.saving.load_model(model_path, compile=False)
+    # Rebuild from the config and load the weights stored in model.keras: a subclassed
+    # model loaded with load_model leaves the decoder layer unbuilt for layer.step().
+    model = build_model(vocab)
+    model.load_weights(model_path)
     return model, TextCodec(vocab["source_vocab"], vocab["target_vocab"]), vocab
 
 

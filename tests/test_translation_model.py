@@ -1,0 +1,261 @@
+"""Translation model: the in-graph codec, a short real training whose loss falls, in-graph
+greedy/beam decoding against a numpy reference decoder on the same weights, the export
+reloaded in a fresh process (rnnkit blocked) with bad inputs, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from apps.translation import data
+from apps.translation.model import (END, START, SOURCE_SPECIALS, TARGET_SPECIALS, TextCodec,
+                                    detokenize, tokenize)
+from apps.translation import train as T
+
+SMALL = dict(embedding_dim=32, encoder_units=32, decoder_units=64, learning_rate=3e-3)
+
+
+def _strings(t):
+    return [x.decode("utf-8") for x in np.asarray(t).ravel()]
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def test_tokenize_keeps_technical_tokens():
+    toks = tokenize(tf.constant(["Vaya a Ver ▸ Barra, 3.5 SUMA(A1:B2) e-mail.", "", "Привет мир"]))
+    assert _strings(toks[0]) == ["Vaya", "a", "Ver", "▸", "Barra", ",", "3.5", "SUMA", "(",
+                                 "A1:B2", ")", "e-mail", "."]
+    assert toks[1].shape[0] == 0
+    assert _strings(toks[2]) == ["Привет", "мир"]
+    # Invalid UTF-8 does not crash the graph.
+    assert tokenize(tf.constant([b"caf\xff"])).shape[0] == 1
+
+
+def test_detokenize():
+    words = tf.constant([["Choose", "View", "-", "Toolbars", "(", "x", ")", ".", ""]])
+    assert _strings(detokenize(words)) == ["Choose View - Toolbars (x)."]
+
+
+def test_codec_copy_ids_and_decoding():
+    src_vocab = SOURCE_SPECIALS + ["abre", "el"]
+    tgt_vocab = TARGET_SPECIALS + ["Opens", "the", ".", "42"]
+    V = len(tgt_vocab)
+    codec = TextCodec(src_vocab, tgt_vocab)
+    enc = codec.encode_source(tf.constant(["Abre el Navegador 42 ."]))
+    assert _strings(enc["tokens"][0]) == ["Abre", "el", "Navegador", "42", ".", "</s>"]
+    assert enc["ids"][0].numpy().tolist() == [1, 4, 1, 1, 1, 2]  # unknowns -> <unk>=1
+    # Copy ids: English vocabulary id when English has the word, else V + position.
+    assert enc["ext"][0].numpy().tolist() == [V + 0, V + 1, V + 2, 7, 6, END]
+    dec = codec.encode_target(tf.constant(["Opens the Navigator 42 ."]), enc["tokens"])
+    # "Navigator" is not in the source: <unk>; numbers and known words keep vocab ids.
+    assert dec["inputs"][0].numpy().tolist() == [START, 4, 5, 3, 7, 6]
+    assert dec["outputs"][0].numpy().tolist() == [4, 5, 3, 7, 6, END]
+    dec2 = codec.encode_target(tf.constant(["Opens Navegador"]), enc["tokens"])
+    assert dec2["outputs"][0].numpy().tolist() == [4, V + 2, END]  # copied from position 2
+    att = tf.one_hot([[2, 2, 0]], 6)
+    text = codec.decode(tf.constant([[4, V + 2, 3]]), tf.constant([3]), enc["tokens"], att)
+    assert _strings(text) == ["Opens Navegador Abre"]  # <unk> -> its most attended word
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = T.train(data.parse_spec("help"), out, epochs=4, batch_size=32, seed=3,
+                      limit=400, patience=10, overrides=SMALL)
+    model, codec, vocab = T.load_trained(out)
+    return out, summary, model, codec
+
+
+@pytest.mark.slow
+def test_short_training_loss_falls(trained):
+    out, summary, _, _ = trained
+    hist = json.loads((out / "history.json").read_text())["history"]
+    assert hist["loss"][-1] < 0.85 * hist["loss"][0], hist["loss"]
+    assert hist["val_loss"][-1] < hist["val_loss"][0]
+    assert summary["parameters"] > 0 and (out / "model.keras").exists()
+
+
+def _np_weights(model):
+    g = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64)  # noqa: E731
+    return {
+        "emb": g(model.target_embedding.embeddings),
+        "Wx": g(model.decoder.cell.kernel), "Wh": g(model.decoder.cell.recurrent_kernel),
+        "b": g(model.decoder.cell.bias),
+        "Wq": g(model.attention_query.kernel),
+        "Wc": g(model.combine.kernel), "bc": g(model.combine.bias),
+        "Wo": g(model.vocab_logits.kernel), "bo": g(model.vocab_logits.bias),
+        "Wg": g(model.copy_gate.kernel), "bg": g(model.copy_gate.bias),
+    }
+
+
+def np_step(w, V, token, h, mem, mask, ext):
+    """Reference decoder step for ONE hypothesis: log p over V + S, new h, attention."""
+    e = w["emb"][token if token < V else 3]
+    h = np.tanh(e @ w["Wx"] + h @ w["Wh"] + w["b"])
+    scores = np.where(mask, mem @ (h @ w["Wq"]), -1e9)
+    a = np.exp(scores - scores.max())
+    a /= a.sum()
+    c = a @ mem
+    att = np.tanh(np.concatenate([c, h]) @ w["Wc"] + w["bc"])
+    logits = att @ w["Wo"] + w["bo"]
+    pv = np.exp(logits - logits.max())
+    pv /= pv.sum()
+    gate = 1 / (1 + np.exp(-(np.concatenate([c, h, e]) @ w["Wg"] + w["bg"])[0]))
+    p = np.zeros(V + len(mem))
+    p[:V] = gate * pv
+    for j, x in enumerate(ext):
+        p[x] += (1 - gate) * a[j]
+    lp = np.log(p + 1e-12)
+    lp -= np.log(np.exp(lp - lp.max()).sum()) + lp.max()  # the samplers' log_softmax
+    return lp, h, a
+
+
+def ref_greedy(step, h0, max_len):
+    h, tok, out, total = h0, START, [], 0.0
+    for _ in range(max_len):
+        lp, h, _ = step(tok, h)
+        tok = int(np.argmax(lp))
+        total += lp[tok]
+        if tok == END:
+            break
+        out.append(tok)
+    return out, total
+
+
+def ref_beam(step, h0, max_len, K, alpha):
+    pen = lambda n: ((5.0 + n) / 6.0) ** alpha  # noqa: E731
+    alive, finished = [(0.0, [], h0, START)], []
+    for t in range(max_len):
+        cands = []
+        for lp_sum, toks, h, last in alive:
+            lp, h2, _ = step(last, h)
+            for v in np.argsort(-lp)[: 2 * K]:
+                cands.append((lp_sum + lp[v], toks + [int(v)], h2, int(v)))
+        cands = sorted(cands, key=lambda c: -c[0])[: 2 * K]
+        for c in cands:
+            if c[3] == END or t + 1 >= max_len:
+                toks = c[1][:-1] if c[3] == END else c[1]
+                finished.append((c[0] / pen(t + 1), toks))
+        finished = sorted(finished, key=lambda f: -f[0])[:K]
+        alive = [c for c in cands if c[3] != END][:K]
+        if t + 1 >= max_len or (len(finished) == K and finished[-1][0] >= alive[0][0] / pen(max_len)):
+            break
+    return finished[0][1], finished[0][0]
+
+
+@pytest.mark.slow
+def test_in_graph_decoding_matches_numpy_reference(trained):
+    _, _, model, codec = trained
+    texts = ["Abre un documento nuevo.", "Inserta una tabla", "Vaya a Ver ▸ Barra de estado.",
+             "Devuelve el valor 42 de la celda A1."]
+    enc = codec.encode_source(tf.constant(texts))
+    h0, (mem, mask, ext) = model.decode_context(enc["ids"], enc["ext"])
+    w = _np_weights(model)
+    V = codec.target_size
+    max_len = T.max_output_length(enc["length"]).numpy()
+    greedy = T.make_translate_fn(model, codec, beam_width=1)(tf.constant(texts))
+    beam = T.make_translate_fn(model, codec, beam_width=3, length_penalty=0.6)(tf.constant(texts))
+    for i in range(len(texts)):
+        m, mk, ex = mem[i].numpy().astype(np.float64), mask[i].numpy(), ext[i].numpy()
+
+        def step(tok, h):
+            return np_step(w, V, tok, h, m, mk, ex)
+
+        toks, total = ref_greedy(step, h0[i].numpy().astype(np.float64), int(max_len[i]))
+        n = int(greedy["lengths"][i])
+        assert greedy["tokens"][i, :n].numpy().tolist() == toks
+        assert float(greedy["token_scores"][i].numpy().sum()) == pytest.approx(total, abs=1e-3)
+        btoks, bscore = ref_beam(step, h0[i].numpy().astype(np.float64), int(max_len[i]), 3, 0.6)
+        n = int(beam["lengths"][i])
+        assert beam["tokens"][i, :n].numpy().tolist() == btoks
+        assert float(beam["score"][i]) == pytest.approx(bscore, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- export
+
+FRESH = r"""
+import sys, json
+sys.modules["rnnkit"] = None          # the editable install would make it importable
+sys.modules["apps"] = None
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+f = m.signatures["serving_default"]
+texts = [b"Abre un documento nuevo.", b"", b"   ", " ".join(["palabra"] * 1000).encode(),
+         "Привет мир 你好".encode(), b"caf\xff roto", "Vaya a Ver ▸ Barra de estado".encode()]
+out = f(text=tf.constant(texts))
+a = m.signatures["attention"](text=tf.constant(texts[:1]))
+print(json.dumps({
+    "translation": [t.decode("utf-8") for t in out["translation"].numpy()],
+    "score": out["score"].numpy().tolist(),
+    "token_scores_shape": list(out["token_scores"].shape),
+    "att_shape": list(a["attention"].shape),
+    "src": [t.decode() for t in a["source_tokens"][0].numpy()],
+    "words": [t.decode() for t in a["output_tokens"][0].numpy()],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_export_reloads_in_fresh_process_and_handles_bad_inputs(trained, tmp_path):
+    from apps.translation.export import export
+
+    out, _, _, _ = trained
+    path = export(out, tmp_path / "sm")
+    assert path.name == "1" and (path / "assets.extra" / "tf_serving_warmup_requests").exists()
+    from rnnkit.servable import check_servable
+
+    check_servable(path)
+    res = subprocess.run([sys.executable, "-I", "-c", FRESH, str(path)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    tr = got["translation"]
+    assert len(tr) == 7
+    assert tr[1] == "" and tr[2] == ""  # empty and blank inputs: empty translation
+    assert all(isinstance(t, str) for t in tr)  # the others: an answer, no crash
+    assert all(np.isfinite(got["score"]))
+    # The 1,000-word input is cut to 200 tokens; output at most 300 tokens.
+    assert got["token_scores_shape"][1] <= 300
+    assert got["src"][-1] == "</s>" and got["att_shape"][2] == len(got["src"])
+    assert got["att_shape"][1] == len(got["words"])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path, capsys):
+    from apps.translation.cli import main
+
+    run, sm = tmp_path / "run", tmp_path / "sm"
+    small = ["--embedding-dim", "32", "--encoder-units", "32", "--decoder-units", "48"]
+    assert main(["prepare", "--limit", "200"]) == 0
+    assert "kept" in capsys.readouterr().out
+    assert main(["train", "--limit", "200", "--epochs", "1", "--output", str(run), *small]) == 0
+    assert main(["evaluate", "--limit", "200", "--output", str(run), "--beam-width", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "beam bleu_cased" in printed and "translation_memory bleu_cased" in printed
+    metrics = json.loads((run / "reports" / "metrics.json").read_text())
+    for key in ("greedy", "beam", "translation_memory"):
+        assert set(metrics[key]) >= {"bleu_cased", "bleu_lowercased", "chrf"}
+    assert metrics["test_pairs"] == 200
+    for png in ("curves.png", "attention.png"):
+        assert (run / "reports" / png).stat().st_size > 1000
+    assert main(["export", "--output", str(run), "--export-dir", str(sm)]) == 0
+    assert main(["predict", "--export-dir", str(sm), "--plot", str(tmp_path / "a.png"),
+                 "Abre el documento."]) == 0
+    assert "score" in capsys.readouterr().out
+    assert (tmp_path / "a.png").stat().st_size > 1000
+    # Bad input: a clear error, exit code 2.
+    assert main(["train", "--data", "anki:/nope.txt", "--output", str(run)]) == 2
+    assert "anki file not found" in capsys.readouterr().err
