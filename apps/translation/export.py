@@ -35,7 +35,11 @@ class TranslationServable(tf.Module):
     def __init__(self, model: Translator, codec: TextCodec, beam_width: int = BEAM_WIDTH,
                  length_penalty: float = LENGTH_PENALTY) -> None:
         super().__init__(name="translation")
-        self.model = model
+        # Keras 3 variables wrap tf.Variables that tf.Module does not track on its own;
+        # without this TF Serving's loader cannot restore them (keras-team/keras#20095).
+        # The Keras model itself is deliberately NOT an attribute: it would save every
+        # weight a second time (its own object graph) and double the export's size.
+        self.model_variables = [w.value for w in model.weights]
         self.codec = codec
         self._translate = make_translate_fn(model, codec, beam_width, length_penalty)
 
