@@ -61,7 +61,8 @@ one (the bound uses the largest length penalty possible, so the early stop is ex
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
@@ -74,7 +75,7 @@ __all__ = [
     "tile_for_beam",
 ]
 
-StepFn = Callable[[tf.Tensor, Any, Any], "tuple[tf.Tensor, Any, Optional[tf.Tensor]]"]
+StepFn = Callable[[tf.Tensor, Any, Any], "tuple[tf.Tensor, Any, tf.Tensor | None]"]
 
 _NEG_INF = -1e9  # a large finite negative: -inf would produce NaN in (-inf) - (-inf)
 
@@ -87,7 +88,7 @@ class SamplerOutput(NamedTuple):
     scores: tf.Tensor
     log_probs: tf.Tensor
     token_log_probs: tf.Tensor
-    attention: Optional[tf.Tensor]
+    attention: tf.Tensor | None
 
 
 def length_penalty_factor(num_tokens: tf.Tensor, alpha: float) -> tf.Tensor:

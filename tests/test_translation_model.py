@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from apps.translation import data
-from apps.translation.model import (END, START, SOURCE_SPECIALS, TARGET_SPECIALS, TextCodec,
-                                    detokenize, tokenize)
 from apps.translation import train as T
+from apps.translation.model import (
+    END,
+    SOURCE_SPECIALS,
+    START,
+    TARGET_SPECIALS,
+    TextCodec,
+    detokenize,
+    tokenize,
+)
 
 SMALL = dict(embedding_dim=32, encoder_units=32, decoder_units=64, learning_rate=3e-3)
 
@@ -86,7 +92,7 @@ def test_short_training_loss_falls(trained):
 
 
 def _np_weights(model):
-    g = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64)  # noqa: E731
+    g = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64)
     return {
         "emb": g(model.target_embedding.embeddings),
         "Wx": g(model.decoder.cell.kernel), "Wh": g(model.decoder.cell.recurrent_kernel),
@@ -133,7 +139,7 @@ def ref_greedy(step, h0, max_len):
 
 
 def ref_beam(step, h0, max_len, K, alpha):
-    pen = lambda n: ((5.0 + n) / 6.0) ** alpha  # noqa: E731
+    pen = lambda n: ((5.0 + n) / 6.0) ** alpha
     alive, finished = [(0.0, [], h0, START)], []
     for t in range(max_len):
         cands = []

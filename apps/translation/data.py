@@ -30,10 +30,10 @@ import struct
 import unicodedata
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterable
 
 import tensorflow_datasets as tfds
 
@@ -42,14 +42,14 @@ from rnnkit.fetch import apt_package
 from rnnkit.paths import cache_dir, tfds_dir
 
 __all__ = [
-    "DataSpec",
     "LENGTH_BOUNDS",
     "SPLIT_FRACTIONS",
+    "DataSpec",
     "TranslationPairs",
-    "clean_pairs",
-    "help_pairs",
     "anki_pairs",
     "bible_pairs",
+    "clean_pairs",
+    "help_pairs",
     "load_splits",
     "normalise",
     "parse_spec",
@@ -258,7 +258,7 @@ def _sword_verses(module_dir: Path) -> list[str]:
         bzz = (module_dir / f"{testament}.bzz").read_bytes()
         blocks: dict[int, bytes] = {}
 
-        def block(i: int) -> bytes:
+        def block(i: int, bzs=bzs, bzz=bzz, blocks=blocks) -> bytes:
             if i not in blocks:
                 off, size, _ = struct.unpack_from("<III", bzs, 12 * i)
                 blocks[i] = zlib.decompress(bzz[off: off + size])

@@ -24,9 +24,18 @@ import numpy as np
 import tensorflow as tf
 
 from apps.translation import data as tdata
-from apps.translation.model import (END, PAD, SOURCE_SPECIALS, START, TARGET_SPECIALS,
-                                    TextCodec, Translator, build_vocab, count_params,
-                                    masked_mean_loss)
+from apps.translation.model import (
+    END,
+    PAD,
+    SOURCE_SPECIALS,
+    START,
+    TARGET_SPECIALS,
+    TextCodec,
+    Translator,
+    build_vocab,
+    count_params,
+    masked_mean_loss,
+)
 from rnnkit import samplers
 from rnnkit.atomic import atomic_write_json, atomic_write_text
 from rnnkit.paths import reports_dir
@@ -35,7 +44,8 @@ from rnnkit.training import fit, get_strategy, save_model, seed_everything
 #: Model size and training budget of the default run (see docs/translation.md).
 DEFAULTS = dict(embedding_dim=256, encoder_units=256, decoder_units=512, dropout=0.25,
                 learning_rate=2e-3, clipnorm=1.0, min_count=2)
-#: Decoding settings used by evaluate and export (chosen on the validation split).
+#: Decoding settings used by evaluate and export: common GNMT-style values fixed before
+#: any evaluation (never tuned on the test split).
 BEAM_WIDTH = 4
 LENGTH_PENALTY = 0.6
 
@@ -197,9 +207,9 @@ def make_translate_fn(model: Translator, codec: TextCodec, beam_width: int = BEA
 
 
 def translate_all(fn, texts: list[str], batch_size: int = 64, desc: str = "") -> list[str]:
+    """Translate ``texts`` in batches with ``fn`` (from :func:`make_translate_fn`)."""
     from tqdm import tqdm
 
-    out: list[str] = []
     # Sorting by length keeps batches uniform (faster); results go back in input order.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     result: dict[int, str] = {}
@@ -208,8 +218,7 @@ def translate_all(fn, texts: list[str], batch_size: int = 64, desc: str = "") ->
         res = fn(tf.constant([texts[i] for i in idx]))
         for i, t in zip(idx, res["translation"].numpy()):
             result[i] = t.decode("utf-8")
-    out = [result[i] for i in range(len(texts))]
-    return out
+    return [result[i] for i in range(len(texts))]
 
 
 def translation_memory(train_pairs: list[tuple[str, str]], sources: list[str]) -> list[str]:
@@ -264,17 +273,6 @@ def plot_attention(source_tokens: list[str], target_tokens: list[str], weights: 
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
-
-
-def attention_for(fn, text: str) -> tuple[list[str], list[str], np.ndarray, str]:
-    """(source tokens, output words, weights [T,S], translation) of one sentence."""
-    res = fn(tf.constant([text]))
-    src = [t.decode() for t in res["source_tokens"][0].numpy() if t]
-    n = int(res["lengths"][0])
-    ids = res["tokens"][0, :n].numpy()
-    codec_words = []
-    return src, codec_words, res["attention"][0, :n, : len(src)].numpy(), \
-        res["translation"][0].numpy().decode()
 
 
 def evaluate(spec: tdata.DataSpec, output: Path, *, batch_size: int = 64,
