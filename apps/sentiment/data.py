@@ -229,8 +229,17 @@ def get_builder(spec: str | None, seed: int = 1337, limit: int | None = None):
 
 def prepare(spec: str | None, seed: int = 1337, limit: int | None = None):
     """Fetch and build the dataset if needed (a no-op when cached); return the builder."""
-    builder = get_builder(spec, seed, limit)
-    builder.download_and_prepare()
+    kind, arg = parse_spec(spec)
+    if kind != "tfds":
+        builder = get_builder(spec, seed, limit)
+        builder.download_and_prepare()
+        return builder
+    try:  # the official TFDS datasets download from their home pages
+        builder = get_builder(spec, seed, limit)
+        builder.download_and_prepare()
+    except Exception as exc:
+        raise AppError(f"could not prepare the TFDS dataset {arg!r} (it needs internet "
+                       f"access to its source): {type(exc).__name__}: {exc}") from exc
     return builder
 
 
