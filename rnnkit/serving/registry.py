@@ -241,7 +241,9 @@ class ModelRegistry:
             if version is None:
                 avail = [v for v, s in states.items() if s.state == "AVAILABLE"]
                 if not avail:
-                    raise not_found(f"model {name!r}: no version available yet under {self.specs[name].base_path}")
+                    failed = sorted((v, s.error_message) for v, s in states.items() if s.error_message)
+                    why = f"; version {failed[-1][0]} failed to load: {failed[-1][1]}" if failed else ""
+                    raise not_found(f"model {name!r}: no version available under {self.specs[name].base_path}{why}")
                 return states[max(avail)].loaded  # type: ignore[return-value]
             st = states.get(version)
             if st is None or st.state != "AVAILABLE":
