@@ -84,6 +84,9 @@ class VoiceServing(tf.Module):
     def __init__(self, model, class_names: list[str]):
         super().__init__()
         self.model = model
+        # Keras 3 weights wrap tf.Variables that a tf.Module does not track by itself; TF
+        # Serving's loader only restores tracked ones (keras-team/keras#20095).
+        self.model_variables = [w.value for w in model.weights]
         self.class_names = tf.constant(class_names, tf.string)
 
     def _outputs(self, waveform: tf.Tensor, length: tf.Tensor) -> dict[str, tf.Tensor]:
