@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     overhead = s50 / l50 - 1.0
     overhead1 = percentiles(lat1)[0] / o50 - 1.0
     verdict = "OK" if overhead <= 0.25 and nerr == 0 else "OVER TARGET"
-    print(f"serving overhead at p50, {args.clients} clients: {overhead * 100:+.1f}%   1 client: {overhead1 * 100:+.1f}%")
+    print(f"serving overhead at p50, {args.clients} clients: {overhead * 100:+.1f}%   1 client: {overhead1 * 100:+.1f}%   "
+          f"throughput: server {len(lat) / wall / (len(llat) / lwall) * 100:.0f}% of in-process")
     print(f"target (<= 25% at p50 with {args.clients} clients, zero errors): {verdict}")
     if tmp is not None:
         tmp.cleanup()
