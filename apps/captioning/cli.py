@@ -18,6 +18,12 @@ def _add_arguments(verb: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--backbone", default="efficientnet_lite0",
                             help="frozen CNN: efficientnet_lite0 (offline weights) or a "
                                  "keras.applications name such as mobilenet_v2 (needs internet)")
+    if verb == "train":
+        parser.add_argument("--dropout", type=float, default=0.3,
+                            help="dropout on features and before the output [default: 0.3]")
+        parser.add_argument("--label-smoothing", type=float, default=0.1,
+                            help="label smoothing of the token loss [default: 0.1]")
+        parser.add_argument("--units", type=int, default=512, help="RNN size [default: 512]")
     if verb in ("evaluate", "export"):
         parser.add_argument("--beam-width", type=int, default=3, help="beam size [default: 3]")
     if verb == "predict":
@@ -49,10 +55,11 @@ def _train(args: argparse.Namespace) -> int:
     try:
         summary = train(args.data, args.output, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, quick=args.quick, limit=args.limit,
-                        strategy=args.strategy, backbone=args.backbone)
+                        strategy=args.strategy, backbone=args.backbone, units=args.units,
+                        dropout=args.dropout, label_smoothing=args.label_smoothing)
     except ValueError as exc:
         raise AppError(str(exc)) from exc
-    print(f"best val_loss {summary['best']:.4f} at epoch {summary['best_epoch'] + 1} of "
+    print(f"best {summary['monitor']} {summary['best']:.4f} at epoch {summary['best_epoch'] + 1} of "
           f"{summary['epochs_run']}; vocabulary {summary['vocab_size']}; decoder "
           f"{summary['decoder_params']:,} parameters; features {summary['feature_seconds']} s, "
           f"training {summary['train_seconds']} s -> {args.output}")

@@ -39,16 +39,16 @@ def plot_examples(images: Sequence[np.ndarray], generated: Sequence[str],
     """
     n = len(images)
     rows = max(1, (n + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.9 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, gen, ref, nn in zip(axes.ravel(), images, generated, references, baseline):
         ax.imshow(img)
         ok = gen == ref
         text = "\n".join([
-            "model: " + textwrap.shorten(gen, 60),
-            "ref:   " + textwrap.shorten(ref, 60),
-            "NN:    " + textwrap.shorten(nn, 60)])
+            "model: " + textwrap.shorten(gen, 46, placeholder=" ..."),
+            "ref:   " + textwrap.shorten(ref, 46, placeholder=" ..."),
+            "NN:    " + textwrap.shorten(nn, 46, placeholder=" ...")])
         ax.set_title(text, fontsize=7.5, loc="left", family="monospace",
                      color="darkgreen" if ok else "black")
     if title:

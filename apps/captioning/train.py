@@ -107,7 +107,8 @@ def _dataset(prep: Prepared, split: str, vocab, max_len: int, batch_size: int,
 def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed: int,
           quick: bool = False, limit: int | None = None, strategy: str = "default",
           backbone: str = "efficientnet_lite0", units: int = 512, embed_dim: int = 256,
-          learning_rate: float = 2e-3, patience: int = 4) -> dict[str, Any]:
+          learning_rate: float = 2e-3, patience: int = 4, dropout: float = 0.3,
+          label_smoothing: float = 0.1, monitor: str = "val_masked_accuracy") -> dict[str, Any]:
     """Trains the decoder on cached features and saves the model and its vocabulary.
 
     Args:
@@ -116,13 +117,19 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
         limit: at most this many pictures per split. strategy: tf.distribute strategy.
         backbone: ``--backbone``. units: RNN size. embed_dim: word embedding size.
         learning_rate: Adam's. patience: early-stopping patience (epochs).
+        dropout: feature and output dropout. label_smoothing: see ``make_masked_loss``.
+        monitor: the validation metric for early stopping and the best weights. The
+            default is next-token accuracy: validation loss rises from the first epochs on
+            (over-confidence on new pictures' exact wording) while accuracy and BLEU still
+            improve, so stopping on the loss would stop far too early.
 
     Returns:
         The history summary from ``rnnkit.training.fit`` plus timing and sizes.
     """
     import keras
 
-    from apps.captioning.model import Captioner, Vocabulary, masked_accuracy, masked_loss, save_config
+    from apps.captioning.model import (Captioner, Vocabulary, make_masked_loss, masked_accuracy,
+                                       save_config)
     from rnnkit import reports, training
 
     t0 = time.time()
@@ -136,24 +143,27 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
     val_ds = _dataset(prep, "validation", vocab, max_len, batch_size, False, seed)
     feature_dim = int(prep.pooled["train"].shape[-1])
     with training.get_strategy(strategy).scope():
-        model = Captioner(len(vocab), feature_dim=feature_dim, embed_dim=embed_dim, units=units)
+        model = Captioner(len(vocab), feature_dim=feature_dim, embed_dim=embed_dim, units=units,
+                          dropout=dropout)
         model.build()
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
-                      loss=masked_loss, metrics=[masked_accuracy])
+                      loss=make_masked_loss(len(vocab), label_smoothing),
+                      metrics=[masked_accuracy])
     output = Path(output)
     result = training.fit(model, train_ds, val_ds, output_dir=output, epochs=epochs,
-                          monitor="val_loss", patience=patience)
+                          monitor=monitor, patience=patience)
     training.save_model(model, output / MODEL_FILE)
     save_config(output / CONFIG_FILE, vocab, {
         "backbone": backbone, "max_len": max_len, "data": data or "tuxpaint",
-        "quick": quick, "limit": limit, "seed": seed})
+        "quick": quick, "limit": limit, "seed": seed, "units": units, "embed_dim": embed_dim,
+        "dropout": dropout, "label_smoothing": label_smoothing, "monitor": monitor})
     reports.plot_history(result["history"], reports_dir(output) / "history.png",
                          title="captioning: decoder training")
     summary = {**result, "feature_seconds": round(t_features, 1),
                "train_seconds": round(time.time() - t0 - t_features, 1),
                "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
                "train_pictures": len(prep.splits["train"])}
-    log.info("trained: best val_loss %.4f at epoch %d; %d decoder parameters",
+    log.info("trained: best %s %.4f at epoch %d; %d decoder parameters", monitor,
              result["best"] or float("nan"), result["best_epoch"] + 1, model.count_params())
     return summary
 
