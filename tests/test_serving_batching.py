@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,13 +92,16 @@ def test_batcher_keeps_different_shapes_apart():
 def test_server_with_batching_matches_in_process(tmp_path):
     base = tmp_path / "text"
     testing.export_text_model(base)
+    testing.export_image_model(tmp_path / "image")
+    cfg = tmp_path / "models.config"
+    cfg.write_text('model_config_list { config { name: "text" base_path: "text" } config { name: "image" base_path: "image" } }')
     texts = [f"review {i}: " + " ".join(["good", "bad", "fine"][j % 3] for j in range(i % 7 + 1)) for i in range(48)]
     fn = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
     want = fn(text=tf.constant(texts))["probabilities"].numpy()
     rest, grpc_port = testing.free_port(), testing.free_port()
     proc = testing.start_server(
-        ["--port", str(grpc_port), "--rest_api_port", str(rest), "--model_name", "text",
-         "--model_base_path", str(base), "--enable_batching=true",
+        ["--port", str(grpc_port), "--rest_api_port", str(rest), "--model_config_file", str(cfg),
+         "--enable_batching=true",
          "--batching_parameters_file", str(DEPLOY / "batching.config")],
         rest, "text",
     )
@@ -111,5 +115,15 @@ def test_server_with_batching_matches_in_process(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         status, body = c.post("/v1/models/text:predict", {"instances": []})
         assert status == 400 and "empty batch" in body["error"]
+        # a corrupt image among good ones: merged into a batch, only it fails
+        good = {"instances": [{"b64": base64.b64encode(testing.png_bytes(value=50)).decode()}]}
+        bad = {"instances": [{"b64": base64.b64encode(b"\x89PNG broken").decode()}]}
+        with ThreadPoolExecutor(16) as ex:
+            res = list(ex.map(lambda i: c.post("/v1/models/image:predict", bad if i == 7 else good), range(32)))
+        for i, (status, body) in enumerate(res):
+            if i == 7:
+                assert status == 400 and "rejected the input" in body["error"], body
+            else:
+                assert status == 200 and body["predictions"] == [pytest.approx(50.0)], body
     finally:
         testing.stop_server(proc)

@@ -91,15 +91,28 @@ def load_batching_parameters(path: str | Path) -> BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "key", "done", "result", "error")
+    __slots__ = ("inputs", "rows", "key", "done", "result", "error", "callback")
 
-    def __init__(self, inputs: dict[str, np.ndarray]):
+    def __init__(self, inputs: dict[str, np.ndarray], callback: Callable | None = None):
         self.inputs = inputs
         self.rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
         self.key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         self.done = threading.Event()
         self.result: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
+        # called as callback(result, error) from the batch thread instead of setting `done`
+        self.callback = callback
+
+    def finish(self, result: dict[str, np.ndarray] | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        if self.callback is not None:
+            self.callback(result, error)
+        else:
+            self.done.set()
+
+    def batchable(self) -> bool:
+        """Rows > 0 and every input shares the batch dimension."""
+        return self.rows > 0 and all(v.ndim > 0 and v.shape[0] == self.rows for v in self.inputs.values())
 
 
 class Batcher:
@@ -132,8 +145,40 @@ class Batcher:
     def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run ``inputs`` as part of a batch; blocks until its own outputs are ready."""
         task = _Task(inputs)
-        if task.rows == 0 or any(v.ndim == 0 or v.shape[0] != task.rows for v in inputs.values()):
-            return self._run(inputs)  # not batchable (scalars / unequal batch dims): run alone
+        if not task.batchable():
+            return self._run(inputs)  # scalars / unequal batch dims: run alone
+        self._enqueue(task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.result  # type: ignore[return-value]
+
+    def submit_async(self, inputs: dict[str, np.ndarray]):
+        """Queue ``inputs`` from an asyncio event loop; returns an awaitable of the outputs.
+
+        The event loop never runs the model: the batch threads resolve the future with
+        ``call_soon_threadsafe``. Returns None when the inputs cannot be batched (the caller
+        then runs them in a worker thread).
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def resolve(result, error):
+            if not fut.done():
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(result)
+
+        task = _Task(inputs, callback=lambda r, e: loop.call_soon_threadsafe(resolve, r, e))
+        if not task.batchable():
+            return None
+        self._enqueue(task)
+        return fut
+
+    def _enqueue(self, task: _Task) -> None:
         with self._cv:
             if self._stopped:
                 raise ServingError("UNAVAILABLE", "model version is being unloaded; retry")
@@ -141,10 +186,6 @@ class Batcher:
                 raise ServingError("UNAVAILABLE", "batch queue is full; retry later")
             self._queue.append(task)
             self._cv.notify()
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.result  # type: ignore[return-value]
 
     def stop(self) -> None:
         """Let the worker threads finish what is queued, then exit."""
@@ -200,13 +241,11 @@ class Batcher:
                     self._finish_alone(t)
                 return
             for t in batch:
-                t.error = exc
-                t.done.set()
+                t.finish(error=exc)
             return
         except BaseException as exc:  # deliver, never leave a client waiting
             for t in batch:
-                t.error = exc
-                t.done.set()
+                t.finish(error=exc)
             return
         if any(v.ndim == 0 or v.shape[0] != total for v in out.values()):
             # outputs without a per-row batch dimension cannot be split: run each alone
@@ -217,13 +256,13 @@ class Batcher:
         self.rows_run += total
         start = 0
         for t, n in zip(batch, rows):
-            t.result = {k: v[start : start + n] for k, v in out.items()}
+            t.finish({k: v[start : start + n] for k, v in out.items()})
             start += n
-            t.done.set()
 
     def _finish_alone(self, t: _Task) -> None:
         try:
-            t.result = self._run(t.inputs)
+            result = self._run(t.inputs)
         except BaseException as exc:
-            t.error = exc
-        t.done.set()
+            t.finish(error=exc)
+            return
+        t.finish(result)

@@ -116,6 +116,19 @@ class LoadedVersion:
             result = self._call(key, inputs)
         return {k: v for k, v in result.items() if not wanted or k in wanted}
 
+    @property
+    def batching(self) -> bool:
+        """Whether requests to this version are batched."""
+        return self._batching is not None
+
+    def submit_async(self, signature_name: str, inputs: dict[str, np.ndarray]):
+        """With batching: queue checked inputs from the event loop; an awaitable of all
+        outputs, or None when they cannot be batched (run them with ``run`` in a thread)."""
+        key, sig = self.signature(signature_name)
+        if self._batching is None or set(inputs) != set(sig.inputs):
+            return None
+        return self._batcher(key).submit_async(inputs)
+
     def _call(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One model call on checked inputs; TF errors become ServingErrors."""
         import tensorflow as tf

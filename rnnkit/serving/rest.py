@@ -35,6 +35,10 @@ _PATH = re.compile(
 )
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# With batching, bodies / outputs up to these sizes are decoded / encoded on the event loop
+# (tens of microseconds); larger ones go to a worker thread so the loop stays responsive.
+_INLINE_BODY_BYTES = 64 * 1024
+_INLINE_OUTPUT_VALUES = 10_000
 
 
 def _error(exc: ServingError) -> JSONResponse:
@@ -76,7 +80,7 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
             v = int(version)
         return name, v, label
 
-    def predict_sync(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
+    def decode(name: str, version: int | None, label: str | None, raw: bytes):
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -89,9 +93,31 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         model = registry.get(name, version, label)
         key, sigdef = model.signature(sig_name)
         inputs, fmt = decode_rest_predict(body, sigdef, key)
-        outputs = model.run(key, inputs)
+        return model, key, inputs, fmt
+
+    def encode(outputs, fmt: str) -> bytes:
         # allow_nan: TF Serving also writes NaN / Infinity literals for non-finite floats.
         return json.dumps(encode_rest_predict(outputs, fmt), separators=(",", ":")).encode("utf-8")
+
+    def predict_sync(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
+        model, key, inputs, fmt = decode(name, version, label, raw)
+        return encode(model.run(key, inputs), fmt)
+
+    async def predict(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
+        # With batching, a small request is decoded on the event loop and queued for the
+        # batch threads directly: no worker-thread hop per request. The model call itself
+        # never runs on the loop. Everything else (large bodies, no batching) goes to a
+        # worker thread as a whole.
+        if len(raw) <= _INLINE_BODY_BYTES and registry.batching is not None:
+            model, key, inputs, fmt = decode(name, version, label, raw)
+            pending = model.submit_async(key, inputs)
+            if pending is not None:
+                outputs = await pending
+                if sum(v.size for v in outputs.values()) <= _INLINE_OUTPUT_VALUES:
+                    return encode(outputs, fmt)
+                return await run_in_threadpool(encode, outputs, fmt)
+            return await run_in_threadpool(lambda: encode(model.run(key, inputs), fmt))
+        return await run_in_threadpool(predict_sync, name, version, label, raw)
 
     async def models(request: Request) -> Response:
         m = _PATH.match(request.path_params["path"])
@@ -104,7 +130,7 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 if request.method != "POST":
                     return JSONResponse({"error": "use POST for :predict"}, status_code=405)
                 raw = await _read_body(request, max_body_bytes)
-                payload = await run_in_threadpool(predict_sync, name, version, label, raw)
+                payload = await predict(name, version, label, raw)
                 return Response(payload, media_type="application/json")
             if tail is not None and tail.startswith(":"):
                 if tail in (":classify", ":regress"):
