@@ -2,9 +2,10 @@
 
 KerasHub-style split:
 
-* preprocessor  :class:`LogMelFrontEnd` (waveform, length) -> (log-mel frames, frame mask),
-  all ``tf.signal`` (see ``features.py``), then a per-clip scalar standardisation over the
-  valid frames so that loudness (gain) does not matter;
+* preprocessor  :class:`LogMelFrontEnd` (waveform, length) -> (log-mel + pitch frames,
+  frame mask), all ``tf.signal`` (see ``features.py``), with a per-clip scalar
+  standardisation of the log-mel values over the valid frames so that loudness does not
+  matter;
 * backbone      per-frame ``Dense`` projection -> :class:`rnnkit.SimpleRecurrentLayer` over
   time (the mask makes it skip the zero padding of shorter clips) -> :class:`MaskedPooling`
   (mean and max over the valid frames only);
@@ -26,7 +27,7 @@ import math
 import keras
 import tensorflow as tf
 
-from apps.voice_gender.features import FrontEndConfig, log_mel, mel_filter_bank
+from apps.voice_gender.features import FrontEndConfig, log_mel, mel_filter_bank, pitch_features
 from rnnkit import SimpleRecurrentLayer
 
 WINDOW_SECONDS = 4.0  # training crop and inference window
@@ -37,11 +38,12 @@ SILENCE_RMS = 1e-4  # -80 dBFS: quieter clips are reported as "silent"
 
 @keras.saving.register_keras_serializable(package="voice_gender")
 class LogMelFrontEnd(keras.layers.Layer):
-    """(waveform (B, S) float32 at 16 kHz, length (B,) int) -> (features (B, T, M), mask (B, T)).
+    """(waveform (B, S) float32 at 16 kHz, length (B,) int) -> (features (B, T, M + 2), mask (B, T)).
 
     Features are log-mel dB values standardised per clip (one mean and one standard
     deviation over all valid frames and bands), so a gain change leaves them unchanged
-    while the spectral shape (formants, harmonics spacing, i.e. pitch) is kept.
+    while the spectral shape (formants, harmonics spacing) is kept, plus two per-frame
+    pitch cues (voicing-weighted log F0, voicing strength; see ``features.pitch_features``).
     """
 
     def __init__(self, frontend: dict | None = None, **kwargs):
@@ -58,10 +60,11 @@ class LogMelFrontEnd(keras.layers.Layer):
         mean = tf.reduce_sum(feats * weight, axis=[1, 2], keepdims=True) / count
         var = tf.reduce_sum(tf.square(feats - mean) * weight, axis=[1, 2], keepdims=True) / count
         feats = (feats - mean) / tf.sqrt(var + 1.0)  # +1 dB^2: silence maps to ~0, not noise/0
+        feats = tf.concat([feats, pitch_features(waveform, self.cfg)], axis=-1)
         return feats * weight, mask
 
     def compute_output_shape(self, waveform_shape, length_shape=None):
-        return (waveform_shape[0], None, self.cfg.n_mels), (waveform_shape[0], None)
+        return (waveform_shape[0], None, self.cfg.n_mels + 2), (waveform_shape[0], None)
 
     def get_config(self):
         return {**super().get_config(), "frontend": self.cfg.to_dict()}

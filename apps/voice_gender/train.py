@@ -111,19 +111,41 @@ def band_limit(x: tf.Tensor, low: tf.Tensor, high: tf.Tensor, sample_rate: int =
     return tf.signal.irfft(spec * tf.cast(keep, spec.dtype), fft_length=[n])
 
 
+def random_eq(x: tf.Tensor, seed: tf.Tensor, max_db: float = 12.0, sample_rate: int = SAMPLE_RATE) -> tf.Tensor:
+    """A random smooth equaliser: gains of +-``max_db`` at 8 log-spaced frequencies
+    (50 Hz..8 kHz), interpolated on a log-frequency axis, applied in the FFT domain.
+
+    Microphones, rooms and codecs colour the spectrum; with only a few training voices,
+    each recorded with one chain, the model would otherwise learn the chain as the class.
+    """
+    n = tf.shape(x)[0]
+    knots_db = tf.random.stateless_uniform([8], seed, -max_db, max_db)
+    knots_log = tf.linspace(tf.math.log(50.0), tf.math.log(8000.0), 8)
+    freqs = tf.cast(tf.range(n // 2 + 1), tf.float32) * (sample_rate / tf.cast(tf.maximum(n, 1), tf.float32))
+    logf = tf.math.log(tf.clip_by_value(freqs, 50.0, 8000.0))
+    pos = (logf - knots_log[0]) / (knots_log[1] - knots_log[0])
+    i0 = tf.clip_by_value(tf.cast(tf.floor(pos), tf.int32), 0, 6)
+    frac = tf.clip_by_value(pos - tf.cast(i0, tf.float32), 0.0, 1.0)
+    gain_db = tf.gather(knots_db, i0) * (1.0 - frac) + tf.gather(knots_db, i0 + 1) * frac
+    spec = tf.signal.rfft(x, fft_length=[n])
+    gain = tf.pow(10.0, gain_db / 20.0)
+    return tf.signal.irfft(spec * tf.complex(gain, tf.zeros_like(gain)), fft_length=[n])
+
+
 def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
     """One random training view of a clip (float32 1-D), at most ``max_len`` samples.
 
     Deployment conditions the four Fillets voices do not cover: speed/pitch +-8 %
     (resampling), random crop length (0.5 s up to the window), telephone band 300-3400 Hz
-    or a random low-pass, white noise at 5-40 dB SNR, gain -30..+6 dB with clipping.
+    or a random low-pass, a random smooth EQ of +-12 dB (recording chain), white noise at
+    5-40 dB SNR, gain -30..+6 dB with clipping.
 
     Args:
         audio: the whole clip, float32 in [-1, 1].
         seed: a (2,) int seed for the stateless random ops.
         max_len: the training window in samples.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 10)
+    seeds = tf.random.experimental.stateless_split(seed, 12)
     u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
     length = tf.shape(audio)[0]
     # Speed/pitch: read `rate` source samples per output sample.
@@ -147,6 +169,8 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
     x = tf.cond(pick < 0.25, lambda: band_limit(x, *TELEPHONE_BAND),
                 lambda: tf.cond(pick < 0.40, lambda: band_limit(x, 0.0, u(5, 2500.0, 7000.0)),
                                 lambda: x))
+    # Recording chain: a random smooth EQ (80 %).
+    x = tf.cond(u(10, 0.0, 1.0) < 0.8, lambda: random_eq(x, seeds[11]), lambda: x)
     # Additive noise (50 %) relative to the clip's own level.
     rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
     snr_db = u(6, 5.0, 40.0)
