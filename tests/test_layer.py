@@ -175,6 +175,20 @@ def test_equivalence_larger_shapes(fallback_calls):
     assert fallback_calls == []
 
 
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_equivalence_long_sequences_pipelined(return_sequences, fallback_calls):
+    # Long enough (T >= 64) for the chunked software pipeline of the fused path.
+    from rnnkit.layers._fused import _chunk_bounds
+
+    assert len(_chunk_bounds(70)) > 1
+    _check_equivalence(units=8, batch=4, steps=70, features=5, masked=True,
+                       go_backwards=return_sequences, return_sequences=return_sequences,
+                       return_state=True)
+    _check_equivalence(units=8, batch=4, steps=70, features=5, activation="relu",
+                       return_sequences=return_sequences, graph=True)
+    assert fallback_calls == []
+
+
 def test_fallback_options_match_keras(fallback_calls):
     # Options outside the fused path: another activation, unroll, use_fused=False.
     _check_equivalence(activation="softplus", return_sequences=True, masked=True)
@@ -376,3 +390,29 @@ def test_error_bad_units_and_unbuilt_step():
         SimpleRecurrentLayer(0)
     with pytest.raises(ValueError, match="not built"):
         SimpleRecurrentLayer(3).step(np.zeros((1, 2), "float32"), np.zeros((1, 3), "float32"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "float64"])
+def test_other_dtype_policies(policy, fallback_calls):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 70, 4)).astype("float32")
+    ours = SimpleRecurrentLayer(6, return_sequences=True, dtype=policy)
+    theirs = keras.layers.SimpleRNN(6, return_sequences=True, dtype=policy)
+    ours(x)
+    theirs(x)
+    theirs.set_weights(ours.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        a = ours(x)
+        b = theirs(x)
+        la = tf.reduce_sum(tf.cast(a, "float32") ** 2)
+        lb = tf.reduce_sum(tf.cast(b, "float32") ** 2)
+    assert a.dtype == b.dtype == keras.mixed_precision.Policy(policy).compute_dtype
+    tol = 2e-2 if policy == "mixed_bfloat16" else 1e-10
+    np.testing.assert_allclose(np.asarray(tf.cast(a, "float32")), np.asarray(tf.cast(b, "float32")),
+                               atol=tol, rtol=tol)
+    for ga, gb in zip(tape.gradient(la, ours.trainable_weights),
+                      tape.gradient(lb, theirs.trainable_weights)):
+        assert ga.dtype == gb.dtype
+        scale = max(1.0, float(np.max(np.abs(np.asarray(gb)))))
+        assert float(np.max(np.abs(np.asarray(ga) - np.asarray(gb)))) <= 5 * tol * scale
+    assert fallback_calls == []

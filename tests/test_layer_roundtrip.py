@@ -121,6 +121,8 @@ def test_export_loads_without_rnnkit(tmp_path):
     np.testing.assert_allclose(np.array(result["y"]), expected, atol=1e-5)
     assert result["unknown"] == []
     assert not any(op.startswith("Xla") for op in result["ops"]), result["ops"]
+    # Exports must not need XLA (TF Serving only JIT-compiles with a non-default flag).
+    assert result["xla"] == []
 
 
 @pytest.mark.slow

@@ -19,10 +19,12 @@ SavedModels containing it load anywhere TensorFlow does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.saved_model import save_context
 
 # XLA-compile the two loops (see docs/layer.md for the measurements). RNNKIT_FUSED_XLA=0
 # turns it off (plain tf.while_loop) without touching code.
@@ -74,8 +76,9 @@ def _forward_loop(xw, h0, wh, mask, activation: str):
 def _backward_loop(dhs, g_last, hs, wh, mask, activation: str):
     """``(dZ (T, B, H), dL/dh0)`` for the upstream gradients of the states.
 
-    ``dhs`` holds dL/dh_t for every step (``return_sequences``), or is None when only the
-    last state was used, whose gradient is ``g_last``.
+    ``g_last`` is dL/dh of the chunk's last state coming from later steps; ``dhs`` holds
+    dL/dh_t of every step's output (``return_sequences``), or is None when only the last
+    state was used.
     """
     steps = tf.shape(hs)[0]
     dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=hs.shape[1:])
@@ -91,61 +94,152 @@ def _backward_loop(dhs, g_last, hs, wh, mask, activation: str):
             g_prev = tf.matmul(dz, wh, transpose_b=True)
         return t - 1, g_prev, dz_ta.write(t, dz)
 
-    g0 = tf.zeros_like(hs[0]) if g_last is None else g_last
     _, dh0, dz_ta = tf.while_loop(
         lambda t, *_: t >= 0,
         body,
-        (steps - 1, g0, dz_ta),
+        (steps - 1, g_last, dz_ta),
         maximum_iterations=steps,
     )
     return dz_ta.stack(), dh0
 
 
-if _USE_XLA:
-    _forward = tf.function(_forward_loop, jit_compile=True, reduce_retracing=True,
+_forward_xla = tf.function(_forward_loop, jit_compile=True, reduce_retracing=True,
                            autograph=False)
-    _backward = tf.function(_backward_loop, jit_compile=True, reduce_retracing=True,
+_backward_xla = tf.function(_backward_loop, jit_compile=True, reduce_retracing=True,
                             autograph=False)
-else:
-    _forward, _backward = _forward_loop, _backward_loop
+
+_xla_override: list[bool] = []
 
 
-def _recurrence(xw, h0, wh, mask, activation: str, return_all: bool):
-    """The recurrence with the hand-written gradient.
+@contextlib.contextmanager
+def xla_loops(enabled: bool):
+    """Within this context, fused loops traced into graphs are (not) XLA-compiled.
+
+    Use ``with xla_loops(False):`` around tracing a serving function whose SavedModel
+    must not need XLA (TF Serving runs XLA only with ``--xla_cpu_compilation_enabled``,
+    and not at all on some GPU builds). Functions traced by ``tf.saved_model.save`` itself
+    (e.g. ``model.export()``) are detected and never use XLA.
+    """
+    _xla_override.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _xla_override.pop()
+
+
+def _use_xla() -> bool:
+    if _xla_override:
+        return _xla_override[-1]
+    if not _USE_XLA:
+        return False
+    # Graphs traced while saving a SavedModel stay XLA-free, so exports are portable.
+    return not save_context.in_save_context()
+
+
+# Steps per chunk of the software pipeline (see _chunk_bounds). RNNKIT_FUSED_CHUNKS=1
+# disables pipelining.
+_CHUNKS = max(1, int(os.environ.get("RNNKIT_FUSED_CHUNKS", "4")))
+
+
+def _chunk_bounds(steps: int | None) -> list[tuple[int, int]]:
+    """Split ``steps`` into pipeline chunks: a short first chunk, then equal ones.
+
+    The GEMMs of one chunk (input projection forward; weight and input gradients backward)
+    do not depend on the recurrence of the neighbouring chunk, so TensorFlow's executor runs
+    them while that chunk's loop runs. The first chunk's GEMMs cannot overlap anything,
+    hence its small size. Unknown ``steps`` (dynamic shapes): one chunk.
+    """
+    if steps is None or _CHUNKS == 1 or steps < 64:
+        return [(0, steps)]
+    first = max(8, steps // 10)
+    rest = steps - first
+    n = _CHUNKS - 1
+    size = -(-rest // n)
+    bounds = [(0, first)]
+    for start in range(first, steps, size):
+        bounds.append((start, min(steps, start + size)))
+    return bounds
+
+
+def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xla: bool):
+    """Projection + recurrence over time-major ``x (T, B, D)`` with the hand-written gradient.
 
     Returns every state ``hs (T, B, H)`` if ``return_all``, else only the last ``(B, H)``
     (then the backward pass needs no dense all-steps upstream gradient).
     """
+    forward, backward = (
+        (_forward_xla, _backward_xla) if use_xla else (_forward_loop, _backward_loop)
+    )
+    bounds = _chunk_bounds(x.shape[0])
+    units = wh.shape[-1]
+    has_bias = b is not None
+
+    def project(xk, wx, b):
+        shape = tf.shape(xk)
+        y = tf.matmul(tf.reshape(xk, [-1, shape[2]]), wx)
+        if b is not None:
+            y = y + b
+        return tf.reshape(y, [shape[0], shape[1], units])
+
+    def chunk(t, s, e):
+        return t if len(bounds) == 1 else t[s:e]
 
     @tf.custom_gradient
-    def run(xw, h0, wh):
+    def run(*args):
         # stop_gradient: the custom gradient below replaces autodiff, and it keeps a tape
-        # from asking the compiled loop for its intermediates (which XLA cannot export).
-        hs = _forward(tf.stop_gradient(xw), tf.stop_gradient(h0), tf.stop_gradient(wh),
-                      mask, activation)
-        # The compiled function is traced shape-generic (reduce_retracing); restore the
-        # static shape Keras needs to build the following layers.
-        hs.set_shape(xw.shape)
+        # from asking the compiled loops for their intermediates (XLA cannot export them).
+        x, h0, wx, wh = (tf.stop_gradient(a) for a in args[:4])
+        b = tf.stop_gradient(args[4]) if has_bias else None
+        h, h_in, hs = h0, [], []
+        for s, e in bounds:
+            xw = project(chunk(x, s, e), wx, b)
+            hk = forward(xw, h, wh, None if mask is None else chunk(mask, s, e), activation)
+            # Compiled functions are traced shape-generic (reduce_retracing); restore the
+            # static shape Keras needs to build the following layers.
+            hk.set_shape(xw.shape)
+            h_in.append(h)
+            hs.append(hk)
+            h = hk[-1]
+        out = (hs[0] if len(hs) == 1 else tf.concat(hs, 0)) if return_all else h
 
         def grad(upstream):
             upstream = tf.stop_gradient(upstream)
-            dhs, g_last = (upstream, None) if return_all else (None, upstream)
-            dz, dh0 = _backward(dhs, g_last, tf.stop_gradient(hs), tf.stop_gradient(wh),
-                                mask, activation)
-            dz.set_shape(xw.shape)
-            dh0.set_shape(h0.shape)
-            hidden = tf.shape(h0)[-1]
-            # dW_h = sum_t h_{t-1}^T dz_t: one GEMM over steps 1..T-1 (views, no copy)
-            # plus the h0 term.
-            dwh = tf.matmul(
-                tf.reshape(hs[:-1], [-1, hidden]), tf.reshape(dz[1:], [-1, hidden]),
-                transpose_a=True,
-            ) + tf.matmul(h0, dz[0], transpose_a=True)
-            return dz, dh0, dwh
+            g = tf.zeros_like(h0) if return_all else upstream
+            dwx = dwh = db = None
+            dxs = []
+            features = tf.shape(x)[2]
+            for k in reversed(range(len(bounds))):
+                s, e = bounds[k]
+                dhs = chunk(upstream, s, e) if return_all else None
+                mk = None if mask is None else chunk(mask, s, e)
+                dz, g = backward(dhs, g, hs[k], wh, mk, activation)
+                dz.set_shape(hs[k].shape)
+                g.set_shape(h0.shape)
+                # Per chunk: the weight gradients as GEMMs over all its steps at once;
+                # dW_h pairs h_{t-1} with dz_t (slices are views, no copies).
+                flat_dz = tf.reshape(dz, [-1, units])
+                xk = tf.reshape(chunk(x, s, e), [-1, features])
+                parts = (
+                    tf.matmul(xk, flat_dz, transpose_a=True),
+                    tf.matmul(tf.reshape(hs[k][:-1], [-1, units]),
+                              tf.reshape(dz[1:], [-1, units]), transpose_a=True)
+                    + tf.matmul(h_in[k], dz[0], transpose_a=True),
+                    tf.reduce_sum(flat_dz, 0) if has_bias else None,
+                )
+                if dwx is None:
+                    dwx, dwh, db = parts
+                else:
+                    dwx, dwh = dwx + parts[0], dwh + parts[1]
+                    db = db + parts[2] if has_bias else None
+                # Unused (e.g. for a model's input) -> pruned from the graph.
+                dx_shape = tf.concat([tf.shape(dz)[:2], [features]], 0)
+                dxs.append(tf.reshape(tf.matmul(flat_dz, wx, transpose_b=True), dx_shape))
+            dx = dxs[0] if len(dxs) == 1 else tf.concat(dxs[::-1], 0)
+            return [dx, g, dwx, dwh] + ([db] if has_bias else [])
 
-        return (hs if return_all else hs[-1]), grad
+        return out, grad
 
-    return run(xw, h0, wh)
+    return run(x, h0, wx, wh, *([b] if has_bias else []))
 
 
 def _as_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
@@ -185,17 +279,12 @@ def elman_sequence(
     h0 = tf.cast(h0, dtype)
     wx = _as_tensor(kernel, dtype)
     wh = _as_tensor(recurrent_kernel, dtype)
-    units = wh.shape[-1]
 
     x = tf.transpose(sequences, [1, 0, 2])  # time-major (T, B, D)
     if go_backwards:
         x = tf.reverse(x, [0])
-    shape = tf.shape(x)
-    # One GEMM projects every step's input.
-    xw = tf.matmul(tf.reshape(x, [-1, shape[2]]), wx)
-    if bias is not None:
-        xw = xw + _as_tensor(bias, dtype)
-    xw = tf.reshape(xw, [shape[0], shape[1], units])
+    b = None if bias is None else _as_tensor(bias, dtype)
+    use_xla = _use_xla()
 
     time_mask = None
     if mask is not None:
@@ -204,14 +293,14 @@ def elman_sequence(
             time_mask = tf.reverse(time_mask, [0])
 
     if not return_sequences:
-        last_state = _recurrence(xw, h0, wh, time_mask, activation, return_all=False)
+        last_state = _pipelined(x, h0, wx, wh, b, time_mask, activation, False, use_xla)
         last_output = last_state
         if time_mask is not None:
             keep = time_mask[-1] if zero_output_for_mask else tf.reduce_any(time_mask, axis=0)
             last_output = tf.where(keep, last_state, tf.zeros_like(last_state))
         return last_output, last_output[:, tf.newaxis], last_state
 
-    hs = _recurrence(xw, h0, wh, time_mask, activation, return_all=True)
+    hs = _pipelined(x, h0, wx, wh, b, time_mask, activation, True, use_xla)
     last_state = hs[-1]
     outputs = hs
     if time_mask is not None:
