@@ -69,3 +69,27 @@ def test_too_short_clip_has_no_valid_frame():
     feats, mask = log_mel(tf.zeros([1, 100]), tf.constant([100]), CFG)
     assert feats.shape[1] == 1 and not bool(mask[0, 0])
     assert np.isfinite(feats.numpy()).all()
+
+
+@pytest.mark.parametrize("f0", [90.0, 130.0, 210.0, 320.0])
+def test_pitch_of_harmonic_tone(f0):
+    """Autocorrelation pitch finds F0 (not a sub-harmonic) within 3 %, voicing near 1."""
+    from apps.voice_gender.features import F0_REF_HZ, pitch_features
+
+    t = np.arange(16000) / 16000
+    x = sum(np.sin(2 * np.pi * f0 * k * t + k) / k for k in range(1, 12)).astype(np.float32) * 0.1
+    p = pitch_features(x[None], CFG).numpy()[0]
+    voicing = p[:, 1]
+    est = F0_REF_HZ * 2 ** (p[:, 0] / np.maximum(voicing, 1e-6))
+    assert np.median(voicing) > 0.9
+    assert abs(np.median(est) / f0 - 1) < 0.03, np.median(est)
+
+
+def test_noise_and_silence_are_unvoiced():
+    from apps.voice_gender.features import pitch_features
+
+    rng = np.random.default_rng(0)
+    noise = pitch_features(rng.normal(0, 0.1, (1, 16000)).astype(np.float32), CFG).numpy()[0]
+    assert np.median(noise[:, 1]) < 0.3
+    silence = pitch_features(np.zeros((1, 16000), np.float32), CFG).numpy()[0]
+    assert np.all(silence == 0.0)
