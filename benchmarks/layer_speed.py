@@ -50,10 +50,12 @@ class Case:
     units: int
     masked: bool = False
     return_sequences: bool = False
+    dynamic_time: bool = False  # model built with Input((None, D)): time axis unknown
 
     @property
     def label(self) -> str:
         extra = (" masked" if self.masked else "") + (" seq" if self.return_sequences else "")
+        extra += " T:dyn" if self.dynamic_time else ""
         return (f"{self.mode:5s} B={self.batch:<3d} T={self.steps:<4d} D={self.features:<4d} "
                 f"H={self.units:<4d}{extra}")
 
@@ -69,17 +71,20 @@ CASES = [
     Case("infer", 1, 200, 128, 128),
     Case("train", 64, 20, 128, 128),
     Case("train", 64, 200, 128, 128, masked=True),
+    Case("train", 64, 200, 128, 128, masked=True, dynamic_time=True),
     Case("train", 32, 100, 128, 512),
     Case("train", 64, 200, 128, 128, return_sequences=True),
     Case("infer", 64, 200, 128, 128),
     Case("infer", 1, 20, 128, 128),
+    Case("infer", 1, 200, 128, 128, dynamic_time=True),
 ]
 QUICK_CASES = CASES[:2]
 
 
 def build_model(layer_cls: type, case: Case) -> keras.Model:
     """``Input -> [Masking] -> layer -> Dense(1)`` for ``case``."""
-    inputs = keras.Input((case.steps, case.features), batch_size=case.batch)
+    steps = None if case.dynamic_time else case.steps
+    inputs = keras.Input((steps, case.features), batch_size=case.batch)
     x = keras.layers.Masking(0.0)(inputs) if case.masked else inputs
     x = layer_cls(case.units, return_sequences=case.return_sequences)(x)
     outputs = keras.layers.Dense(1)(x)
@@ -98,12 +103,18 @@ def make_data(case: Case, rng: np.random.Generator) -> tuple[tf.Tensor, tf.Tenso
 
 def make_step(model: keras.Model, case: Case):
     """A compiled function running one training step (or one inference call)."""
+    # A shape-generic signature for dynamic_time cases, as Keras's fit gets after it has
+    # seen several sequence lengths.
+    sig = None
+    if case.dynamic_time:
+        sig = [tf.TensorSpec((case.batch, None, case.features), tf.float32),
+               tf.TensorSpec(None, tf.float32)]
     if case.mode == "infer":
-        return tf.function(lambda x, y: model(x, training=False))
+        return tf.function(lambda x, y: model(x, training=False), input_signature=sig)
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(model.trainable_variables)
 
-    @tf.function
+    @tf.function(input_signature=sig)
     def train_step(x, y):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(x, training=True) - y))

@@ -416,3 +416,24 @@ def test_other_dtype_policies(policy, fallback_calls):
         scale = max(1.0, float(np.max(np.abs(np.asarray(gb)))))
         assert float(np.max(np.abs(np.asarray(ga) - np.asarray(gb)))) <= 5 * tol * scale
     assert fallback_calls == []
+
+
+def test_step_with_dropout_layer_and_mixed_policy():
+    # step() never applies (nor caches) dropout masks and follows the layer's compute dtype.
+    layer = SimpleRecurrentLayer(4, dropout=0.5, recurrent_dropout=0.5, dtype="mixed_bfloat16")
+    x = np.random.default_rng(9).normal(size=(2, 3, 5)).astype("float32")
+    seq = SimpleRecurrentLayer(4, return_sequences=True, dtype="mixed_bfloat16")
+    layer(x)
+    seq(x)
+    seq.set_weights(layer.get_weights())
+
+    @tf.function
+    def decode(x):
+        return tf.while_loop(lambda t, h: t < 3, lambda t, h: (t + 1, layer.step(x[:, t], h)),
+                             (0, tf.zeros((2, 4), "bfloat16")))[1]
+
+    out = decode(tf.constant(x))
+    assert out.dtype == tf.bfloat16
+    np.testing.assert_allclose(np.asarray(tf.cast(out, "float32")),
+                               np.asarray(tf.cast(seq(x)[:, -1], "float32")), atol=3e-2)
+    layer(x, training=True)  # masks created in decode()'s graph would break this call

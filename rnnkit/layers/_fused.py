@@ -1,6 +1,7 @@
 """Fused Elman recurrence for the TensorFlow backend (the fast path of SimpleRecurrentLayer).
 
-Forward, for a time-major projected input ``xw_t = x_t W_x + b`` (one GEMM for all steps):
+Forward, over time-major inputs, with the projection ``xw_t = x_t W_x + b`` done as one
+GEMM for many steps at once:
 
     z_t = xw_t + h_{t-1} W_h,   h_t = m_t ? f(z_t) : h_{t-1}
 
@@ -10,11 +11,13 @@ Backward (hand-written, ``tf.custom_gradient``), with ``g`` the running dL/dh:
     dz_t    = m_t ? g * f'(z_t) : 0          (f' from h_t: tanh, sigmoid, relu, linear)
     g       = m_t ? dz_t W_h^T : g           (dL/dh_{t-1})
 
-then ``dW_h = H_prev^T dZ`` as one GEMM over all steps and ``dxw = dZ`` (TensorFlow's
-autodiff turns that into the ``W_x``/``b``/input gradients of the projection GEMM).
+then ``dW_x = X^T dZ``, ``dW_h = H_prev^T dZ``, ``db = sum dZ`` and ``dX = dZ W_x^T`` as
+GEMMs/sums over all steps. Long sequences are cut into a few chunks so that the GEMMs of
+one chunk run (on TensorFlow's executor) while the loop of the next chunk runs.
 
-Everything here is a standard TensorFlow op (MatMul, TanhGrad, While, TensorArray...), so
-SavedModels containing it load anywhere TensorFlow does.
+The two loops are XLA-compiled when the time axis is static, except in graphs traced for
+a SavedModel (see :func:`xla_loops`); otherwise they are plain ``tf.while_loop``s. Both are
+standard TensorFlow ops only (MatMul, TanhGrad, While, TensorArray, ...).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import tensorflow as tf
 from tensorflow.python.saved_model import save_context
 
 # XLA-compile the two loops (see docs/layer.md for the measurements). RNNKIT_FUSED_XLA=0
-# turns it off (plain tf.while_loop) without touching code.
+# turns it off (plain tf.while_loop) everywhere without touching code.
 _USE_XLA = os.environ.get("RNNKIT_FUSED_XLA", "1") != "0"
 
 
@@ -284,7 +287,10 @@ def elman_sequence(
     if go_backwards:
         x = tf.reverse(x, [0])
     b = None if bias is None else _as_tensor(bias, dtype)
-    use_xla = _use_xla()
+    # XLA compiles one program per input shape. With a static time axis that is one compile
+    # per traced graph; an unknown one (a dataset of varying lengths, traced once with
+    # T=None) would recompile for every new length, so those graphs use the plain loops.
+    use_xla = _use_xla() and sequences.shape[1] is not None
 
     time_mask = None
     if mask is not None:

@@ -180,20 +180,28 @@ class SimpleRecurrentCell(keras.layers.Layer, DropoutRNNCell):
             training: Whether dropout masks apply.
         """
         prev = states[0] if isinstance(states, (list, tuple)) else states
-        dp_mask = self.get_dropout_mask(inputs)
-        rec_dp_mask = self.get_recurrent_dropout_mask(prev)
-        if training and dp_mask is not None:
-            inputs = inputs * dp_mask
-        # Same operation order as keras.layers.SimpleRNNCell, so results match bit for bit.
-        z = ops.matmul(inputs, self.kernel)
-        if self.bias is not None:
-            z = ops.add(z, self.bias)
-        if training and rec_dp_mask is not None:
-            prev = prev * rec_dp_mask
-        z = z + ops.matmul(prev, self.recurrent_kernel)
-        h = self.activation(z) if self.activation is not None else z
+        if training:
+            # Masks are made once per sequence (keras.layers.RNN prepares them) and cached;
+            # they are only touched when training, so inference calls inside other graphs
+            # (e.g. a decoder's tf.while_loop) never cache a tensor of that graph.
+            dp_mask = self.get_dropout_mask(inputs)
+            rec_dp_mask = self.get_recurrent_dropout_mask(prev)
+            if dp_mask is not None:
+                inputs = inputs * dp_mask
+            if rec_dp_mask is not None:
+                prev = prev * rec_dp_mask
+        h = self._affine_activate(inputs, prev, self.kernel, self.recurrent_kernel, self.bias)
         new_state = [h] if isinstance(states, (list, tuple)) else h
         return h, new_state
+
+    def _affine_activate(self, x: Any, h: Any, kernel: Any, recurrent_kernel: Any,
+                         bias: Any) -> Any:
+        # Same operation order as keras.layers.SimpleRNNCell, so results match bit for bit.
+        z = ops.matmul(x, kernel)
+        if bias is not None:
+            z = ops.add(z, bias)
+        z = z + ops.matmul(h, recurrent_kernel)
+        return self.activation(z) if self.activation is not None else z
 
     def get_initial_state(self, batch_size: Any = None) -> list:
         """Zero state ``[(batch_size, units)]`` in the compute dtype."""
@@ -467,8 +475,15 @@ class SimpleRecurrentLayer(keras.layers.RNN):
                 f"{type(self).__name__} '{self.name}' is not built: call it once on a "
                 "sequence or call `layer.build((None, None, D))` before `step()`."
             )
-        h_next, _ = self.cell.call(x_t, h, training=False)
-        return h_next
+        x_t = ops.convert_to_tensor(x_t, dtype=self.compute_dtype)
+        h = ops.convert_to_tensor(h, dtype=self.compute_dtype)
+        cell = self.cell
+
+        def cast(w: Any) -> Any:  # variables may be float32 under a mixed policy
+            return None if w is None else ops.cast(w, self.compute_dtype)
+
+        return cell._affine_activate(x_t, h, cast(cell.kernel), cast(cell.recurrent_kernel),
+                                     cast(cell.bias))
 
     # ----------------------------------------------------------------- config
     def get_config(self) -> dict:
