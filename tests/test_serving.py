@@ -288,7 +288,11 @@ def test_new_version_served_without_restart_and_half_written_ignored(served):
 
     # Export v2 the way rnnkit.export does: temp dir, then rename into place.
     testing.export_text_model(base, version=2, scale=-3.0)
-    assert _wait(lambda: c.get("/v1/models/text/versions/2")[0] == 200)
+    def state(v):
+        status, body = c.get(f"/v1/models/text/versions/{v}")
+        return body["model_version_status"][0]["state"] if status == 200 else None
+
+    assert _wait(lambda: state(2) == "AVAILABLE")
     status, body = c.post("/v1/models/text:predict", {"instances": TEXTS})
     want = tf.saved_model.load(str(base / "2")).signatures["serving_default"](text=tf.constant(TEXTS))
     np.testing.assert_array_equal(np.array([p["probabilities"] for p in body["predictions"]], np.float32), want["probabilities"].numpy())

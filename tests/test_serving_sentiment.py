@@ -165,7 +165,11 @@ def test_sentiment_served_like_tf_serving(sentiment, isolated_python):
         want2 = _reference(isolated_python, base / "2")
         assert want2["probability"] != want["probability"]  # a different model
         deadline = time.time() + 60
-        while time.time() < deadline and c.get("/v1/models/sentiment/versions/2")[0] != 200:
+        def v2_state():
+            status, body = c.get("/v1/models/sentiment/versions/2")
+            return body["model_version_status"][0]["state"] if status == 200 else None
+
+        while time.time() < deadline and v2_state() != "AVAILABLE":
             time.sleep(0.3)
         status, body = c.post("/v1/models/sentiment:predict", {"instances": TEXTS})
         assert [p["probability"] for p in body["predictions"]] == want2["probability"]
