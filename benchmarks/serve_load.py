@@ -123,7 +123,7 @@ def run_clients(n: int, seconds: float, max_requests: int, make_call) -> tuple[l
             try:
                 call()
                 ok = True
-            except Exception as exc:  # counted, not fatal: the point is to see them
+            except Exception as exc:  # noqa: BLE001 - counted, not fatal: the point is to see them
                 ok = False
                 err = f"{type(exc).__name__}: {exc}"
             dt = time.perf_counter() - t0

@@ -141,7 +141,7 @@ def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str
 
         try:
             records = [log.predict_log.request for log in read_warmup_requests(warm)[:max_warmup]]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             return [f"{warm}: not a valid TFRecord of PredictionLog protos: {exc}"]
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
         try:
@@ -150,7 +150,7 @@ def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str
             # The TF1 loader is deprecated for users, but it is exactly what TF Serving runs.
             with deprecation.silence():
                 meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
-        except Exception as exc:  # TF raises many types here; the message is what matters
+        except Exception as exc:  # noqa: BLE001 - TF raises many types here; the message is what matters
             return [f"TF Serving's session loader cannot load it: {type(exc).__name__}: {str(exc)[:500]}"]
         sig = meta.signature_def.get(signature_name)
         if sig is None:
@@ -198,7 +198,7 @@ def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str
             fetch = {k: v.name for k, v in rsig.outputs.items()}
             try:
                 sess.run(fetch, feed_dict=feed)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 msg = str(getattr(exc, "message", exc)).split("\n\t [[")[0][:500]
                 problems.append(
                     f"warmup record {i} fails in TF Serving's session loader "
@@ -251,7 +251,7 @@ def check_servable(
         fn_names = {f.signature.name for f in library.function}
         report.num_functions += len(library.function)
 
-        def visit(op: str, where: str) -> None:
+        def visit(op: str, where: str, fn_names: set[str] = fn_names) -> None:
             # A node may call a library function directly by name: that is not an op.
             if op in fn_names:
                 return

@@ -9,8 +9,8 @@ whose ``PredictRequest`` names the model, the signature and the input tensors.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -309,7 +309,7 @@ def test_new_version_served_without_restart_and_half_written_ignored(served):
     (broken / "saved_model.pb").write_bytes(b"garbage, not a proto")
     os.replace(broken, base / "3")
     assert _wait(lambda: any(s["version"] == "3" and s["state"] == "END" for s in c.get("/v1/models/text")[1]["model_version_status"]))
-    st = [s for s in c.get("/v1/models/text")[1]["model_version_status"] if s["version"] == "3"][0]
+    st = next(s for s in c.get("/v1/models/text")[1]["model_version_status"] if s["version"] == "3")
     assert st["status"]["error_code"] != "OK" and st["status"]["error_message"]
     status, body = c.post("/v1/models/text:predict", {"instances": ["a"]})
     assert status == 200
@@ -318,7 +318,7 @@ def test_new_version_served_without_restart_and_half_written_ignored(served):
     # is refused the same way, with the reason in the status.
     testing.export_keras_in_module(base, version=4, track_variables=False)
     assert _wait(lambda: any(s["version"] == "4" and s["state"] == "END" for s in c.get("/v1/models/text")[1]["model_version_status"]))
-    st = [s for s in c.get("/v1/models/text")[1]["model_version_status"] if s["version"] == "4"][0]
+    st = next(s for s in c.get("/v1/models/text")[1]["model_version_status"] if s["version"] == "4")
     assert "TF Serving could not serve it" in st["status"]["error_message"]
     assert "not restored" in st["status"]["error_message"]
     resp = served["predict"].Predict(_grpc_request("text", text=np.array([b"x"], dtype=object)), timeout=30)

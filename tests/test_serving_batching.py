@@ -13,7 +13,12 @@ import pytest
 import tensorflow as tf
 
 from rnnkit.serving import testing
-from rnnkit.serving.batching import Batcher, BatchingOptions, load_batching_parameters, parse_batching_parameters
+from rnnkit.serving.batching import (
+    Batcher,
+    BatchingOptions,
+    load_batching_parameters,
+    parse_batching_parameters,
+)
 from rnnkit.serving.errors import ServingError, invalid
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

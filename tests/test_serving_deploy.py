@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from rnnkit.serving.config import load_model_config_file
@@ -93,7 +92,7 @@ def test_compose_files(name, image):
     assert set(svc["ports"]) == {"8500:8500", "8501:8501"}
     mounts = {}
     for v in svc["volumes"]:
-        host, container, *mode = v.split(":")
+        host, container, *_mode = v.split(":")
         mounts[container] = host
         # host paths are relative to deploy/ and must exist (saved_models/ has its README)
         assert (DEPLOY / host).resolve().exists(), v

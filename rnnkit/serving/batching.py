@@ -23,9 +23,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -91,7 +91,7 @@ def load_batching_parameters(path: str | Path) -> BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "key", "done", "result", "error", "callback")
+    __slots__ = ("callback", "done", "error", "inputs", "key", "result", "rows")
 
     def __init__(self, inputs: dict[str, np.ndarray], callback: Callable | None = None):
         self.inputs = inputs
@@ -243,7 +243,7 @@ class Batcher:
             for t in batch:
                 t.finish(error=exc)
             return
-        except BaseException as exc:  # deliver, never leave a client waiting
+        except BaseException as exc:  # noqa: BLE001 - deliver, never leave a client waiting
             for t in batch:
                 t.finish(error=exc)
             return
@@ -262,7 +262,7 @@ class Batcher:
     def _finish_alone(self, t: _Task) -> None:
         try:
             result = self._run(t.inputs)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001
             t.finish(error=exc)
             return
         t.finish(result)

@@ -127,9 +127,8 @@ def json_to_array(value: Any, name: str, dtype_enum: int, what: str = "values") 
     if arr.dtype.kind == "b":
         raise invalid(f"input {name!r} expects {dtype_name(dtype_enum)}; got booleans")
     if target_np.kind in "iu":
-        if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-                raise invalid(f"input {name!r} expects integers ({dtype_name(dtype_enum)}); got non-integer numbers")
+        if arr.dtype.kind == "f" and (not np.isfinite(arr).all() or (arr != np.round(arr)).any()):
+            raise invalid(f"input {name!r} expects integers ({dtype_name(dtype_enum)}); got non-integer numbers")
         info = np.iinfo(target_np)
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise invalid(f"input {name!r}: value out of range for {dtype_name(dtype_enum)}")
@@ -285,7 +284,7 @@ def tensor_proto_to_array(proto, name: str, info) -> np.ndarray:
         )
     try:
         arr = tf.make_ndarray(proto)
-    except Exception as exc:  # malformed protos raise TypeError/ValueError from numpy
+    except Exception as exc:  # noqa: BLE001 - malformed protos raise TypeError/ValueError from numpy
         raise invalid(f"input {name!r}: malformed TensorProto: {exc}") from None
     return check_array(arr, name, info)
 

@@ -58,7 +58,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.registry = registry
 
     @_guard
-    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+    def Predict(self, request, context):
         model = _lookup(self.registry, request.model_spec)
         key, sig = model.signature(request.model_spec.signature_name)
         given, names = set(request.inputs), set(sig.inputs)
@@ -80,7 +80,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return resp
 
     @_guard
-    def GetModelMetadata(self, request, context):  # noqa: N802
+    def GetModelMetadata(self, request, context):
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
             raise invalid(f"metadata_field must be ['signature_def'], got {fields}")
@@ -94,7 +94,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.registry = registry
 
     @_guard
-    def GetModelStatus(self, request, context):  # noqa: N802
+    def GetModelStatus(self, request, context):
         spec = request.model_spec
         if not spec.name:
             raise invalid("model_spec.name is empty")

@@ -13,9 +13,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -95,7 +95,6 @@ class LoadedVersion:
             ServingError: INVALID_ARGUMENT when the model rejects the data (e.g. a corrupt image
                 makes a decode op fail), INTERNAL for other TensorFlow errors.
         """
-        import tensorflow as tf
 
         key, sig = self.signature(signature_name)
         missing = sorted(set(sig.inputs) - set(inputs))
@@ -348,7 +347,7 @@ class ModelRegistry:
         except ServingError as exc:
             self._mark_failed(name, version, mtime, f"warmup request failed: {exc.message}")
             return
-        except Exception as exc:  # any load failure must leave the server serving the rest
+        except Exception as exc:  # noqa: BLE001 - any load failure must leave the server serving the rest
             self._mark_failed(name, version, mtime, f"{type(exc).__name__}: {_short_tf_message(exc)}")
             return
         dt = time.perf_counter() - t0
