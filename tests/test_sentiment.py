@@ -87,14 +87,17 @@ def test_one_epoch_lowers_loss(small_splits):
     vectorizer = make_vectorizer(4000)
     vectorizer.adapt(ds.map(lambda t, y: t).batch(128))
     ids = token_dataset(ds, vectorizer, 128)
-    model = build_classifier(vectorizer.vocabulary_size(), embed_dim=32, units=16)
+    # No dropout: the test checks that gradients flow through the whole model, and 300
+    # reviews in one epoch leave little signal to spare.
+    model = build_classifier(vectorizer.vocabulary_size(), embed_dim=32, units=16,
+                             embed_dropout=0.0, head_dropout=0.0)
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.BinaryCrossentropy(from_logits=True))
     eval_ds = bucketed(ids, 64, 128, None)
     before = model.evaluate(eval_ds, verbose=0)
-    model.fit(bucketed(ids, 16, 128, 0), epochs=1, verbose=0)
+    model.fit(bucketed(ids, 8, 128, 0), epochs=1, verbose=0)
     after = model.evaluate(eval_ds, verbose=0)
-    assert after < before - 0.01, (before, after)
+    assert after < before - 0.02, (before, after)
 
 
 @pytest.fixture(scope="module")

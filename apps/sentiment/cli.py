@@ -60,7 +60,7 @@ APP = App(
         "Typical run: prepare, train, evaluate, export, then predict \"some review\"."
     ),
     prepare=_prepare, train=_train, evaluate=_evaluate, predict=_predict, export=_export,
-    defaults={"data": "imdb-csv", "epochs": 8, "batch_size": 64},
+    defaults={"data": "imdb-csv", "epochs": 4, "batch_size": 64},
     quick={"epochs": 2, "limit": 3000, "max_len": 200, "units": 48, "vocab_size": 10_000},
     data_help="imdb-csv (50k reviews from PyPI), tfds:imdb_reviews or aclimdb:PATH",
     predict_inputs_help="review texts; read from stdin (one per line) when omitted",

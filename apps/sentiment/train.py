@@ -44,12 +44,12 @@ HPARAMS: dict[str, Any] = {
     "max_len": 500,
     "embed_dim": 128,
     "units": 128,
-    "embed_dropout": 0.25,
-    "head_dropout": 0.4,
+    "embed_dropout": 0.4,
+    "head_dropout": 0.5,
     "learning_rate": 2e-3,
     "weight_decay": 1e-2,
     "clipnorm": 1.0,
-    "patience": 3,
+    "patience": 2,
 }
 BUCKETS = (64, 96, 128, 160, 192, 256, 320, 400)
 
@@ -200,15 +200,32 @@ def predict_proba(model: keras.Model, texts: list[str], batch_size: int = 128) -
     return probs
 
 
-def tfidf_baseline(train_texts, train_labels, test_texts, seed: int) -> tuple[np.ndarray, float]:
-    """Fit TF-IDF (1-2 grams) + logistic regression; return test predictions and seconds."""
+#: The baselines evaluate fits: scikit-learn's defaults (what a practitioner tries first,
+#: the 0.906 reference of the issue) and a tuned variant (sublinear tf, rare n-grams
+#: dropped, weaker regularisation), so the model is compared with the stronger of the two.
+BASELINES = {
+    "tfidf-1-2gram-logreg": ({"ngram_range": (1, 2)}, {}),
+    "tfidf-1-2gram-logreg-tuned": ({"ngram_range": (1, 2), "min_df": 2, "sublinear_tf": True},
+                                   {"C": 4.0}),
+}
+
+
+def tfidf_baseline(
+    train_texts, train_labels, test_texts, seed: int, name: str = "tfidf-1-2gram-logreg"
+) -> tuple[np.ndarray, float]:
+    """Fit a TF-IDF (1-2 grams) + logistic regression baseline from :data:`BASELINES`.
+
+    Returns:
+        (test predictions, seconds taken).
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
+    vec_args, clf_args = BASELINES[name]
     started = time.time()
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    vec = TfidfVectorizer(**vec_args)
     features = vec.fit_transform(train_texts)
-    clf = LogisticRegression(C=4.0, max_iter=1000, random_state=seed)
+    clf = LogisticRegression(max_iter=1000, random_state=seed, **clf_args)
     clf.fit(features, train_labels)
     return clf.predict(vec.transform(test_texts)), time.time() - started
 
@@ -235,10 +252,17 @@ def evaluate(args: argparse.Namespace) -> int:
     # it has no early stopping to feed), and is scored on the same test reviews.
     tr_texts, tr_labels = data.as_numpy(splits["train"])
     va_texts, va_labels = data.as_numpy(splits["validation"])
-    base_preds, base_seconds = tfidf_baseline(
-        tr_texts + va_texts, np.concatenate([tr_labels, va_labels]), test_texts, args.seed
-    )
-    base_accuracy = float((base_preds == test_labels).mean())
+    baselines = {}
+    for name in BASELINES:
+        print(f"fitting baseline {name}")
+        base_preds, base_seconds = tfidf_baseline(
+            tr_texts + va_texts, np.concatenate([tr_labels, va_labels]), test_texts,
+            args.seed, name,
+        )
+        baselines[name] = {"accuracy": float((base_preds == test_labels).mean()),
+                           "seconds": round(base_seconds, 1)}
+    base_accuracy = baselines["tfidf-1-2gram-logreg"]["accuracy"]
+    tuned_accuracy = baselines["tfidf-1-2gram-logreg-tuned"]["accuracy"]
 
     cm = confusion_matrix(test_labels, preds, labels=[0, 1])
     has_both = len(np.unique(test_labels)) == 2
@@ -249,9 +273,11 @@ def evaluate(args: argparse.Namespace) -> int:
         "f1": float(f1_score(test_labels, preds)),
         "roc_auc": float(roc_auc_score(test_labels, probs)) if has_both else None,
         "confusion_matrix": cm.tolist(), "class_names": list(CLASS_NAMES),
-        "baseline": {"name": "tfidf-1-2gram-logreg", "accuracy": base_accuracy,
-                     "seconds": round(base_seconds, 1)},
+        "baseline": {"name": "tfidf-1-2gram-logreg", **baselines["tfidf-1-2gram-logreg"]},
+        "baseline_tuned": {"name": "tfidf-1-2gram-logreg-tuned",
+                           **baselines["tfidf-1-2gram-logreg-tuned"]},
         "accuracy_minus_baseline": accuracy - base_accuracy,
+        "accuracy_minus_tuned_baseline": accuracy - tuned_accuracy,
         "params": int(model.count_params()),
         "train": {k: config.get(k) for k in
                   ("epochs", "batch_size", "best_epoch", "best_val_accuracy", "train_seconds",
@@ -269,8 +295,8 @@ def evaluate(args: argparse.Namespace) -> int:
                           title=f"IMDB test, accuracy {accuracy:.4f}")
     print(format_headline(f"sentiment: test set ({len(test_texts):,} reviews)", {
         "RNN accuracy": accuracy,
-        "TF-IDF+LR baseline": base_accuracy,
-        "difference": f"{accuracy - base_accuracy:+.4f}",
+        "TF-IDF+LR baseline": f"{base_accuracy:.4f} ({accuracy - base_accuracy:+.4f})",
+        "TF-IDF+LR tuned": f"{tuned_accuracy:.4f} ({accuracy - tuned_accuracy:+.4f})",
         "RNN ROC AUC": metrics["roc_auc"] if metrics["roc_auc"] is not None else "n/a",
         "reports": str(report),
     }))
