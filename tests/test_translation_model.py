@@ -108,7 +108,7 @@ def np_step(w, V, token, h, mem, mask, ext):
     """Reference decoder step for ONE hypothesis: log p over V + S, new h, attention."""
     e = w["emb"][token if token < V else 3]
     h = np.tanh(e @ w["Wx"] + h @ w["Wh"] + w["b"])
-    scores = np.where(mask, mem @ (h @ w["Wq"]), -1e9)
+    scores = np.where(mask, mem @ (h @ w["Wq"]) / np.sqrt(mem.shape[1]), -1e9)
     a = np.exp(scores - scores.max())
     a /= a.sum()
     c = a @ mem
