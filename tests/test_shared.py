@@ -161,6 +161,9 @@ def test_cli_dispatch_help_and_unknown():
 
     assert main(["--help"]) == 0
     assert main(["no-such-app"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # lazily imports apps.sentiment.cli
+        main(["sentiment", "train", "--help"])
+    assert exit_info.value.code == 0
 
 
 def test_app_cli_defaults_quick_and_errors(tmp_path, capsys):
