@@ -12,8 +12,9 @@ Run (on a shared machine, queue behind other heavy jobs):
 
     flock /tmp/rnnkit-cpu.lock .venv/bin/python benchmarks/layer_speed.py
 
-Options: ``--quick`` (fewer rounds/shapes), ``--rounds N``, ``--json PATH`` (also write the
-table as JSON, atomically).
+Options: ``--quick`` (only the two headline shapes), ``--cases 0,3`` (a subset),
+``--rounds N``, ``--budget SECONDS`` (timed seconds per layer and shape), ``--json PATH``
+(also write the table as JSON, atomically).
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the two headline shapes")
+    parser.add_argument("--cases", type=str, default=None,
+                        help="comma-separated case numbers to run (0-based; default all)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per shape")
     parser.add_argument("--budget", type=float, default=6.0,
                         help="seconds of timed calls per layer and shape")
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cases = QUICK_CASES if args.quick else CASES
+    if args.cases:
+        cases = [CASES[int(i)] for i in args.cases.split(",")]
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}, "
           f"{os.cpu_count()} CPUs")

@@ -176,11 +176,13 @@ def test_equivalence_larger_shapes(fallback_calls):
 
 
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_equivalence_long_sequences_pipelined(return_sequences, fallback_calls):
-    # Long enough (T >= 64) for the chunked software pipeline of the fused path.
-    from rnnkit.layers._fused import _chunk_bounds
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_equivalence_long_sequences(return_sequences, chunks, fallback_calls, monkeypatch):
+    # Long enough (T >= 64) for the chunked software pipeline (RNNKIT_FUSED_CHUNKS) too.
+    from rnnkit.layers import _fused
 
-    assert len(_chunk_bounds(70)) > 1
+    monkeypatch.setattr(_fused, "_CHUNKS", chunks)
+    assert len(_fused._chunk_bounds(70)) == (1 if chunks == 1 else 4)
     _check_equivalence(units=8, batch=4, steps=70, features=5, masked=True,
                        go_backwards=return_sequences, return_sequences=return_sequences,
                        return_state=True)

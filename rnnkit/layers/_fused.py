@@ -141,7 +141,7 @@ def _use_xla() -> bool:
 
 # Steps per chunk of the software pipeline (see _chunk_bounds). RNNKIT_FUSED_CHUNKS=1
 # disables pipelining.
-_CHUNKS = max(1, int(os.environ.get("RNNKIT_FUSED_CHUNKS", "4")))
+_CHUNKS = max(1, int(os.environ.get("RNNKIT_FUSED_CHUNKS", "1")))
 
 
 def _chunk_bounds(steps: int | None) -> list[tuple[int, int]]:
@@ -181,7 +181,8 @@ def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xl
         shape = tf.shape(xk)
         y = tf.matmul(tf.reshape(xk, [-1, shape[2]]), wx)
         if b is not None:
-            y = y + b
+            # BiasAdd (not AddV2): Grappler fuses MatMul+BiasAdd into one oneDNN kernel.
+            y = tf.nn.bias_add(y, b)
         return tf.reshape(y, [shape[0], shape[1], units])
 
     def chunk(t, s, e):
