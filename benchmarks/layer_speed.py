@@ -30,14 +30,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from rnnkit import SimpleRecurrentLayer  # noqa: E402
+from rnnkit import SimpleRecurrentLayer
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = QUICK_CASES if args.quick else CASES
     if args.cases:
-        cases = [CASES[int(i)] for i in args.cases.split(",")]
+        picked = [int(i) for i in args.cases.split(",")]
+        bad = [i for i in picked if not 0 <= i < len(CASES)]
+        if bad:
+            parser.error(f"--cases: no case {bad}; there are {len(CASES)} (0..{len(CASES) - 1})")
+        cases = [CASES[i] for i in picked]
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}, "
           f"{os.cpu_count()} CPUs")

@@ -3,11 +3,11 @@ SimpleRNN (outputs and gradients, on the fused fast path), masking, options, err
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import rnnkit
 from rnnkit import SimpleRecurrentCell, SimpleRecurrentLayer
 from rnnkit.layers import SimpleRecurrentLayer as LayerFromSubpackage

@@ -12,8 +12,9 @@ Backward (hand-written, ``tf.custom_gradient``), with ``g`` the running dL/dh:
     g       = m_t ? dz_t W_h^T : g           (dL/dh_{t-1})
 
 then ``dW_x = X^T dZ``, ``dW_h = H_prev^T dZ``, ``db = sum dZ`` and ``dX = dZ W_x^T`` as
-GEMMs/sums over all steps. Long sequences are cut into a few chunks so that the GEMMs of
-one chunk run (on TensorFlow's executor) while the loop of the next chunk runs.
+GEMMs/sums over all steps. Optionally (``RNNKIT_FUSED_CHUNKS=N``) long sequences are cut
+into chunks so that the GEMMs of one chunk can run (on TensorFlow's executor) while the
+loop of the next chunk runs; off by default as it did not pay on 2 shared CPU cores.
 
 The two loops are XLA-compiled when the time axis is static, except in graphs traced for
 a SavedModel (see :func:`xla_loops`); otherwise they are plain ``tf.while_loop``s. Both are

@@ -17,9 +17,10 @@ generic per-step loop with a fused kernel (see :func:`fused_elman`): one GEMM pr
 the inputs of all steps, a lean ``tf.while_loop`` runs the recurrence, and a hand-written
 backward pass (``tf.custom_gradient``) does only ``dz_t = dh_t * f'(z_t)`` and
 ``dh_{t-1} += dz_t W_h^T`` per step, with the weight gradients computed as single GEMMs
-after the loop. The loops are compiled with XLA where that pays (CPU and GPU alike).
-It is used when all of these hold; otherwise the layer falls back to Keras's loop (same
-results, slower):
+after the loop. The loops are XLA-compiled when the time axis is static (CPU and GPU
+alike), except in graphs traced for a SavedModel, which stay XLA-free
+(see ``rnnkit.layers.xla_loops``). The fast path is used when all of these hold;
+otherwise the layer falls back to Keras's loop (same results, slower):
 
 * the Keras backend is TensorFlow;
 * the activation is ``tanh``, ``sigmoid``, ``relu`` or linear (``None``/``"linear"``);
@@ -422,13 +423,15 @@ class SimpleRecurrentLayer(keras.layers.RNN):
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def _fused_supported(self, training: Any) -> bool:
+        """Whether this call can take the fused path (see the module docstring)."""
         if not self.use_fused or self.unroll or keras.backend.backend() != "tensorflow":
             return False
         if _activation_name(self.cell.activation) is None:
             return False
-        if self.cell.recurrent_dropout > 0 and training is not False and training is not None:
-            return False
-        return True
+        # Recurrent dropout multiplies h_{t-1} inside the step: only Keras's loop does that.
+        training_on = training is not None and training is not False  # a tensor counts as on
+        recurrent_dropout_active = self.cell.recurrent_dropout > 0 and training_on
+        return not recurrent_dropout_active
 
     def inner_loop(self, sequences: Any, initial_state: Any, mask: Any, training: Any = False):
         """Run the recurrence; returns ``(last_output, outputs, states)`` like ``backend.rnn``.
