@@ -78,10 +78,13 @@ def _pair(units, **kwargs):
     return ours, theirs
 
 
-def _run_with_grads(layer, x, h0, mask, weights_seed, graph=False):
-    """Outputs (flattened list) and gradients w.r.t. x, h0 and every trainable weight."""
+def _run_with_grads(layer, x, h0, mask, weights_seed, graph=False, dynamic=False):
+    """Outputs (flattened list) and gradients w.r.t. x, h0 and every trainable weight.
 
-    def compute(x, h0):
+    ``graph``: inside a tf.function; ``dynamic``: traced with unknown batch and time axes.
+    """
+
+    def compute(x, h0, mask=None):
         with tf.GradientTape() as tape:
             tape.watch([x, h0])
             result = layer(x, initial_state=h0, mask=mask, training=True)
@@ -89,14 +92,21 @@ def _run_with_grads(layer, x, h0, mask, weights_seed, graph=False):
             # A loss that weights every output element differently.
             loss = 0.0
             for i, r in enumerate(result):
-                w = tf.sin(tf.reshape(tf.range(tf.size(r), dtype=r.dtype), r.shape) + i)
+                w = tf.sin(tf.reshape(tf.range(tf.size(r), dtype=r.dtype), tf.shape(r)) + i)
                 loss += tf.reduce_sum(r * w)
         grads = tape.gradient(loss, [x, h0] + layer.trainable_weights)
         return result, grads
 
+    if dynamic:
+        signature = [tf.TensorSpec([None, None, x.shape[2]], x.dtype),
+                     tf.TensorSpec([None, h0.shape[1]], h0.dtype)]
+        if mask is not None:
+            signature.append(tf.TensorSpec([None, None], tf.bool))
+        traced = tf.function(compute, input_signature=signature)
+        return traced(x, h0) if mask is None else traced(x, h0, mask)
     if graph:
         compute = tf.function(compute)
-    return compute(x, h0)
+    return compute(x, h0, mask)
 
 
 def _assert_close(a, b, what):
@@ -108,7 +118,7 @@ def _assert_close(a, b, what):
 
 
 def _check_equivalence(units=6, batch=5, steps=7, features=3, masked=False, seed=0,
-                       graph=False, with_initial_state=True, **kwargs):
+                       graph=False, dynamic=False, with_initial_state=True, **kwargs):
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.normal(size=(batch, steps, features)).astype("float32"))
     h0 = tf.constant(0.5 * rng.normal(size=(batch, units)).astype("float32"))
@@ -126,9 +136,9 @@ def _check_equivalence(units=6, batch=5, steps=7, features=3, masked=False, seed
     theirs.set_weights(ours.get_weights())
     init = h0 if with_initial_state else None
     out_a, grads_a = _run_with_grads(ours, x, init if init is not None else h0 * 0, mask, seed,
-                                     graph)
+                                     graph, dynamic)
     out_b, grads_b = _run_with_grads(theirs, x, init if init is not None else h0 * 0, mask,
-                                     seed, graph)
+                                     seed, graph, dynamic)
     assert len(out_a) == len(out_b)
     for i, (a, b) in enumerate(zip(out_a, out_b)):
         _assert_close(a, b, f"output {i}")
@@ -189,6 +199,35 @@ def test_equivalence_long_sequences(return_sequences, chunks, fallback_calls, mo
     _check_equivalence(units=8, batch=4, steps=70, features=5, activation="relu",
                        return_sequences=return_sequences, graph=True)
     assert fallback_calls == []
+
+
+@pytest.mark.parametrize("steps", [37, 64])
+@pytest.mark.parametrize("xla", [True, False])
+def test_equivalence_unknown_time_axis(steps, xla, fallback_calls, monkeypatch):
+    # Graphs traced with T=None: time-bucketed XLA loops (padded to a multiple of 32 steps,
+    # stopping at the real length), or the plain loops (as in exported SavedModels).
+    from rnnkit.layers import _fused, xla_loops
+
+    bucketed_calls = []
+    original = _fused._bucketed
+
+    def spy(*args):
+        bucketed_calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_fused, "_bucketed", spy)
+    with xla_loops(xla):
+        _check_equivalence(units=8, batch=3, steps=steps, features=5, masked=True,
+                           dynamic=True, return_sequences=True, return_state=True,
+                           go_backwards=True, seed=steps)
+        _check_equivalence(units=8, batch=3, steps=steps, features=5, dynamic=True,
+                           return_sequences=False, return_state=True, activation="relu",
+                           zero_output_for_mask=False, seed=steps + 1)
+        _check_equivalence(units=8, batch=3, steps=steps, features=5, masked=True,
+                           dynamic=True, zero_output_for_mask=True, return_sequences=False,
+                           seed=steps + 2)
+    assert fallback_calls == []
+    assert len(bucketed_calls) == (3 if xla else 0)
 
 
 def test_fallback_options_match_keras(fallback_calls):

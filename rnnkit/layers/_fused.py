@@ -56,10 +56,15 @@ def _activation_grad(name: str, g: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
     return g
 
 
-def _forward_loop(xw, h0, wh, mask, activation: str):
-    """All states ``hs (T, B, H)`` of the recurrence over time-major ``xw (T, B, H)``."""
-    steps = tf.shape(xw)[0]
-    out_ta = tf.TensorArray(xw.dtype, size=steps, element_shape=h0.shape)
+def _forward_loop(xw, h0, wh, mask, activation: str, steps=None):
+    """All states ``hs (T, B, H)`` of the recurrence over time-major ``xw (T, B, H)``.
+
+    With ``steps`` (a scalar tensor), only the first ``steps`` rows of a time-padded ``xw``
+    are processed; the rows after them in the result are zeros.
+    """
+    size = tf.shape(xw)[0]
+    steps = size if steps is None else steps
+    out_ta = tf.TensorArray(xw.dtype, size=size, element_shape=h0.shape)
 
     def body(t, h, out_ta):
         z = xw[t] + tf.matmul(h, wh)
@@ -77,15 +82,17 @@ def _forward_loop(xw, h0, wh, mask, activation: str):
     return out_ta.stack()
 
 
-def _backward_loop(dhs, g_last, hs, wh, mask, activation: str):
+def _backward_loop(dhs, g_last, hs, wh, mask, activation: str, steps=None):
     """``(dZ (T, B, H), dL/dh0)`` for the upstream gradients of the states.
 
     ``g_last`` is dL/dh of the chunk's last state coming from later steps; ``dhs`` holds
     dL/dh_t of every step's output (``return_sequences``), or is None when only the last
-    state was used.
+    state was used. With ``steps``, only the first ``steps`` rows of time-padded
+    ``hs``/``mask`` are used (``dZ`` is zero after them).
     """
-    steps = tf.shape(hs)[0]
-    dz_ta = tf.TensorArray(hs.dtype, size=steps, element_shape=hs.shape[1:])
+    size = tf.shape(hs)[0]
+    steps = size if steps is None else steps
+    dz_ta = tf.TensorArray(hs.dtype, size=size, element_shape=hs.shape[1:])
 
     def body(t, g, dz_ta):
         if dhs is not None:
@@ -145,6 +152,11 @@ def _use_xla() -> bool:
 _CHUNKS = max(1, int(os.environ.get("RNNKIT_FUSED_CHUNKS", "1")))
 
 
+# With an unknown time axis, the XLA loops run on inputs padded to a multiple of this many
+# steps (stopping at the real length), so XLA compiles once per bucket, not per length.
+_TIME_BUCKET = 32
+
+
 def _chunk_bounds(steps: int | None) -> list[tuple[int, int]]:
     """Split ``steps`` into pipeline chunks: a short first chunk, then equal ones.
 
@@ -165,15 +177,45 @@ def _chunk_bounds(steps: int | None) -> list[tuple[int, int]]:
     return bounds
 
 
+def _bucketed(forward, backward):
+    """XLA loops for an unknown time axis: pad time to a multiple of ``_TIME_BUCKET``.
+
+    The loops stop at the real length, so the padding costs no steps and needs no mask;
+    XLA then compiles once per (batch, bucket) shape instead of once per length.
+    """
+
+    def pad(t, steps, value=0):
+        extra = (-steps) % _TIME_BUCKET
+        return tf.pad(t, [[0, extra]] + [[0, 0]] * (len(t.shape) - 1), constant_values=value)
+
+    def forward_bucketed(xw, h0, wh, mask, activation):
+        steps = tf.shape(xw)[0]
+        padded_mask = None if mask is None else pad(mask, steps, False)
+        # Keep the padded states: the backward pass takes them as they are.
+        hs_padded = forward(pad(xw, steps), h0, wh, padded_mask, activation, steps)
+        return hs_padded[:steps], hs_padded
+
+    def backward_bucketed(dhs, g_last, hs_padded, wh, mask, activation, steps):
+        padded_mask = None if mask is None else pad(mask, steps, False)
+        dz, dh0 = backward(dhs, g_last, hs_padded, wh, padded_mask, activation, steps)
+        return dz[:steps], dh0
+
+    return forward_bucketed, backward_bucketed
+
+
 def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xla: bool):
     """Projection + recurrence over time-major ``x (T, B, D)`` with the hand-written gradient.
 
     Returns every state ``hs (T, B, H)`` if ``return_all``, else only the last ``(B, H)``
     (then the backward pass needs no dense all-steps upstream gradient).
     """
-    forward, backward = (
-        (_forward_xla, _backward_xla) if use_xla else (_forward_loop, _backward_loop)
-    )
+    bucketed = use_xla and x.shape[0] is None
+    if bucketed:
+        forward, backward = _bucketed(_forward_xla, _backward_xla)
+    elif use_xla:
+        forward, backward = _forward_xla, _backward_xla
+    else:
+        forward, backward = _forward_loop, _backward_loop
     bounds = _chunk_bounds(x.shape[0])
     units = wh.shape[-1]
     has_bias = b is not None
@@ -195,10 +237,13 @@ def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xl
         # from asking the compiled loops for their intermediates (XLA cannot export them).
         x, h0, wx, wh = (tf.stop_gradient(a) for a in args[:4])
         b = tf.stop_gradient(args[4]) if has_bias else None
-        h, h_in, hs = h0, [], []
+        h, h_in, hs, hs_saved = h0, [], [], []
         for s, e in bounds:
             xw = project(chunk(x, s, e), wx, b)
             hk = forward(xw, h, wh, None if mask is None else chunk(mask, s, e), activation)
+            if bucketed:
+                hk, padded = hk
+                hs_saved.append(padded)
             # Compiled functions are traced shape-generic (reduce_retracing); restore the
             # static shape Keras needs to build the following layers.
             hk.set_shape(xw.shape)
@@ -217,7 +262,10 @@ def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xl
                 s, e = bounds[k]
                 dhs = chunk(upstream, s, e) if return_all else None
                 mk = None if mask is None else chunk(mask, s, e)
-                dz, g = backward(dhs, g, hs[k], wh, mk, activation)
+                if bucketed:
+                    dz, g = backward(dhs, g, hs_saved[k], wh, mk, activation, tf.shape(x)[0])
+                else:
+                    dz, g = backward(dhs, g, hs[k], wh, mk, activation)
                 dz.set_shape(hs[k].shape)
                 g.set_shape(h0.shape)
                 # Per chunk: the weight gradients as GEMMs over all its steps at once;
@@ -289,10 +337,9 @@ def elman_sequence(
     if go_backwards:
         x = tf.reverse(x, [0])
     b = None if bias is None else _as_tensor(bias, dtype)
-    # XLA compiles one program per input shape. With a static time axis that is one compile
-    # per traced graph; an unknown one (a dataset of varying lengths, traced once with
-    # T=None) would recompile for every new length, so those graphs use the plain loops.
-    use_xla = _use_xla() and sequences.shape[1] is not None
+    # XLA compiles one program per input shape: with an unknown time axis (a dataset of
+    # varying lengths, traced once with T=None) the loops run time-bucketed (_bucketed).
+    use_xla = _use_xla()
 
     time_mask = None
     if mask is not None:
