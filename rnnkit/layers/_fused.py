@@ -16,9 +16,10 @@ GEMMs/sums over all steps. Optionally (``RNNKIT_FUSED_CHUNKS=N``) long sequences
 into chunks so that the GEMMs of one chunk can run (on TensorFlow's executor) while the
 loop of the next chunk runs; off by default as it did not pay on 2 shared CPU cores.
 
-The two loops are XLA-compiled when the time axis is static, except in graphs traced for
-a SavedModel (see :func:`xla_loops`); otherwise they are plain ``tf.while_loop``s. Both are
-standard TensorFlow ops only (MatMul, TanhGrad, While, TensorArray, ...).
+The two loops are XLA-compiled (for an unknown time axis: on inputs padded to a multiple
+of 32 steps, see :func:`_bucketed`), except in graphs traced for a SavedModel (see
+:func:`xla_loops`), where they are plain ``tf.while_loop``s of standard TensorFlow ops
+only (MatMul, TanhGrad, While, TensorArray, ...).
 """
 
 from __future__ import annotations

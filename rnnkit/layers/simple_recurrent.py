@@ -17,8 +17,8 @@ generic per-step loop with a fused kernel (see :func:`fused_elman`): one GEMM pr
 the inputs of all steps, a lean ``tf.while_loop`` runs the recurrence, and a hand-written
 backward pass (``tf.custom_gradient``) does only ``dz_t = dh_t * f'(z_t)`` and
 ``dh_{t-1} += dz_t W_h^T`` per step, with the weight gradients computed as single GEMMs
-after the loop. The loops are XLA-compiled when the time axis is static (CPU and GPU
-alike), except in graphs traced for a SavedModel, which stay XLA-free
+after the loop. The loops are XLA-compiled (CPU and GPU alike; time-bucketed when the
+time axis is unknown), except in graphs traced for a SavedModel, which stay XLA-free
 (see ``rnnkit.layers.xla_loops``). The fast path is used when all of these hold;
 otherwise the layer falls back to Keras's loop (same results, slower):
 
