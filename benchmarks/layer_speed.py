@@ -5,8 +5,9 @@ For each benchmarked shape, both layers sit in the same small model
 alternately (round-robin, several rounds) in one process, so machine load hits both alike.
 Training = one compiled step (forward, loss, hand-written or autodiff backward, Adam update);
 inference = one compiled forward call. Reported: median ms per step over the rounds, the
-speed-up (Keras time / rnnkit time) and the achieved GFLOP/s of the recurrent layer's
-arithmetic (training counts forward + backward = 3x the forward matmul FLOPs).
+speed-up (median over rounds of Keras time / rnnkit time within the round, with its min-max),
+the achieved GFLOP/s of the recurrent layer's arithmetic (training counts forward +
+backward = 3x the forward matmul FLOPs), and the spread of rnnkit's per-round times.
 
 Run (on a shared machine, queue behind other heavy jobs):
 
@@ -156,11 +157,16 @@ def bench_case(case: Case, rounds: int, budget_s: float) -> dict:
         for name, fn in steps.items():
             samples[name].append(time_calls(fn, x, y, calls))
     ms = {name: statistics.median(values) for name, values in samples.items()}
+    # Each round times both layers back to back, so a per-round ratio sees (nearly) the same
+    # machine load on both sides; its median is robust to load drifting between rounds.
+    ratios = [k / r for k, r in zip(samples["keras"], samples["rnnkit"])]
     return {
         "case": case.label,
         "rnnkit_ms": ms["rnnkit"],
         "keras_ms": ms["keras"],
-        "speedup": ms["keras"] / ms["rnnkit"],
+        "speedup": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
         "rnnkit_gflops": case.flops / ms["rnnkit"] / 1e6,
         "keras_gflops": case.flops / ms["keras"] / 1e6,
         "spread_pct": 100.0 * (max(samples["rnnkit"]) - min(samples["rnnkit"])) / ms["rnnkit"],
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
           f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}, "
           f"{os.cpu_count()} CPUs")
     header = (f"{'case':44s} {'rnnkit ms':>10s} {'keras ms':>10s} {'speed-up':>9s} "
-              f"{'rnnkit GF/s':>12s} {'keras GF/s':>11s} {'spread':>7s}")
+              f"{'(min-max)':>12s} {'rnnkit GF/s':>12s} {'keras GF/s':>11s} {'spread':>7s}")
     print(header)
     print("-" * len(header))
     results = []
@@ -198,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_case(case, args.rounds, args.budget)
         results.append(r)
         print(f"{r['case']:44s} {r['rnnkit_ms']:10.2f} {r['keras_ms']:10.2f} "
-              f"{r['speedup']:8.2f}x {r['rnnkit_gflops']:12.1f} {r['keras_gflops']:11.1f} "
+              f"{r['speedup']:8.2f}x {r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}x "
+              f"{r['rnnkit_gflops']:12.1f} {r['keras_gflops']:11.1f} "
               f"{r['spread_pct']:6.0f}%", flush=True)
     if args.json:
         tmp = args.json.with_name(f".{args.json.name}.tmp-{os.getpid()}")
