@@ -167,6 +167,9 @@ class CaptionServer(tf.Module):
         super().__init__(name="captioner")
         self.captioner = captioner
         self.cnn = backbone.model
+        # Keras 3 layers keep their tf.Variables behind wrappers; list the backing variables
+        # so the SavedModel restores them (TF Serving's loader reads only tracked ones).
+        self.model_variables = [w.value for w in captioner.weights + backbone.model.weights]
         self._preprocess = backbone.preprocess
         self.size = int(backbone.image_size)
         self.words = tf.constant(vocab.itos)

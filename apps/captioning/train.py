@@ -107,7 +107,7 @@ def _dataset(prep: Prepared, split: str, vocab, max_len: int, batch_size: int,
 def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed: int,
           quick: bool = False, limit: int | None = None, strategy: str = "default",
           backbone: str = "efficientnet_lite0", units: int = 512, embed_dim: int = 256,
-          learning_rate: float = 2e-3, patience: int = 4, dropout: float = 0.3,
+          learning_rate: float = 2e-3, patience: int = 6, dropout: float = 0.3,
           label_smoothing: float = 0.1, monitor: str = "val_masked_accuracy") -> dict[str, Any]:
     """Trains the decoder on cached features and saves the model and its vocabulary.
 
