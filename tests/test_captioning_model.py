@@ -47,7 +47,7 @@ def test_vocabulary_round_trip():
 
 def _numpy_greedy(model: Captioner, grid, pooled, max_len: int):
     """Reference greedy decoder written with numpy only, from the model's weights."""
-    w = lambda layer: [np.asarray(x) for x in layer.weights]  # noqa: E731
+    w = lambda layer: [np.asarray(x) for x in layer.weights]
     W0, b0 = w(model.init_state)
     Wg, bg = w(model.grid_proj)
     (E,) = w(model.embedding)

@@ -51,8 +51,9 @@ import os
 import random
 import re
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def head_noun(caption: str) -> str | None:
 def noun_matches(head: str, caption: str) -> bool:
     """True when ``head`` (or its singular/plural) is a word of ``caption``."""
     words = set(tokenize(caption))
-    variants = {head, head + "s", head + "es", head[:-1] if head.endswith("s") else head}
+    variants = {head, head + "s", head + "es", head.removesuffix("s")}
     return bool(words & variants)
 
 
@@ -415,7 +416,7 @@ def _tfds():
     return tfds
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_builder_class():
     """Defines the TFDS builder lazily (importing tensorflow_datasets is slow), once:
     TFDS registers builder classes by name and refuses a second definition."""
@@ -803,7 +804,6 @@ def cached_features(split: Split, key: str, backbone, batch_size: int = 32
         pass
     target = _features_path(key)
     grid, pooled = compute_features(split, backbone, batch_size, desc=key)
-    with atomic_path(target, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, grid=grid, pooled=pooled, n=np.int64(len(split)))
+    with atomic_path(target, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, grid=grid, pooled=pooled, n=np.int64(len(split)))
     return grid, pooled

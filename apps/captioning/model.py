@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from rnnkit import SimpleRecurrentLayer
 
@@ -43,7 +42,7 @@ class Vocabulary:
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], min_count: int = 1) -> Vocabulary:
         """Words seen at least ``min_count`` times, most frequent first (ties alphabetical)."""
         counts = Counter(w for c in captions for w in c.split())
         words = sorted((w for w, n in counts.items() if n >= min_count),
@@ -79,7 +78,7 @@ class Vocabulary:
         return json.dumps(self.itos[len(SPECIALS):])
 
     @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
+    def from_json(cls, text: str) -> Vocabulary:
         return cls(json.loads(text))
 
 

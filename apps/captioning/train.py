@@ -128,8 +128,13 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
     """
     import keras
 
-    from apps.captioning.model import (Captioner, Vocabulary, make_masked_loss, masked_accuracy,
-                                       save_config)
+    from apps.captioning.model import (
+        Captioner,
+        Vocabulary,
+        make_masked_loss,
+        masked_accuracy,
+        save_config,
+    )
     from rnnkit import reports, training
 
     t0 = time.time()
@@ -264,8 +269,8 @@ def evaluate(output: Path, *, data: str | None = None, seed: int = 1337,
     prep = prepare_features(data, quick, limit, seed, cfg.get("backbone", "efficientnet_lite0"))
     test = prep.splits["test"]
     t0 = time.time()
-    beam, beam_scores, atts = generate(model, vocab, prep.grid["test"], prep.pooled["test"],
-                                       "beam", beam_width)
+    beam, _, _ = generate(model, vocab, prep.grid["test"], prep.pooled["test"],
+                          "beam", beam_width)
     greedy, _, _ = generate(model, vocab, prep.grid["test"], prep.pooled["test"], "greedy")
     decode_s = time.time() - t0
     nn = nearest_neighbour_captions(prep.pooled["train"], prep.splits["train"].references,

@@ -8,8 +8,8 @@ from Google's servers on first use).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 
@@ -20,12 +20,12 @@ from rnnkit.backbones.efficientnet_lite import (
 )
 
 __all__ = [
+    "KERAS_APPLICATIONS",
     "Backbone",
-    "get_backbone",
     "build_efficientnet_lite0",
     "efficientnet_lite0",
+    "get_backbone",
     "read_legacy_torch_checkpoint",
-    "KERAS_APPLICATIONS",
 ]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
