@@ -72,6 +72,7 @@ def plot_history(
                         label="validation" if key.startswith("val_") else "train")
         ax.set_title(base)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
