@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnnkit.atomic import atomic_write_json
+from rnnkit.layers import xla_loops
 
 __all__ = [
     "export_saved_model",
@@ -122,8 +123,12 @@ def export_saved_model(
         module: the tf.Module (or Keras model) to save; keep everything the signatures
             need tracked on it.
         export_base: the model's export folder, e.g. ``saved_models/sentiment``.
-        signatures: signature name -> concrete function (or ``tf.function`` with an input
-            signature); include ``"serving_default"``.
+        signatures: signature name -> ``tf.function`` with an input signature (or a
+            concrete function); include ``"serving_default"``. Pass the ``tf.function``
+            itself: it is traced here with the layer's XLA loops switched off, because
+            TF Serving does not run XLA-compiled functions by default. A function traced
+            earlier (outside this call) may hold XLA loops, which the servable check
+            rejects.
         version: the integer version; default: highest existing + 1 (1 for the first).
         metrics: evaluation metrics copied to ``assets.extra/metrics.json``.
         warmup_requests: TF Serving warmup requests (input name -> array, one dict per
@@ -150,7 +155,11 @@ def export_saved_model(
     tmp = base / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tf.saved_model.save(module, str(tmp), signatures=dict(signatures))
+        with xla_loops(False):
+            concrete = {name: (fn.get_concrete_function()
+                               if hasattr(fn, "get_concrete_function") else fn)
+                        for name, fn in signatures.items()}
+            tf.saved_model.save(module, str(tmp), signatures=concrete)
         extra = tmp / "assets.extra"
         extra.mkdir(parents=True, exist_ok=True)
         if metrics is not None:

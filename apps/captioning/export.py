@@ -242,6 +242,6 @@ def export(output: Path, export_dir: Path, version: int | None = None,
     warmup = [{"image_bytes": np.array([buf.getvalue()], dtype=object)}]
     return export_saved_model(
         server, export_dir,
-        signatures={"serving_default": server.serve_bytes.get_concrete_function(),
-                    "caption_images": server.serve_images.get_concrete_function()},
+        signatures={"serving_default": server.serve_bytes,
+                    "caption_images": server.serve_images},
         version=version, metrics=metrics, warmup_requests=warmup)

@@ -57,7 +57,7 @@ def export(args: argparse.Namespace) -> int:
               "an evaluation card")
     module = SentimentServable(model)
     path = export_saved_model(
-        module, args.export_dir, {"serving_default": module.serve.get_concrete_function()},
+        module, args.export_dir, {"serving_default": module.serve},
         version=args.version, metrics=metrics,
         warmup_requests=[{"text": np.array(WARMUP_TEXTS, dtype=object)}],
     )
