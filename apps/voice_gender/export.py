@@ -155,8 +155,7 @@ def export(args: argparse.Namespace) -> int:
     module = VoiceServing(model, names)
     path = export_saved_model(
         module, args.export_dir,
-        {"serving_default": module.serve_waveform.get_concrete_function(),
-         "serving_wav": module.serve_wav.get_concrete_function()},
+        {"serving_default": module.serve_waveform, "serving_wav": module.serve_wav},
         version=args.version, metrics=metrics, warmup_requests=warmup_requests())
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     print(f"exported {path} ({size / 1e6:.2f} MB, classes {names})")
