@@ -143,6 +143,12 @@ class LoadedVersion:
             raise invalid(f"model {self.name!r} rejected the input: {_short_tf_message(exc)}") from None
         except tf.errors.OpError as exc:
             raise ServingError("INTERNAL", f"model {self.name!r} failed: {_short_tf_message(exc)}") from None
+        except UnicodeDecodeError as exc:
+            # TF could not turn an error message that quotes the (binary) input into str: the
+            # op failed on the input, so it is the request's fault.
+            raw = exc.object if isinstance(exc.object, bytes) else b""
+            text = raw.decode("utf-8", "replace").split("\n\t [[")[0][:300]
+            raise invalid(f"model {self.name!r} rejected the input: {text}") from None
 
     def _batcher(self, key: str) -> Batcher:
         with self._batchers_lock:
