@@ -75,6 +75,5 @@ def export(output: Path, export_base: Path, version: int | None = None) -> Path:
     warmup = [{"text": np.array([b"Abre un documento nuevo.", b"Vaya a Ver \xe2\x96\xb8 Barra de herramientas"])}]
     return export_saved_model(
         module, export_base,
-        signatures={"serving_default": module.serve.get_concrete_function(),
-                    "attention": module.serve_attention.get_concrete_function()},
+        signatures={"serving_default": module.serve, "attention": module.serve_attention},
         version=version, metrics=metrics, warmup_requests=warmup)
