@@ -264,6 +264,20 @@ def check_servable(
         for fn in library.function:
             for node in fn.node_def:
                 visit(node.op, fn.signature.name)
+    # TF Serving runs XLA-compiled functions only with --xla_cpu_compilation_enabled.
+    xla_functions = sorted(
+        fn.signature.name
+        for mg in sm.meta_graphs
+        for fn in mg.graph_def.library.function
+        if "_XlaMustCompile" in fn.attr and fn.attr["_XlaMustCompile"].b
+    )
+    if xla_functions:
+        shown = ", ".join(xla_functions[:3]) + (
+            f" and {len(xla_functions) - 3} more" if len(xla_functions) > 3 else "")
+        problems.append(
+            f"{len(xla_functions)} XLA-compiled function(s) ({shown}): TF Serving runs them only "
+            "with --xla_cpu_compilation_enabled; trace serving functions under "
+            "rnnkit.layers.xla_loops(False) (rnnkit.export.export_saved_model does)")
     if offenders:
         lines = []
         for op in sorted(offenders):

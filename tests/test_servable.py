@@ -145,3 +145,34 @@ def test_failing_warmup_record_rejected(tmp_path):
                           [{"image_bytes": np.array([b"not an image"], dtype=object)}])
     with pytest.raises(NotServableError, match="warmup record 0 fails in TF Serving's session loader"):
         check_servable(v)
+
+
+def test_xla_compiled_loops_rejected_and_export_avoids_them(tmp_path):
+    import keras
+
+    import rnnkit
+    from rnnkit.export import export_saved_model, keras_variables
+
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, rnnkit.SimpleRecurrentLayer(4)(inputs))
+
+    class Serve(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.model_variables = keras_variables(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"h": self.model(x)}
+
+    # Traced by hand outside any save: the fused loops are XLA-compiled for speed.
+    eager = Serve()
+    p = _save(eager, tmp_path / "xla", {"serving_default": eager.serve.get_concrete_function()})
+    with pytest.raises(NotServableError, match="XLA-compiled"):
+        check_servable(p)
+
+    # export_saved_model traces the signatures itself, with the XLA loops off.
+    fresh = Serve()
+    path = export_saved_model(fresh, tmp_path / "export", {"serving_default": fresh.serve})
+    check_servable(path)

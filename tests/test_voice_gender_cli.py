@@ -136,9 +136,9 @@ def test_served_by_rnnkit_serve(run, tmp_path):
                                    want["probabilities"].numpy()[0], atol=0.02)
         status, body = c.post("/v1/models/voice_gender:predict",
                               {"instances": [{"waveform": [0.1, float("nan")] * 800, "length": 1600}]})
-        # A model error is a client error, and the server keeps serving. (The message text
-        # is up to the server: rnnkit serve currently forwards only its first line.)
+        # A model error is a client error naming the problem, and the server keeps serving.
         assert status == 400, (status, body)
+        assert "NaN" in body["error"], body
         status, _ = c.post("/v1/models/voice_gender:predict",
                            {"instances": [{"waveform": clip.tolist(), "length": 16000}]})
         assert status == 200

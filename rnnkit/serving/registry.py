@@ -33,10 +33,23 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 def _short_tf_message(exc: Exception) -> str:
-    """First line of a TF error, without the graph-node trailer TF appends."""
+    """The cause of a TF error, without the header, traceback and node trailer TF adds.
+
+    Errors raised inside a graph read "Graph execution error:", then "Detected at node
+    ..." and a Python traceback, then the message the model wrote (an assert's text, a
+    decoder's complaint), then "\t [[{{node ...}}]]": the client needs only that message.
+    """
     msg = getattr(exc, "message", None) or str(exc)
-    msg = msg.split("\n\t [[")[0].split("\n\n")[0].strip()
-    return msg
+    msg = msg.split("\n\t [[")[0]
+    lines = [ln.strip() for ln in msg.splitlines()
+             if ln.strip() and not ln.startswith((" ", "\t"))]
+    causes = [ln for ln in lines
+              if ln not in ("Graph execution error:", "<stack traces unavailable>")
+              and not ln.startswith("Detected at node")]
+    text = causes[-1] if causes else (lines[0] if lines else type(exc).__name__)
+    # Eager errors wrap the same message in "{{function_node ...}} ... [Op:Name]".
+    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[\w.]+\]$", "", text)
 
 
 class LoadedVersion:
