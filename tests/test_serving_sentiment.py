@@ -59,7 +59,7 @@ def _export(run: Path, export_base: Path) -> Path:
     if not hasattr(module, "model_variables"):
         module.model_variables = [w.value for w in model.weights]
     return export_saved_model(
-        module, export_base, {"serving_default": module.serve.get_concrete_function()},
+        module, export_base, {"serving_default": module.serve},
         warmup_requests=[{"text": np.array(WARMUP_TEXTS, dtype=object)}],
     )
 

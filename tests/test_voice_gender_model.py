@@ -57,8 +57,7 @@ def trained(tmp_path_factory):
     module = VoiceServing(model, ["female", "male"])
     path = export_saved_model(
         module, root / "saved",
-        {"serving_default": module.serve_waveform.get_concrete_function(),
-         "serving_wav": module.serve_wav.get_concrete_function()},
+        {"serving_default": module.serve_waveform, "serving_wav": module.serve_wav},
         metrics={"note": "synthetic test model"}, warmup_requests=warmup_requests())
     return argparse.Namespace(model=model, history=history, export=path, audio=audio,
                               labels=labels, root=root)
