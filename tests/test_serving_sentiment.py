@@ -44,24 +44,9 @@ def _app(*args: str, timeout: float = 600) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def _export(run: Path, export_base: Path) -> Path:
-    """Export a trained run with the app's serving module, as its `export` verb does.
-
-    The module's Keras variables are tracked explicitly (see rnnkit.servable's session
-    check): without that TF Serving cannot restore them, and rnnkit.export refuses to write.
-    """
-    from apps.sentiment.export import WARMUP_TEXTS, SentimentServable
-    from apps.sentiment.train import load_trained
-    from rnnkit.export import export_saved_model
-
-    model = load_trained(run)
-    module = SentimentServable(model)
-    if not hasattr(module, "model_variables"):
-        module.model_variables = [w.value for w in model.weights]
-    return export_saved_model(
-        module, export_base, {"serving_default": module.serve},
-        warmup_requests=[{"text": np.array(WARMUP_TEXTS, dtype=object)}],
-    )
+def _export(run: Path, export_base: Path) -> None:
+    """Export a trained run with the app's own `export` verb (a new version each call)."""
+    _app("export", "--output", str(run), "--export-dir", str(export_base))
 
 
 @pytest.fixture(scope="module")
