@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_decoders import ref_beam, ref_greedy
 
 from rnnkit import samplers
 
@@ -64,52 +65,6 @@ def np_step(w, token, h, mem, mask):
     return lp, h, a
 
 
-def penalty(n, alpha):
-    return ((5.0 + n) / 6.0) ** alpha
-
-
-def ref_greedy(w, h0, mem, mask, max_len):
-    h, tok, out, total = h0, START, [], 0.0
-    for _ in range(max_len):
-        lp, h, _ = np_step(w, tok, h, mem, mask)
-        tok = int(np.argmax(lp))
-        total += lp[tok]
-        if tok == END:
-            break
-        out.append(tok)
-    return out, total
-
-
-def ref_beam(w, h0, mem, mask, max_len, K, alpha):
-    """Textbook beam search with a finished pool, written independently of the TF one."""
-    alive = [(0.0, [], h0, START)]  # (log_prob, tokens, h, last token)
-    finished = []  # (score, log_prob, tokens, steps)
-    for t in range(max_len):
-        cands = []
-        for lp_sum, toks, h, last in alive:
-            lp, h2, _ = np_step(w, last, h, mem, mask)
-            for v in range(V):
-                cands.append((lp_sum + lp[v], toks + [v], h2, v))
-        cands.sort(key=lambda c: -c[0])
-        cands = cands[: 2 * K]
-        new_alive = []
-        for c in cands:
-            ends = c[3] == END or t + 1 >= max_len
-            if ends:
-                toks = c[1][:-1] if c[3] == END else c[1]
-                finished.append((c[0] / penalty(t + 1, alpha), c[0], toks, t + 1))
-            if c[3] != END:
-                new_alive.append(c)
-        finished = sorted(finished, key=lambda f: -f[0])[:K]
-        alive = new_alive[:K]
-        if t + 1 >= max_len:
-            break
-        if len(finished) == K and finished[-1][0] >= alive[0][0] / penalty(max_len, alpha):
-            break
-    best = finished[0]
-    return best[2], best[0], best[1]
-
-
 def random_batch(seed: int, batch: int = 6):
     rng = np.random.default_rng(seed + 100)
     h0 = rng.normal(0, 1, (batch, H)).astype(np.float32)
@@ -129,7 +84,8 @@ def test_greedy_matches_reference(seed):
         start_token=START, end_token=END, max_length=tf.constant(max_len), pad_token=PAD,
     )
     for i in range(len(h0)):
-        toks, total = ref_greedy(w, h0[i], mem[i], mask[i], int(max_len[i]))
+        step = lambda tok, h, i=i: np_step(w, tok, h, mem[i], mask[i])
+        toks, total = ref_greedy(step, h0[i], int(max_len[i]), START, END)
         n = int(out.lengths[i])
         assert out.tokens[i, :n].numpy().tolist() == toks
         assert np.all(out.tokens[i, n:].numpy() == PAD)
@@ -154,7 +110,8 @@ def test_beam_matches_reference(seed, K, alpha):
         beam_width=K, length_penalty=alpha, pad_token=PAD,
     )
     for i in range(len(h0)):
-        toks, score, total = ref_beam(w, h0[i], mem[i], mask[i], int(max_len[i]), K, alpha)
+        step = lambda tok, h, i=i: np_step(w, tok, h, mem[i], mask[i])
+        toks, score, total = ref_beam(step, h0[i], int(max_len[i]), K, alpha, START, END)
         n = int(out.lengths[i])
         assert out.tokens[i, :n].numpy().tolist() == toks, f"example {i}"
         assert out.scores[i].numpy() == pytest.approx(score, abs=1e-4)

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_decoders import ref_beam, ref_greedy
 
 from apps.translation import data
 from apps.translation import train as T
@@ -126,39 +127,6 @@ def np_step(w, V, token, h, mem, mask, ext):
     return lp, h, a
 
 
-def ref_greedy(step, h0, max_len):
-    h, tok, out, total = h0, START, [], 0.0
-    for _ in range(max_len):
-        lp, h, _ = step(tok, h)
-        tok = int(np.argmax(lp))
-        total += lp[tok]
-        if tok == END:
-            break
-        out.append(tok)
-    return out, total
-
-
-def ref_beam(step, h0, max_len, K, alpha):
-    pen = lambda n: ((5.0 + n) / 6.0) ** alpha
-    alive, finished = [(0.0, [], h0, START)], []
-    for t in range(max_len):
-        cands = []
-        for lp_sum, toks, h, last in alive:
-            lp, h2, _ = step(last, h)
-            for v in np.argsort(-lp)[: 2 * K]:
-                cands.append((lp_sum + lp[v], toks + [int(v)], h2, int(v)))
-        cands = sorted(cands, key=lambda c: -c[0])[: 2 * K]
-        for c in cands:
-            if c[3] == END or t + 1 >= max_len:
-                toks = c[1][:-1] if c[3] == END else c[1]
-                finished.append((c[0] / pen(t + 1), toks))
-        finished = sorted(finished, key=lambda f: -f[0])[:K]
-        alive = [c for c in cands if c[3] != END][:K]
-        if t + 1 >= max_len or (len(finished) == K and finished[-1][0] >= alive[0][0] / pen(max_len)):
-            break
-    return finished[0][1], finished[0][0]
-
-
 @pytest.mark.slow
 def test_in_graph_decoding_matches_numpy_reference(trained):
     _, _, model, codec = trained
@@ -177,11 +145,12 @@ def test_in_graph_decoding_matches_numpy_reference(trained):
         def step(tok, h):
             return np_step(w, V, tok, h, m, mk, ex)
 
-        toks, total = ref_greedy(step, h0[i].numpy().astype(np.float64), int(max_len[i]))
+        toks, total = ref_greedy(step, h0[i].numpy().astype(np.float64), int(max_len[i]), START, END)
         n = int(greedy["lengths"][i])
         assert greedy["tokens"][i, :n].numpy().tolist() == toks
         assert float(greedy["token_scores"][i].numpy().sum()) == pytest.approx(total, abs=1e-3)
-        btoks, bscore = ref_beam(step, h0[i].numpy().astype(np.float64), int(max_len[i]), 3, 0.6)
+        btoks, bscore, _ = ref_beam(step, h0[i].numpy().astype(np.float64), int(max_len[i]), 3, 0.6,
+                                  START, END)
         n = int(beam["lengths"][i])
         assert beam["tokens"][i, :n].numpy().tolist() == btoks
         assert float(beam["score"][i]) == pytest.approx(bscore, abs=1e-3)
