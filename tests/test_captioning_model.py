@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_decoders import ref_greedy
 
 from apps.captioning.model import END, PAD, START, Captioner, Vocabulary, decode, masked_loss
 
@@ -57,23 +58,18 @@ def _numpy_greedy(model: Captioner, grid, pooled, max_len: int):
     Wo, bo = w(model.logits)
     out = []
     for g, p in zip(grid.astype(np.float32), pooled):
-        h = np.tanh(p @ W0 + b0)
         keys = g @ Wg + bg
-        tok, words, logp = START, [], 0.0
-        for _ in range(max_len):
+
+        def step(tok, h, keys=keys):
             h = np.tanh(E[tok] @ Wx + h @ Wh + bh)
             s = (h @ Wq) @ keys.T / np.sqrt(keys.shape[-1])
             a = np.exp(s - s.max())
             a /= a.sum()
             z = np.tanh(np.concatenate([h, a @ keys]) @ Wc + bc)
             logits = z @ Wo + bo
-            lp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
-            tok = int(lp.argmax())
-            logp += lp[tok]
-            if tok == END:
-                break
-            words.append(tok)
-        out.append((words, logp))
+            return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum()), h, a
+
+        out.append(ref_greedy(step, np.tanh(p @ W0 + b0), max_len, START, END))
     return out
 
 
