@@ -27,13 +27,28 @@ import numpy as np
 import tensorflow as tf
 
 from apps.voice_gender import data as vdata
-from apps.voice_gender.features import SAMPLE_RATE
+from apps.voice_gender.features import F0_REF_HZ, SAMPLE_RATE, FrontEndConfig, pitch_features
 from apps.voice_gender.model import MIN_SECONDS, build_model, classify, window_samples
 
 log = logging.getLogger(__name__)
 
 VAL_PERCENT = 15  # share of the training language held out for early stopping
 TELEPHONE_BAND = (300.0, 3400.0)
+# Bumped whenever the training views change, so `train` retrains runs made with older ones.
+AUGMENT_VERSION = "f0-population-v1"
+
+# Speaking fundamental frequency of adults, Hz (Baken & Orlikoff, "Clinical Measurement of
+# Speech and Voice", 2nd ed., 2000; the ranges Titze, "Principles of Voice Production",
+# 1994, also gives): a typical man 85-180 Hz, a typical woman 165-255 Hz. With one voice per
+# class in training, each clip is moved to a random F0 in its class's range, so the class is
+# learnt as that range and not as one actor's pitch (see `augment`).
+SPEAKING_F0_HZ = {"female": (165.0, 255.0), "male": (85.0, 180.0)}
+_SEX_NAMES = {"female": "female", "f": "female", "woman": "female", "women": "female",
+              "male": "male", "m": "male", "man": "male", "men": "male"}
+VOICED = 0.5  # voicing strength above which a frame's pitch counts (see clip_f0)
+MIN_VOICED_FRAMES = 10  # 0.2 s of voiced frames: fewer and the clip's F0 is "unknown"
+PITCH_SHIFT_LIMITS = (0.5, 2.0)  # at most one octave either way (guards F0 estimate errors)
+STFT_SIZE = 512  # frames of the augmentation's STFT pass (32 ms: resolves ~85 Hz harmonics)
 
 
 # ----------------------------------------------------------------------------- folds
@@ -111,41 +126,154 @@ def band_limit(x: tf.Tensor, low: tf.Tensor, high: tf.Tensor, sample_rate: int =
     return tf.signal.irfft(spec * tf.cast(keep, spec.dtype), fft_length=[n])
 
 
+def eq_gain_db(freqs: tf.Tensor, seed: tf.Tensor, max_db: float = 12.0) -> tf.Tensor:
+    """The gain curve (dB) of a random smooth equaliser at ``freqs`` Hz: gains of
+    +-``max_db`` at 8 log-spaced frequencies (50 Hz..8 kHz), interpolated on a log-frequency
+    axis (flat beyond the end knots).
+
+    Args:
+        freqs: frequencies in Hz, any shape.
+        seed: a (2,) int seed.
+        max_db: the largest boost or cut.
+    """
+    knots_db = tf.random.stateless_uniform([8], seed, -max_db, max_db)
+    knots_log = tf.linspace(tf.math.log(50.0), tf.math.log(8000.0), 8)
+    logf = tf.math.log(tf.clip_by_value(freqs, 50.0, 8000.0))
+    pos = (logf - knots_log[0]) / (knots_log[1] - knots_log[0])
+    i0 = tf.clip_by_value(tf.cast(tf.floor(pos), tf.int32), 0, 6)
+    frac = tf.clip_by_value(pos - tf.cast(i0, tf.float32), 0.0, 1.0)
+    return tf.gather(knots_db, i0) * (1.0 - frac) + tf.gather(knots_db, i0 + 1) * frac
+
+
 def random_eq(x: tf.Tensor, seed: tf.Tensor, max_db: float = 12.0, sample_rate: int = SAMPLE_RATE) -> tf.Tensor:
-    """A random smooth equaliser: gains of +-``max_db`` at 8 log-spaced frequencies
-    (50 Hz..8 kHz), interpolated on a log-frequency axis, applied in the FFT domain.
+    """A random smooth equaliser (:func:`eq_gain_db`) applied in the FFT domain.
 
     Microphones, rooms and codecs colour the spectrum; with only a few training voices,
     each recorded with one chain, the model would otherwise learn the chain as the class.
     """
     n = tf.shape(x)[0]
-    knots_db = tf.random.stateless_uniform([8], seed, -max_db, max_db)
-    knots_log = tf.linspace(tf.math.log(50.0), tf.math.log(8000.0), 8)
     freqs = tf.cast(tf.range(n // 2 + 1), tf.float32) * (sample_rate / tf.cast(tf.maximum(n, 1), tf.float32))
-    logf = tf.math.log(tf.clip_by_value(freqs, 50.0, 8000.0))
-    pos = (logf - knots_log[0]) / (knots_log[1] - knots_log[0])
-    i0 = tf.clip_by_value(tf.cast(tf.floor(pos), tf.int32), 0, 6)
-    frac = tf.clip_by_value(pos - tf.cast(i0, tf.float32), 0.0, 1.0)
-    gain_db = tf.gather(knots_db, i0) * (1.0 - frac) + tf.gather(knots_db, i0 + 1) * frac
+    gain_db = eq_gain_db(freqs, seed, max_db)
     spec = tf.signal.rfft(x, fft_length=[n])
     gain = tf.pow(10.0, gain_db / 20.0)
     return tf.signal.irfft(spec * tf.complex(gain, tf.zeros_like(gain)), fft_length=[n])
 
 
-def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
+def f0_ranges_for(names: list[str]) -> np.ndarray | None:
+    """Per-class target F0 ranges ``(K, 2)`` in Hz when every class is a sex, else ``None``.
+
+    ``female``/``f``/``woman`` and ``male``/``m``/``man`` (any case) map to
+    :data:`SPEAKING_F0_HZ`; any other class set (bird calls, ...) gets no pitch targeting.
+
+    Args:
+        names: the class names in label order.
+    """
+    sexes = [_SEX_NAMES.get(n.strip().lower()) for n in names]
+    if not names or any(s is None for s in sexes) or len(set(sexes)) != len(sexes):
+        return None
+    return np.array([SPEAKING_F0_HZ[s] for s in sexes], np.float32)
+
+
+def clip_f0(audio: tf.Tensor, cfg: FrontEndConfig | None = None) -> tf.Tensor:
+    """Median F0 in Hz of a clip's voiced frames (0 when it has too few of them).
+
+    The same autocorrelation estimator as the model's pitch features
+    (``features.pitch_features``): a frame counts as voiced when its voicing strength is at
+    least :data:`VOICED` (Boersma's default voicing threshold is 0.45), and the clip needs
+    :data:`MIN_VOICED_FRAMES` of them. The median ignores the odd octave error.
+
+    Args:
+        audio: float32 1-D waveform at 16 kHz.
+        cfg: front-end settings (default ``FrontEndConfig()``).
+    """
+    cfg = cfg or FrontEndConfig()
+    feats = pitch_features(tf.convert_to_tensor(audio, tf.float32)[None], cfg)[0]
+    voicing = feats[:, 1]
+    voiced = voicing >= VOICED
+    log_f0 = tf.sort(tf.boolean_mask(feats[:, 0] / tf.maximum(voicing, 1e-6), voiced))
+    n = tf.size(log_f0)
+    median = tf.cond(n > 0, lambda: log_f0[n // 2], lambda: tf.constant(0.0))
+    return tf.where(n >= MIN_VOICED_FRAMES, F0_REF_HZ * tf.pow(2.0, median), 0.0)
+
+
+def pitch_shift(x: tf.Tensor, factor: tf.Tensor, bin_gain: tf.Tensor | None = None,
+                n_fft: int = 512, hop: int = 128) -> tf.Tensor:
+    """Scale every frequency of a signal by ``factor`` without changing its duration.
+
+    A phase vocoder (Flanagan & Golden 1966; Laroche & Dolson 1999 describe the frequency
+    domain pitch shifter): STFT (512-sample Hann frames every 128 samples), each output bin
+    ``j`` takes the magnitude and instantaneous frequency of source position ``j / factor``
+    (linear interpolation), the instantaneous frequencies are multiplied by ``factor`` and
+    integrated over time into phases, and the inverse STFT overlap-adds the frames. F0, its
+    harmonics and the formants all move by ``factor`` (a vocal-tract-length change goes
+    with the pitch change, as between real speakers), while the speaking rate stays: unlike
+    resampling, this does not tie a slower tempo to a lower voice.
+
+    Args:
+        x: float32 1-D waveform.
+        factor: scalar > 0; 1.5 moves a 140 Hz voice to 210 Hz.
+        bin_gain: optional (n_fft // 2 + 1,) linear gain per output bin (bin ``k`` is
+            ``k * 16000 / n_fft`` Hz): a channel filter applied in the same pass, far cheaper
+            than a second FFT over the whole clip.
+        n_fft: STFT frame and FFT size.
+        hop: STFT hop (a quarter frame: the Hann overlap-add is then exact).
+    """
+    n = tf.shape(x)[0]
+    factor = tf.cast(factor, tf.float32)
+    # Pad a frame each side so the first and last samples have full overlap-add support.
+    padded = tf.pad(x, [[n_fft, n_fft]])
+    spec = tf.signal.stft(padded[None], n_fft, hop, n_fft, window_fn=tf.signal.hann_window,
+                          pad_end=True)[0]  # (T, K)
+    bins = n_fft // 2 + 1
+    mag = tf.abs(spec)
+    phase = tf.math.angle(spec)
+    expected = 2.0 * math.pi * hop / n_fft * tf.range(bins, dtype=tf.float32)  # per hop
+    dev = phase[1:] - phase[:-1] - expected
+    dev = dev - 2.0 * math.pi * tf.round(dev / (2.0 * math.pi))
+    inst = tf.concat([expected[None], expected + dev], axis=0)  # radians per hop
+    src = tf.range(bins, dtype=tf.float32) / factor
+    inside = tf.cast(src <= bins - 1, tf.float32)
+    i0 = tf.minimum(tf.cast(tf.floor(src), tf.int32), bins - 1)
+    i1 = tf.minimum(i0 + 1, bins - 1)
+    frac = src - tf.cast(i0, tf.float32)
+
+    def warp(v: tf.Tensor) -> tf.Tensor:
+        return (tf.gather(v, i0, axis=1) * (1.0 - frac) + tf.gather(v, i1, axis=1) * frac) * inside
+
+    new_mag = warp(mag)
+    if bin_gain is not None:
+        new_mag = new_mag * bin_gain[None]
+    # Start from the source's own first-frame phases (nearest bin), then integrate: with
+    # factor 1 this gives back the original signal exactly.
+    advance = warp(inst) * factor
+    first = tf.gather(phase[0], tf.minimum(tf.cast(tf.round(src), tf.int32), bins - 1))
+    new_phase = first[None] + tf.cumsum(advance, axis=0) - advance[:1]
+    new_spec = tf.complex(new_mag * tf.cos(new_phase), new_mag * tf.sin(new_phase))
+    y = tf.signal.inverse_stft(new_spec, n_fft, hop, n_fft,
+                               window_fn=tf.signal.inverse_stft_window_fn(hop))
+    return y[n_fft : n_fft + n]
+
+
+def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int, f0: tf.Tensor | float = 0.0,
+            f0_range: tf.Tensor | None = None) -> tf.Tensor:
     """One random training view of a clip (float32 1-D), at most ``max_len`` samples.
 
-    Deployment conditions the four Fillets voices do not cover: speed/pitch +-8 %
-    (resampling), random crop length (0.5 s up to the window), telephone band 300-3400 Hz
-    or a random low-pass, a random smooth EQ of +-12 dB (recording chain), white noise at
-    5-40 dB SNR, gain -30..+6 dB with clipping.
+    Speaker population (when the class has an F0 range and the clip a measured F0): the
+    clip's pitch (and with it its formants) is moved to a random F0, log-uniform over the
+    class's adult speaking range (:data:`SPEAKING_F0_HZ`), with the tempo kept
+    (:func:`pitch_shift`). Deployment conditions the four Fillets voices do not cover:
+    speed +-8 % (resampling), random crop length (0.5 s up to the window), telephone band
+    300-3400 Hz or a random low-pass, a random smooth EQ of +-12 dB (recording chain), white
+    noise at 5-40 dB SNR, gain -30..+6 dB with clipping.
 
     Args:
         audio: the whole clip, float32 in [-1, 1].
         seed: a (2,) int seed for the stateless random ops.
         max_len: the training window in samples.
+        f0: the clip's median F0 in Hz (:func:`clip_f0`); 0 = unknown, no pitch targeting.
+        f0_range: (2,) target F0 range in Hz for the clip's class; ``None`` = no targeting.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 12)
+    seeds = tf.random.experimental.stateless_split(seed, 14)
     u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
     length = tf.shape(audio)[0]
     # Speed/pitch: read `rate` source samples per output sample.
@@ -164,13 +292,27 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
     i1 = tf.minimum(i0 + 1, src_len - 1)
     frac = pos - tf.cast(i0, tf.float32)
     x = tf.gather(seg, i0) * (1.0 - frac) + tf.gather(seg, i1) * frac
-    # Channel: telephone band (25 %), random low-pass (15 %), untouched otherwise.
+    # Speaker: the resampling above already scaled the pitch by `rate`; shift the rest of
+    # the way to a random F0 of the class's population (no shift when the class has no
+    # range or the clip no measured F0).
+    shift = tf.constant(1.0)
+    if f0_range is not None:
+        f0 = tf.cast(f0, tf.float32)
+        f0_range = tf.cast(f0_range, tf.float32)
+        target = tf.exp(u(12, 0.0, 1.0) * (tf.math.log(f0_range[1]) - tf.math.log(f0_range[0]))
+                        + tf.math.log(f0_range[0]))
+        shift = tf.where(f0 > 0.0, tf.clip_by_value(target / tf.maximum(f0 * rate, 1.0),
+                                                    *PITCH_SHIFT_LIMITS), 1.0)
+    # Channel, as a gain per STFT bin applied in the same pass as the pitch shift:
+    # telephone band (25 %), random low-pass (15 %) or full band; a random smooth EQ (80 %).
+    freqs = tf.linspace(0.0, SAMPLE_RATE / 2.0, STFT_SIZE // 2 + 1)
     pick = u(4, 0.0, 1.0)
-    x = tf.cond(pick < 0.25, lambda: band_limit(x, *TELEPHONE_BAND),
-                lambda: tf.cond(pick < 0.40, lambda: band_limit(x, 0.0, u(5, 2500.0, 7000.0)),
-                                lambda: x))
-    # Recording chain: a random smooth EQ (80 %).
-    x = tf.cond(u(10, 0.0, 1.0) < 0.8, lambda: random_eq(x, seeds[11]), lambda: x)
+    low = tf.where(pick < 0.25, TELEPHONE_BAND[0], 0.0)
+    high = tf.where(pick < 0.25, TELEPHONE_BAND[1],
+                    tf.where(pick < 0.40, u(5, 2500.0, 7000.0), SAMPLE_RATE / 2.0))
+    band = tf.cast(tf.logical_and(freqs >= low, freqs <= high), tf.float32)
+    eq_db = tf.where(u(10, 0.0, 1.0) < 0.8, eq_gain_db(freqs, seeds[11]), 0.0)
+    x = pitch_shift(x, shift, band * tf.pow(10.0, eq_db / 20.0), n_fft=STFT_SIZE)
     # Additive noise (50 %) relative to the clip's own level.
     rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
     snr_db = u(6, 5.0, 40.0)
@@ -185,7 +327,7 @@ def _to_float(audio: tf.Tensor) -> tf.Tensor:
 
 
 def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int, num_classes: int,
-                  class_weight: np.ndarray) -> tf.data.Dataset:
+                  class_weight: np.ndarray, f0_ranges: np.ndarray | None = None) -> tf.data.Dataset:
     """Shuffled, augmented, padded batches ``({"waveform", "length"}, label, weight)``.
 
     Args:
@@ -194,17 +336,27 @@ def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int, num_classes: 
         seed: shuffle/augmentation seed.
         num_classes: number of classes (unused except for shape checks).
         class_weight: per-class loss weight (balanced classes).
+        f0_ranges: optional ``(K, 2)`` target F0 range per class (:func:`f0_ranges_for`):
+            each clip's F0 is measured once (:func:`clip_f0`, cached with the audio) and
+            every view moves it into its class's range. ``None``: no pitch targeting.
     """
     del num_classes
     win, _ = window_samples()
     weights = tf.constant(class_weight, tf.float32)
+    ranges = None if f0_ranges is None else tf.constant(f0_ranges, tf.float32)
     counter = tf.data.Dataset.counter()
 
     def view(index, example):
-        audio, label = example
-        x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win)
+        audio, label, f0 = example
+        x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win, f0,
+                    None if ranges is None else tf.gather(ranges, label))
         return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
 
+    if ranges is None:
+        ds = ds.map(lambda audio, label: (audio, label, tf.constant(0.0)))
+    else:
+        ds = ds.map(lambda audio, label: (audio, label, clip_f0(_to_float(audio))),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.cache().shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip((counter, ds)).map(view, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.padded_batch(batch_size, padded_shapes=({"waveform": [None], "length": []}, [], [])) \
@@ -241,7 +393,7 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
     out = run_dir_of(Path(args.output), fold)
     done = out / "model.keras"
     recipe = {"data": args.data, "limit": args.limit, "seed": args.seed, "epochs": args.epochs,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, "augment": AUGMENT_VERSION}
     if done.exists() and (out / "train_done.json").exists():
         info = json.loads((out / "train_done.json").read_text())
         if info.get("recipe") == recipe:
@@ -264,7 +416,9 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
         missing = [n for n, c in zip(names, counts) if c == 0]
         raise vdata.DataError(f"training split has no clips of class(es) {missing}")
     class_weight = counts.sum() / (len(names) * counts)
-    train_ds = train_dataset(train_raw, args.batch_size, args.seed, len(names), class_weight)
+    f0_ranges = f0_ranges_for(names)
+    train_ds = train_dataset(train_raw, args.batch_size, args.seed, len(names), class_weight,
+                             f0_ranges)
     val_ds = eval_dataset(val_raw, args.batch_size)
     strategy = get_strategy(args.strategy)
     with strategy.scope():
@@ -276,7 +430,8 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
                       weighted_metrics=[], metrics=["accuracy"])
     print(f"[voice_gender] training {fold['name']}: {len(labels)} clips "
           f"({', '.join(f'{n} {int(c)}' for n, c in zip(names, counts))}), "
-          f"train on {'+'.join(fold['train'])}", flush=True)
+          f"train on {'+'.join(fold['train'])}; pitch targeting "
+          f"{'off' if f0_ranges is None else dict(zip(names, f0_ranges.tolist()))}", flush=True)
     start = time.time()
     result = fit(model, train_ds, val_ds, output_dir=out, epochs=args.epochs,
                  monitor="val_loss", patience=args.patience)
