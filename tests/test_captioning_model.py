@@ -8,25 +8,42 @@ import pytest
 import tensorflow as tf
 from reference_decoders import ref_greedy
 
-from apps.captioning.model import END, PAD, START, Captioner, Vocabulary, decode, masked_loss
+from apps.captioning.model import (
+    END,
+    PAD,
+    SPECIALS,
+    START,
+    Captioner,
+    Vocabulary,
+    class_head_words,
+    class_word_matrix,
+    decode,
+    masked_loss,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small decoder trained a few epochs on the real 'tiny' Tux Paint subset."""
+    """A small decoder with the ImageNet word prior and word dropout, trained a few epochs
+    on the real 'tiny' Tux Paint subset."""
     import keras
 
-    from apps.captioning.train import _dataset, prepare_features
+    from apps.captioning.train import _dataset, imagenet_prior_weights, prepare_features
 
     keras.utils.set_random_seed(7)
     prep = prepare_features(None, False, 60, 1337, "efficientnet_lite0")
     refs = [r for rs in prep.splits["train"].references for r in rs]
+    kernel, bias, heads = imagenet_prior_weights("efficientnet_lite0")
     vocab = Vocabulary.build(refs)
+    vocab = Vocabulary(vocab.itos[len(SPECIALS):]
+                       + sorted({w for ws in heads for w in ws} - set(vocab.stoi)))
     ds = _dataset(prep, "train", vocab, 16, 16, True, 7)
-    model = Captioner(len(vocab), embed_dim=64, units=128, attention_dim=64, dropout=0.1)
+    model = Captioner(len(vocab), embed_dim=64, units=128, attention_dim=64, dropout=0.1,
+                      num_classes=1000, word_dropout=0.2, seed=7)
     model.build()
+    model.set_class_prior(kernel, bias, class_word_matrix(heads, vocab))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=masked_loss)
     hist = model.fit(ds, epochs=8, verbose=0).history["loss"]
     return model, vocab, prep, hist
@@ -56,18 +73,28 @@ def _numpy_greedy(model: Captioner, grid, pooled, max_len: int):
     (Wq,) = w(model.query)
     Wc, bc = w(model.combine)
     Wo, bo = w(model.logits)
+    Wk, bk = w(model.classifier)
+    Wgate, bgate = w(model.copy_gate)
+    M = np.asarray(model.class_words)
+
+    def softmax(x):
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
     out = []
     for g, p in zip(grid.astype(np.float32), pooled):
         keys = g @ Wg + bg
+        cell_logits = g @ Wk + bk
+        whole = softmax(cell_logits.mean(0))  # the CNN's ImageNet prediction
 
-        def step(tok, h, keys=keys):
+        def step(tok, h, keys=keys, cell_logits=cell_logits, whole=whole):
             h = np.tanh(E[tok] @ Wx + h @ Wh + bh)
-            s = (h @ Wq) @ keys.T / np.sqrt(keys.shape[-1])
-            a = np.exp(s - s.max())
-            a /= a.sum()
+            a = softmax((h @ Wq) @ keys.T / np.sqrt(keys.shape[-1]))
             z = np.tanh(np.concatenate([h, a @ keys]) @ Wc + bc)
-            logits = z @ Wo + bo
-            return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum()), h, a
+            cls = softmax(a @ cell_logits)
+            pi = softmax(np.concatenate([z, [cls.max(), whole.max()]]) @ Wgate + bgate)
+            mixed = pi[0] * softmax(z @ Wo + bo) + pi[1] * (cls @ M) + pi[2] * (whole @ M)
+            return np.log(mixed + 1e-8), h, a
 
         out.append(ref_greedy(step, np.tanh(p @ W0 + b0), max_len, START, END))
     return out
@@ -93,3 +120,55 @@ def test_greedy_and_beam_agree_with_the_reference_decoder(trained):
     assert fn(tf.constant(grid), tf.constant(pooled)).shape[0] == 12
     captions = [vocab.decode(t) for t in greedy.tokens.numpy()]
     assert any(captions)
+
+
+def test_class_head_words_of_real_imagenet_names():
+    from rnnkit.backbones.efficientnet_lite import imagenet_class_names
+
+    names = imagenet_class_names()
+    heads = dict(zip(names, class_head_words(names)))
+    assert heads["king penguin"] == ["penguin"]
+    assert heads["Granny Smith apple"] == ["apple"]
+    assert heads["kite (bird of prey)"] == ["kite"]
+    assert heads["swim trunks / shorts"] == ["trunks", "shorts"]
+    assert all(heads[n] for n in names), "every class has a head word"
+    m = class_word_matrix(class_head_words(names[:3]), Vocabulary(["goldfish", "tench"]))
+    assert m[0].tolist()[4:] == [0.0, 1.0] and m[2].sum() == 0.0  # shark: no word in vocab
+
+
+def test_prior_with_uniform_attention_is_the_imagenet_prediction():
+    """The attended class distribution reduces to the CNN's own classifier when attention is
+    uniform, the global one is that classifier, and with all mixing weight on a prior the
+    output is that prior: on scikit-image's coffee photo the top word is 'espresso'."""
+    from skimage import data
+
+    from rnnkit.backbones import get_backbone
+    from rnnkit.backbones.efficientnet_lite import (
+        efficientnet_lite0,
+        imagenet_class_names,
+        imagenet_classifier,
+    )
+
+    backbone = get_backbone("efficientnet_lite0")
+    img = tf.image.resize(data.coffee()[None].astype("float32"), (224, 224), antialias=True)
+    grid, pooled = backbone(img)
+    grid = tf.reshape(grid, (1, 49, -1))
+    names = imagenet_class_names()
+    heads = class_head_words(names)
+    vocab = Vocabulary(sorted({w for ws in heads for w in ws}))
+    model = Captioner(len(vocab), embed_dim=8, units=16, attention_dim=8, num_classes=1000)
+    model.build()
+    model.set_class_prior(*imagenet_classifier(), class_word_matrix(heads, vocab))
+    with pytest.raises(ValueError, match="class_words has shape"):
+        model.set_class_prior(*imagenet_classifier(), np.zeros((1000, 3), np.float32))
+    full = efficientnet_lite0("logits")((img - 127.0) / 128.0)
+    want = tf.nn.softmax(full)[0].numpy() @ class_word_matrix(heads, vocab)
+    _, (_, *prior) = model.encode(grid, pooled)
+    uniform = tf.fill((1, 49), 1.0 / 49)
+    # Mixing weights all on the attended prior, then all on the global one: both are the
+    # ImageNet prediction here.
+    for bias in ([-30.0, 30.0, -30.0], [-30.0, -30.0, 30.0]):
+        model.copy_gate.set_weights([np.zeros((18, 3), np.float32), np.array(bias, np.float32)])
+        log_p = model._output(tf.zeros((1, 16)), uniform, prior)
+        np.testing.assert_allclose(np.exp(log_p[0].numpy()), want, atol=1e-4)
+        assert vocab.itos[int(np.argmax(log_p[0]))] == "espresso"

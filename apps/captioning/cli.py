@@ -24,6 +24,14 @@ def _add_arguments(verb: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--label-smoothing", type=float, default=0.1,
                             help="label smoothing of the token loss [default: 0.1]")
         parser.add_argument("--units", type=int, default=512, help="RNN size [default: 512]")
+        parser.add_argument("--imagenet-prior", action=argparse.BooleanOptionalAction,
+                            default=None,
+                            help="mix the CNN's ImageNet classifier into the word "
+                                 "distribution (copy prior; see docs/captioning.md) "
+                                 "[default: on for efficientnet_lite0]")
+        parser.add_argument("--word-dropout", type=float, default=0.0,
+                            help="probability of replacing a teacher-forced input word by "
+                                 "<unk> [default: 0]")
     if verb in ("evaluate", "export"):
         parser.add_argument("--beam-width", type=int, default=3, help="beam size [default: 3]")
     if verb == "predict":
@@ -56,7 +64,8 @@ def _train(args: argparse.Namespace) -> int:
         summary = train(args.data, args.output, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, quick=args.quick, limit=args.limit,
                         strategy=args.strategy, backbone=args.backbone, units=args.units,
-                        dropout=args.dropout, label_smoothing=args.label_smoothing)
+                        dropout=args.dropout, label_smoothing=args.label_smoothing,
+                        imagenet_prior=args.imagenet_prior, word_dropout=args.word_dropout)
     except ValueError as exc:
         raise AppError(str(exc)) from exc
     print(f"best {summary['monitor']} {summary['best']:.4f} at epoch {summary['best_epoch'] + 1} of "

@@ -11,12 +11,32 @@ Pieces (KerasHub-style split):
   runs the whole teacher-forced sequence through the layer at once) and predicts the next
   word from [state, attended context].
 
+Optional ImageNet word prior (``num_classes > 0``), a copy mechanism in the spirit of
+novel-object captioning (Hendricks et al. 2016, DCC; Venugopalan et al. 2017, NOC): the
+CNN's own frozen ImageNet classifier is applied to every grid cell (it is linear after
+average pooling, so the mean of the cell logits is exactly the CNN's ImageNet prediction),
+and class distributions are mapped to words by a fixed class -> head-word matrix
+("king penguin" -> penguin, "brown bear" -> bear). Two priors come out of it:
+
+* global: the CNN's ImageNet prediction for the whole picture, mapped to words;
+* attended: the cell logits averaged with the step's attention weights (what ImageNet
+  sees where the decoder looks), mapped to words.
+
+The next-word distribution is a learnt mixture, as in pointer-generator networks:
+``p(w) = pi_0 softmax(logits)(w) + pi_1 q_attended(w) + pi_2 q_global(w)`` with
+``pi = softmax(W [z, max class probability of each prior])`` per step. So the decoder can
+name an object its few training captions never tied to these pixels whenever ImageNet
+recognises it, and still generate every other word itself. ``call`` and ``step`` then
+return ``log p`` (already normalised, so the samplers' ``log_softmax`` and the loss
+leave it unchanged).
+
 ``Captioner.step`` is the step function for :mod:`rnnkit.samplers` (greedy and beam search).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +48,48 @@ from rnnkit import SimpleRecurrentLayer
 
 PAD, START, END, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<start>", "<end>", "<unk>"]
+# Floor inside log(p) of the mixed distribution: words with no mass stay finite.
+_LOG_FLOOR = 1e-8
+
+
+def class_head_words(names: Sequence[str]) -> list[list[str]]:
+    """The head word(s) of each ImageNet class name.
+
+    A class name is an English noun phrase, so its head is its last word ("king penguin"
+    -> penguin, "Granny Smith apple" -> apple); parenthesised glosses are dropped
+    ("kite (bird of prey)" -> kite) and "/" separates alternatives, each contributing its
+    own head ("swim trunks / shorts" -> trunks, shorts).
+
+    Args:
+        names: class names in logit order.
+    """
+    from apps.captioning.data import tokenize
+
+    out = []
+    for name in names:
+        plain = re.sub(r"\([^)]*\)", " ", name)
+        heads: list[str] = []
+        for alt in plain.split("/"):
+            words = [w for w in tokenize(alt) if w != ","]
+            if words and words[-1] not in heads:
+                heads.append(words[-1])
+        out.append(heads)
+    return out
+
+
+def class_word_matrix(heads: Sequence[Sequence[str]], vocab: Vocabulary) -> np.ndarray:
+    """(classes, vocab) float32: each class's probability split evenly over its head words.
+
+    Args:
+        heads: :func:`class_head_words` output.
+        vocab: the vocabulary (every head word should be in it; missing ones are skipped).
+    """
+    m = np.zeros((len(heads), len(vocab)), np.float32)
+    for c, words in enumerate(heads):
+        ids = [vocab.stoi[w] for w in words if w in vocab.stoi]
+        if ids:
+            m[c, ids] = 1.0 / len(ids)
+    return m
 
 
 class Vocabulary:
@@ -93,14 +155,34 @@ class Captioner(keras.Model):
         units: RNN state size.
         attention_dim: size of the projected grid cells and the attention query.
         dropout: dropout on features and before the output layer (training only).
+        num_classes: size of the frozen ImageNet classifier used as a word prior (0: no
+            prior; see the module docstring). Its weights and the class -> word matrix are
+            set with :meth:`set_class_prior` and saved with the model.
+        word_dropout: in training, each previous-word input (not the start token) is
+            replaced by ``<unk>`` with this probability, so the decoder leans on the
+            picture rather than on memorised wording.
+        seed: seed of the word-dropout draws.
     """
 
     def __init__(self, vocab_size: int, feature_dim: int = 1280, embed_dim: int = 256,
-                 units: int = 512, attention_dim: int = 256, dropout: float = 0.3, **kwargs):
+                 units: int = 512, attention_dim: int = 256, dropout: float = 0.3,
+                 num_classes: int = 0, word_dropout: float = 0.0, seed: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.feature_dim = int(vocab_size), int(feature_dim)
         self.embed_dim, self.units = int(embed_dim), int(units)
         self.attention_dim, self.dropout_rate = int(attention_dim), float(dropout)
+        self.num_classes, self.word_dropout = int(num_classes), float(word_dropout)
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        if self.num_classes:
+            # Frozen: these are the CNN's ImageNet head weights, copied in by set_class_prior.
+            self.classifier = keras.layers.Dense(self.num_classes, trainable=False,
+                                                 name="imagenet_classifier")
+            # Mixing weights of (generator, attended prior, global prior).
+            self.copy_gate = keras.layers.Dense(3, name="copy_gate")
         self.feature_dropout = keras.layers.Dropout(dropout, name="feature_dropout")
         self.init_state = keras.layers.Dense(units, activation="tanh", name="init_state")
         self.grid_proj = keras.layers.Dense(attention_dim, name="grid_proj")
@@ -115,7 +197,8 @@ class Captioner(keras.Model):
         return {**super().get_config(), "vocab_size": self.vocab_size,
                 "feature_dim": self.feature_dim, "embed_dim": self.embed_dim,
                 "units": self.units, "attention_dim": self.attention_dim,
-                "dropout": self.dropout_rate}
+                "dropout": self.dropout_rate, "num_classes": self.num_classes,
+                "word_dropout": self.word_dropout, "seed": self.seed}
 
     def build(self, input_shape=None) -> None:
         # Build every sub-layer from shapes alone, so the model can load weights or be
@@ -127,10 +210,45 @@ class Captioner(keras.Model):
         self.query.build((None, None, self.units))
         self.combine.build((None, None, self.units + self.attention_dim))
         self.logits.build((None, None, self.units))
+        if self.num_classes:
+            self.classifier.build((None, None, self.feature_dim))
+            self.copy_gate.build((None, None, self.units + 2))
+            self.class_words = self.add_weight(
+                shape=(self.num_classes, self.vocab_size), initializer="zeros",
+                trainable=False, name="class_words")
         self.built = True
 
+    def set_class_prior(self, kernel: np.ndarray, bias: np.ndarray,
+                        class_words: np.ndarray) -> None:
+        """Sets the frozen ImageNet classifier and the class -> word matrix.
+
+        Args:
+            kernel: (feature_dim, num_classes) classifier kernel; bias: (num_classes,).
+            class_words: (num_classes, vocab_size), rows summing to 1 (or 0 for a class
+                with no word), e.g. from :func:`class_word_matrix`.
+
+        Raises:
+            ValueError: when the model has no prior or a shape does not fit.
+        """
+        if not self.num_classes:
+            raise ValueError("this captioner was built without an ImageNet prior (num_classes=0)")
+        want = {"kernel": (self.feature_dim, self.num_classes), "bias": (self.num_classes,),
+                "class_words": (self.num_classes, self.vocab_size)}
+        got = {"kernel": np.shape(kernel), "bias": np.shape(bias),
+               "class_words": np.shape(class_words)}
+        for k in want:
+            if tuple(got[k]) != want[k]:
+                raise ValueError(f"set_class_prior: {k} has shape {got[k]}, expected {want[k]}")
+        self.classifier.set_weights([np.asarray(kernel, np.float32),
+                                     np.asarray(bias, np.float32)])
+        self.class_words.assign(np.asarray(class_words, np.float32))
+
     def encode(self, grid, pooled, training: bool = False):
-        """Initial state (B, units) and projected grid cells (B, cells, attention_dim).
+        """Initial state (B, units) and the decoding context.
+
+        The context is the projected grid cells (B, cells, attention_dim), and with the
+        ImageNet prior the triple (projected cells, per-cell class logits
+        (B, cells, classes), the picture's ImageNet class probabilities (B, classes)).
 
         Args:
             grid: (B, cells, feature_dim) CNN grid features (any float dtype).
@@ -139,9 +257,52 @@ class Captioner(keras.Model):
         """
         grid = keras.ops.cast(grid, "float32")
         pooled = keras.ops.cast(pooled, "float32")
+        # The frozen classifier sees the clean features: it is ImageNet's, not ours to noise.
+        cell_logits = self.classifier(grid) if self.num_classes else None
         grid = self.feature_dropout(grid, training=training)
         pooled = self.feature_dropout(pooled, training=training)
-        return self.init_state(pooled), self.grid_proj(grid)
+        keys = self.grid_proj(grid)
+        if cell_logits is None:
+            return self.init_state(pooled), keys
+        global_probs = keras.ops.softmax(keras.ops.mean(cell_logits, axis=1), axis=-1)
+        return self.init_state(pooled), (keys, cell_logits, global_probs)
+
+    def _output(self, z, weights, prior_context):
+        """Next-word scores from the combined state ``z`` (..., units).
+
+        Without the prior (``prior_context`` None): the generator's logits. With it: ``log``
+        of the mixture of the generator's distribution and the attended and global ImageNet
+        word priors (module docstring); ``prior_context`` is (cell logits, global probs).
+        """
+        gen = self.logits(z)
+        if prior_context is None:
+            return gen
+        cell_logits, global_probs = prior_context
+        class_words = keras.ops.convert_to_tensor(self.class_words)
+        # Attention-weighted cell logits -> the class distribution of the attended region.
+        if len(weights.shape) == 2:  # one decoding step: (N, cells) -> (N, 1, cells)
+            attended = keras.ops.matmul(weights[:, None, :], cell_logits)[:, 0]
+        else:
+            attended = keras.ops.matmul(weights, cell_logits)
+        cls = keras.ops.softmax(attended, axis=-1)
+        global_words = keras.ops.matmul(global_probs, class_words)  # (N, vocab)
+        global_conf = keras.ops.max(global_probs, axis=-1)  # (N,)
+        if len(weights.shape) == 3:  # teacher forcing: the same global prior at every step
+            global_words = global_words[:, None, :]
+            global_conf = keras.ops.broadcast_to(global_conf[:, None], keras.ops.shape(cls)[:2])
+        confidence = keras.ops.stack([keras.ops.max(cls, axis=-1), global_conf], axis=-1)
+        pi = keras.ops.softmax(self.copy_gate(keras.ops.concatenate([z, confidence], -1)), -1)
+        mixed = (pi[..., 0:1] * keras.ops.softmax(gen, axis=-1)
+                 + pi[..., 1:2] * keras.ops.matmul(cls, class_words)
+                 + pi[..., 2:3] * global_words)
+        return keras.ops.log(mixed + _LOG_FLOOR)
+
+    def _drop_words(self, tokens):
+        """Word dropout on teacher-forced inputs (start and padding tokens are kept)."""
+        drop = keras.random.uniform(keras.ops.shape(tokens), seed=self.seed_generator)
+        drop = keras.ops.logical_and(drop < self.word_dropout,
+                                     keras.ops.greater(tokens, START))
+        return keras.ops.where(drop, keras.ops.full_like(tokens, UNK), tokens)
 
     def attend(self, h, keys):
         """Context vectors and attention weights for queries ``h`` (B, T, units) or (B, units)."""
@@ -157,12 +318,15 @@ class Captioner(keras.Model):
     def call(self, inputs, training: bool = False):
         """Teacher-forced logits (B, T, vocab) for inputs ``(grid, pooled, tokens_in)``."""
         grid, pooled, tokens = inputs
-        h0, keys = self.encode(grid, pooled, training=training)
+        h0, context = self.encode(grid, pooled, training=training)
+        keys, prior = (context[0], context[1:]) if self.num_classes else (context, None)
+        if training and self.word_dropout > 0:
+            tokens = self._drop_words(tokens)
         x = self.embedding(tokens)
         hs = self.rnn(x, initial_state=h0, training=training)
-        context, _ = self.attend(hs, keys)
-        z = self.combine(keras.ops.concatenate([hs, context], axis=-1))
-        return self.logits(self.out_dropout(z, training=training))
+        attended, weights = self.attend(hs, keys)
+        z = self.combine(keras.ops.concatenate([hs, attended], axis=-1))
+        return self._output(self.out_dropout(z, training=training), weights, prior)
 
     def step(self, tokens, state, context):
         """One decoding step for :mod:`rnnkit.samplers`: (logits, new state, attention).
@@ -170,13 +334,14 @@ class Captioner(keras.Model):
         Args:
             tokens: int32 (N,) previous tokens.
             state: (N, units) RNN state.
-            context: (N, cells, attention_dim) projected grid cells.
+            context: what :meth:`encode` returned as context.
         """
+        keys, prior = (context[0], context[1:]) if self.num_classes else (context, None)
         x = self.embedding(tokens)
         h = self.rnn.step(x, state)
-        ctx, weights = self.attend(h, context)
+        ctx, weights = self.attend(h, keys)
         z = self.combine(keras.ops.concatenate([h, ctx], axis=-1))
-        return self.logits(z), h, weights
+        return self._output(z, weights, prior), h, weights
 
 
 def masked_loss(y_true, y_pred):
@@ -235,12 +400,12 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
     """
     from rnnkit import samplers
 
-    h0, keys = model.encode(grid, pooled, training=False)
+    h0, context = model.encode(grid, pooled, training=False)
     kwargs = dict(start_token=START, end_token=END, max_length=max_length, pad_token=PAD)
     if method == "greedy":
-        return samplers.greedy_search(model.step, h0, keys, **kwargs)
+        return samplers.greedy_search(model.step, h0, context, **kwargs)
     if method == "beam":
-        return samplers.beam_search(model.step, h0, keys, beam_width=beam_width,
+        return samplers.beam_search(model.step, h0, context, beam_width=beam_width,
                                     length_penalty=length_penalty, **kwargs)
     raise ValueError(f"decoding method must be greedy or beam, got {method!r}")
 

@@ -108,7 +108,8 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
           quick: bool = False, limit: int | None = None, strategy: str = "default",
           backbone: str = "efficientnet_lite0", units: int = 512, embed_dim: int = 256,
           learning_rate: float = 2e-3, patience: int = 6, dropout: float = 0.3,
-          label_smoothing: float = 0.1, monitor: str = "val_masked_accuracy") -> dict[str, Any]:
+          label_smoothing: float = 0.1, monitor: str = "val_masked_accuracy",
+          imagenet_prior: bool | None = None, word_dropout: float = 0.0) -> dict[str, Any]:
     """Trains the decoder on cached features and saves the model and its vocabulary.
 
     Args:
@@ -122,6 +123,11 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
             default is next-token accuracy: validation loss rises from the first epochs on
             (over-confidence on new pictures' exact wording) while accuracy and BLEU still
             improve, so stopping on the loss would stop far too early.
+        imagenet_prior: mix the CNN's own ImageNet classifier into the word distribution
+            (see :mod:`apps.captioning.model`); the head words of the 1000 class names join
+            the vocabulary. None: on for ``efficientnet_lite0`` (whose classifier ships
+            with rnnkit), off for other backbones.
+        word_dropout: probability of replacing a teacher-forced input word by ``<unk>``.
 
     Returns:
         The history summary from ``rnnkit.training.fit`` plus timing and sizes.
@@ -129,8 +135,10 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
     import keras
 
     from apps.captioning.model import (
+        SPECIALS,
         Captioner,
         Vocabulary,
+        class_word_matrix,
         make_masked_loss,
         masked_accuracy,
         save_config,
@@ -143,14 +151,26 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
     t_features = time.time() - t0
     train_refs = [r for refs in prep.splits["train"].references for r in refs]
     vocab = Vocabulary.build(train_refs)
+    if imagenet_prior is None:
+        imagenet_prior = backbone == "efficientnet_lite0"
+    prior = None
+    if imagenet_prior:
+        prior = imagenet_prior_weights(backbone)
+        # Class head words the captions never use still join the vocabulary: the prior is
+        # the only way the decoder can ever say them (novel objects).
+        extra = sorted({w for ws in prior[2] for w in ws} - set(vocab.stoi))
+        vocab = Vocabulary(vocab.itos[len(SPECIALS):] + extra)
     max_len = min(32, max(len(r.split()) for r in train_refs) + 1)
     train_ds = _dataset(prep, "train", vocab, max_len, batch_size, True, seed)
     val_ds = _dataset(prep, "validation", vocab, max_len, batch_size, False, seed)
     feature_dim = int(prep.pooled["train"].shape[-1])
     with training.get_strategy(strategy).scope():
         model = Captioner(len(vocab), feature_dim=feature_dim, embed_dim=embed_dim, units=units,
-                          dropout=dropout)
+                          dropout=dropout, num_classes=1000 if prior else 0,
+                          word_dropout=word_dropout, seed=seed)
         model.build()
+        if prior:
+            model.set_class_prior(prior[0], prior[1], class_word_matrix(prior[2], vocab))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
                       loss=make_masked_loss(len(vocab), label_smoothing),
                       metrics=[masked_accuracy])
@@ -161,7 +181,8 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
     save_config(output / CONFIG_FILE, vocab, {
         "backbone": backbone, "max_len": max_len, "data": data or "tuxpaint",
         "quick": quick, "limit": limit, "seed": seed, "units": units, "embed_dim": embed_dim,
-        "dropout": dropout, "label_smoothing": label_smoothing, "monitor": monitor})
+        "dropout": dropout, "label_smoothing": label_smoothing, "monitor": monitor,
+        "imagenet_prior": bool(prior), "word_dropout": word_dropout})
     reports.plot_history(result["history"], reports_dir(output) / "history.png",
                          title="captioning: decoder training")
     summary = {**result, "feature_seconds": round(t_features, 1),
@@ -171,6 +192,22 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
     log.info("trained: best %s %.4f at epoch %d; %d decoder parameters", monitor,
              result["best"] or float("nan"), result["best_epoch"] + 1, model.count_params())
     return summary
+
+
+def imagenet_prior_weights(backbone: str):
+    """(kernel, bias, head words per class) of the backbone's ImageNet classifier.
+
+    Raises:
+        ValueError: for a backbone without a bundled classifier.
+    """
+    if backbone != "efficientnet_lite0":
+        raise ValueError(f"the ImageNet word prior needs efficientnet_lite0's classifier; "
+                         f"backbone {backbone!r} has none here (pass imagenet_prior=False)")
+    from apps.captioning.model import class_head_words
+    from rnnkit.backbones.efficientnet_lite import imagenet_class_names, imagenet_classifier
+
+    kernel, bias = imagenet_classifier()
+    return kernel, bias, class_head_words(imagenet_class_names())
 
 
 def reports_dir(output: Path) -> Path:

