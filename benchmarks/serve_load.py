@@ -11,6 +11,16 @@ of threads, same duration) and prints the serving overhead at p50:
 Requests come from the export's own ``assets.extra/tf_serving_warmup_requests`` when it has
 one; otherwise the model's single string input gets short review-like sentences.
 
+What the ratio measures: the whole round trip a client sees (its own request encoding, the
+loopback, the server's HTTP/gRPC handling, decoding, the model call, encoding, the answer
+parsed back) against the same model call made directly with the same inputs as prepared
+tensors, from the same number of threads. Clients, server and in-process threads all share
+this machine's cores. The clients are kept cheap so that they measure the server rather
+than themselves: REST requests are prepared HTTP/1.1 bytes sent on keep-alive connections
+and each answer is parsed as JSON; gRPC requests are prepared serialized PredictRequests on
+one channel and each answer is parsed as a PredictResponse. Before timing, every distinct
+request is sent once and its answer compared with the in-process SavedModel's.
+
     python benchmarks/serve_load.py                            # latest saved_models/sentiment
     python benchmarks/serve_load.py --clients 32 --seconds 10 --protocol grpc
     python benchmarks/serve_load.py --model_base_path saved_models/voice_gender --model_name voice_gender
@@ -102,6 +112,112 @@ def percentiles(lat: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
+def _loads(data: bytes):
+    try:
+        import orjson
+
+        return orjson.loads(data)
+    except ImportError:
+        return json.loads(data)
+    except ValueError:
+        return json.loads(data)  # NaN literals: orjson refuses them, json reads them
+
+
+def http_request_bytes(port: int, path: str, body: bytes) -> bytes:
+    """A complete keep-alive HTTP/1.1 POST, prepared once and sent as is."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+class KeepAliveClient:
+    """One keep-alive HTTP/1.1 connection on a raw socket: sends prepared requests and reads
+    each answer by its Content-Length (the server always sends one). Cheaper per request than
+    http.client, so the load generator takes less of the CPU the server runs on."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buf = None, b""
+
+    def request(self, raw: bytes) -> tuple[int, bytes]:
+        """Send ``raw``; returns (status, body). Any socket error closes the connection."""
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock.sendall(raw)
+            buf = self.buf
+            while (end := buf.find(b"\r\n\r\n")) < 0:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("server closed the connection")
+                buf += chunk
+            head = buf[:end].decode("latin-1").split("\r\n")
+            status = int(head[0].split(" ", 2)[1])
+            length = None
+            for line in head[1:]:
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v)
+                elif k.strip().lower() == "transfer-encoding":
+                    raise ConnectionError(f"unexpected Transfer-Encoding {v.strip()!r}")
+            if length is None:
+                raise ConnectionError("answer without Content-Length")
+            body_end = end + 4 + length
+            while len(buf) < body_end:
+                chunk = self.sock.recv(max(65536, body_end - len(buf)))
+                if not chunk:
+                    raise ConnectionError("server closed the connection mid-answer")
+                buf += chunk
+            self.buf = buf[body_end:]
+            if any(line.lower().replace(" ", "") == "connection:close" for line in head[1:]):
+                self.close()
+            return status, buf[end + 4 : body_end]
+        except (OSError, ValueError, IndexError):
+            self.close()
+            raise
+
+
+def rest_outputs(body: dict, fmt: str, names: list[str]) -> dict[str, list]:
+    """A REST predict answer as output name -> JSON value (row or columnar, one or many outputs)."""
+    if fmt == "columnar":
+        out = body["outputs"]
+        return out if isinstance(out, dict) and len(names) > 1 else {names[0]: out}
+    preds = body["predictions"]
+    if len(names) == 1:
+        return {names[0]: preds}
+    return {n: [p[n] for p in preds] for n in names}
+
+
+def same_answer(got, want: np.ndarray) -> bool:
+    """Whether a JSON / array output equals the in-process output (floats to 1e-5, as
+    batching can change the last bits of a float by changing the batch it ran in)."""
+    if want.dtype == object:
+        g = np.array(got, dtype=object) if not isinstance(got, np.ndarray) else got
+        if g.shape != want.shape:
+            return False
+        for a, b in zip(g.reshape(-1), want.reshape(-1)):
+            if isinstance(a, dict):
+                a = base64.b64decode(a["b64"])
+            elif isinstance(a, str):
+                a = a.encode("utf-8")
+            if a != b:
+                return False
+        return True
+    g = np.asarray(got, dtype=want.dtype)
+    if g.shape != want.shape:
+        return False
+    if want.dtype.kind in "fc":
+        return bool(np.allclose(g, want, rtol=1e-5, atol=1e-6, equal_nan=True))
+    return bool((g == want).all())
+
+
 def run_clients(n: int, seconds: float, max_requests: int, make_call) -> tuple[list[float], int, list[str], float]:
     """n threads each looping ``call()`` until time or the request budget runs out."""
     lat: list[float] = []
@@ -155,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rest_port", type=int, default=0, help="use a server already on 127.0.0.1:PORT")
     p.add_argument("--grpc_port", type=int, default=0)
     p.add_argument("--server_args", default="", help="extra flags for the started rnnkit serve")
+    p.add_argument("--format", choices=["columnar", "row"], default="columnar",
+                   help="REST body format: columnar {\"inputs\": ...} or row {\"instances\": ...}")
     p.add_argument("--no_in_process", action="store_true")
     args = p.parse_args(argv)
     if not (1 <= args.clients <= MAX_CLIENTS) or not (0 < args.seconds <= MAX_SECONDS):
@@ -179,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     requests = build_requests(version_dir)
     print(f"model {args.model_name} version {version_dir.name} ({version_dir}); {len(requests)} distinct requests, "
           f"{args.clients} clients x {args.seconds:g}s over {args.protocol.upper()} on loopback")
+
+    # The in-process side: loaded first, so its answers can check the server's.
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    tensors = [{k: tf.constant(v) for k, v in r.items()} for r in requests]
+    expected = [{k: v.numpy() for k, v in fn(**t).items()} for t in tensors]
+    out_names = sorted(expected[0])
 
     proc = None
     rest_port, grpc_port = args.rest_port, args.grpc_port
@@ -211,52 +335,67 @@ def main(argv: list[str] | None = None) -> int:
                 if time.time() > deadline:
                     raise SystemExit("server did not become ready")
                 time.sleep(0.3)
-        bodies = [json.dumps({"inputs": {k: to_json_value(v) for k, v in r.items()}}).encode() for r in requests]
-        path = f"/v1/models/{args.model_name}:predict"
 
         if args.protocol == "rest":
-            def make_call():
-                conn = [http.client.HTTPConnection("127.0.0.1", rest_port, timeout=60)]
+            key = "inputs" if args.format == "columnar" else "instances"
+            if args.format == "columnar":
+                bodies = [json.dumps({"inputs": {k: to_json_value(v) for k, v in r.items()}}).encode() for r in requests]
+            else:
+                def rows(r):
+                    cols = {k: to_json_value(v) for k, v in r.items()}
+                    n = len(next(iter(cols.values())))
+                    return cols[next(iter(cols))] if len(cols) == 1 else [{k: c[i] for k, c in cols.items()} for i in range(n)]
+                bodies = [json.dumps({key: rows(r)}).encode() for r in requests]
+            path = f"/v1/models/{args.model_name}:predict"
+            prepared = [http_request_bytes(rest_port, path, b) for b in bodies]
+
+            def make_call(check: bool = False):
+                client = KeepAliveClient(rest_port)
                 i = [0]
 
                 def call():
-                    body = bodies[i[0] % len(bodies)]
+                    j = i[0] % len(prepared)
                     i[0] += 1
-                    try:
-                        conn[0].request("POST", path, body=body, headers={"Content-Type": "application/json"})
-                        r = conn[0].getresponse()
-                        data = r.read()
-                    except (ConnectionError, http.client.HTTPException):
-                        conn[0].close()
-                        conn[0] = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=60)
-                        raise
-                    if r.status != 200:
-                        raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
-                    json.loads(data)
+                    status, data = client.request(prepared[j])
+                    if status != 200:
+                        raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
+                    answer = rest_outputs(_loads(data), args.format, out_names)
+                    if check and not all(same_answer(answer[n], expected[j][n]) for n in out_names):
+                        raise RuntimeError(f"request {j}: the server's answer differs from the in-process model's")
                 return call
         else:
             import grpc
-            from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+            from tensorflow_serving.apis import predict_pb2
 
             channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            # Raw bytes in and out: the requests are serialized once, each answer is parsed.
+            predict_rpc = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
             protos = []
             for r in requests:
                 pr = predict_pb2.PredictRequest()
                 pr.model_spec.name = args.model_name
                 for k, v in r.items():
                     pr.inputs[k].CopyFrom(tf.make_tensor_proto(v))
-                protos.append(pr)
+                protos.append(pr.SerializeToString())
 
-            def make_call():
+            def make_call(check: bool = False):
                 i = [0]
 
                 def call():
-                    stub.Predict(protos[i[0] % len(protos)], timeout=60)
+                    j = i[0] % len(protos)
                     i[0] += 1
+                    resp = predict_pb2.PredictResponse.FromString(predict_rpc(protos[j], timeout=60))
+                    if len(resp.outputs) != len(out_names):
+                        raise RuntimeError(f"answer has outputs {sorted(resp.outputs)}, expected {out_names}")
+                    if check and not all(same_answer(tf.make_ndarray(resp.outputs[n]), expected[j][n]) for n in out_names):
+                        raise RuntimeError(f"request {j}: the server's answer differs from the in-process model's")
                 return call
 
-        # A short warm-up so first-call tracing is not in the figures.
+        # Every distinct request once, answers checked; then a short warm-up.
+        check = make_call(check=True)
+        for _ in range(len(requests)):
+            check()
+        print(f"answers equal the in-process SavedModel's for all {len(requests)} distinct requests")
         w = make_call()
         for _ in range(2 * len(requests)):
             w()
@@ -267,9 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in samples:
             print(f"  error: {s}")
         one_s = min(args.seconds, 3.0)
-        lat1, nerr1, _, wall1 = run_clients(1, one_s, args.max_requests, make_call)
+        lat1, nerr1, samples1, wall1 = run_clients(1, one_s, args.max_requests, make_call)
         nerr += nerr1
         print(f"server       1 client : {len(lat1) / wall1:8.1f} req/s  p50 {percentiles(lat1)[0]:7.2f} ms  errors {nerr1}")
+        for s in samples1:
+            print(f"  error: {s}")
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit("the server died during the run:\n" + proc.stderr.read()[-3000:])
     finally:
         if proc is not None:
             proc.terminate()
@@ -280,8 +423,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.no_in_process:
         return 1 if nerr else 0
-    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    tensors = [{k: tf.constant(v) for k, v in r.items()} for r in requests]
 
     def make_local():
         i = [0]

@@ -8,12 +8,20 @@ merged call fails with INVALID_ARGUMENT (one request carries a corrupt image, sa
 request is rerun alone so only the bad one gets the error.
 
 Parameters come from the same ``BatchingParameters`` text proto TF Serving reads
-(``--batching_parameters_file``, e.g. deploy/batching.config). Differences from TF Serving:
-requests are only merged when their shapes match exactly (``pad_variable_length_inputs`` is
-accepted but requests of different lengths simply go in different batches), a request
-larger than ``max_batch_size`` runs on its own instead of being split, and under light load
-(the previous batch held one request and nothing else is queued) a request runs at once
-instead of waiting ``batch_timeout_micros`` for others.
+(``--batching_parameters_file``, e.g. deploy/batching.config).
+
+``pad_variable_length_inputs: true`` works as in TF Serving: requests whose inputs differ in
+size after the batch dimension (``[1, 500, 101]`` and ``[2, 300, 101]``) share a batch, each
+input padded at the end of every dimension to the largest size in the batch with the value
+of its own first element (a value known to be valid for the model), and every request gets
+its rows of the batch's outputs, at the batch's (padded) shapes. It is meant for models that
+take the true lengths as another input. Without it, only requests whose shapes match
+exactly share a batch (TF Serving would refuse the mismatch instead).
+
+Differences from TF Serving: a request larger than ``max_batch_size`` runs on its own
+instead of being split, and under light load (the previous batch held one request and
+nothing else is queued) a request runs at once instead of waiting ``batch_timeout_micros``
+for others.
 """
 
 from __future__ import annotations
@@ -93,10 +101,14 @@ def load_batching_parameters(path: str | Path) -> BatchingOptions:
 class _Task:
     __slots__ = ("callback", "done", "error", "inputs", "key", "result", "rows")
 
-    def __init__(self, inputs: dict[str, np.ndarray], callback: Callable | None = None):
+    def __init__(self, inputs: dict[str, np.ndarray], callback: Callable | None = None, pad: bool = False):
         self.inputs = inputs
         self.rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
-        self.key = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        # Requests with equal keys may share a batch. With padding only dtype and rank must
+        # agree; an input with no elements has no first element to pad with, so its request
+        # only joins requests of exactly its own shapes.
+        pad = pad and all(v.size for v in inputs.values())
+        self.key = tuple(sorted((k, v.dtype.str, v.ndim if pad else v.shape[1:]) for k, v in inputs.items()))
         self.done = threading.Event()
         self.result: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
@@ -144,7 +156,7 @@ class Batcher:
 
     def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run ``inputs`` as part of a batch; blocks until its own outputs are ready."""
-        task = _Task(inputs)
+        task = _Task(inputs, pad=self.options.pad_variable_length_inputs)
         if not task.batchable():
             return self._run(inputs)  # scalars / unequal batch dims: run alone
         self._enqueue(task)
@@ -172,7 +184,8 @@ class Batcher:
                 else:
                     fut.set_result(result)
 
-        task = _Task(inputs, callback=lambda r, e: loop.call_soon_threadsafe(resolve, r, e))
+        task = _Task(inputs, callback=lambda r, e: loop.call_soon_threadsafe(resolve, r, e),
+                     pad=self.options.pad_variable_length_inputs)
         if not task.batchable():
             return None
         self._enqueue(task)
@@ -232,7 +245,7 @@ class Batcher:
             return
         rows = [t.rows for t in batch]
         total = sum(rows)
-        merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+        merged = {k: np.concatenate(_padded([t.inputs[k] for t in batch])) for k in batch[0].inputs}
         try:
             out = self._run(merged)
         except ServingError as exc:
@@ -266,3 +279,18 @@ class Batcher:
             t.finish(error=exc)
             return
         t.finish(result)
+
+
+def _padded(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """``arrays`` (same rank) padded after the batch dimension to the largest size in each
+    dimension, with each array's own first element (TF Serving's pad_variable_length_inputs)."""
+    target = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
+    out = []
+    for a in arrays:
+        if a.shape[1:] == target:
+            out.append(a)
+            continue
+        p = np.full((a.shape[0], *target), a.flat[0], dtype=a.dtype)
+        p[tuple(slice(0, n) for n in a.shape)] = a
+        out.append(p)
+    return out

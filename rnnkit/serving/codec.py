@@ -97,6 +97,11 @@ def json_to_array(value: Any, name: str, dtype_enum: int, what: str = "values") 
     """
     target = _np_dtype(dtype_enum)
     if target is object:
+        if isinstance(value, list) and value and all(type(v) is str for v in value):
+            # the common case, a batch of plain strings: no nesting walk, no per-leaf checks
+            out = np.empty(len(value), dtype=object)
+            out[:] = [v.encode("utf-8") for v in value]
+            return out
         shape, flat = _shape_of(value, name, what)
         out = np.empty(len(flat), dtype=object)
         for i, v in enumerate(flat):
@@ -252,6 +257,11 @@ def _json_value(arr: np.ndarray, name: str) -> Any:
     return arr.tolist()
 
 
+def has_non_finite(outputs: dict[str, np.ndarray]) -> bool:
+    """Whether any floating-point output holds NaN or +-Infinity (JSON writers differ on those)."""
+    return any(a.dtype.kind in "fc" and a.size and not np.isfinite(a).all() for a in outputs.values())
+
+
 def encode_rest_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict:
     """Build TF Serving's REST predict answer from output arrays (row or columnar format)."""
     if fmt == "columnar":
@@ -274,6 +284,39 @@ def encode_rest_predict(outputs: dict[str, np.ndarray], fmt: str) -> dict:
     return {"predictions": [{k: cols[k][i] for k in cols} for i in range(n)]}
 
 
+# DataType enums whose TensorProto ``tensor_content`` is the raw little-endian array bytes.
+_RAW_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
+               9: np.int64, 10: np.bool_, 17: np.uint16}
+_DT_STRING = 7
+
+
+def _proto_shape(proto) -> tuple[int, ...] | None:
+    if proto.tensor_shape.unknown_rank:
+        return None
+    return tuple(d.size for d in proto.tensor_shape.dim)
+
+
+def _fast_proto_to_array(proto) -> np.ndarray | None:
+    """The common, unambiguous TensorProto layouts decoded directly (what tf.make_ndarray
+    does for them, minus its Python overhead); None for anything else."""
+    shape = _proto_shape(proto)
+    if shape is None or any(d < 0 for d in shape):
+        return None
+    n = int(np.prod(shape)) if shape else 1
+    if proto.dtype == _DT_STRING:
+        vals = proto.string_val
+        if len(vals) != n or n == 0:
+            return None  # empty or broadcast (one value for many): the general path
+        out = np.empty(n, dtype=object)
+        out[:] = list(vals)
+        return out.reshape(shape)
+    np_dt = _RAW_DTYPES.get(proto.dtype)
+    content = proto.tensor_content
+    if np_dt is None or not content or len(content) != n * np.dtype(np_dt).itemsize:
+        return None
+    return np.frombuffer(content, dtype=np_dt).reshape(shape)
+
+
 def tensor_proto_to_array(proto, name: str, info) -> np.ndarray:
     """Decode a gRPC input TensorProto, requiring the signature's exact dtype (as TF Serving does)."""
     import tensorflow as tf
@@ -282,15 +325,34 @@ def tensor_proto_to_array(proto, name: str, info) -> np.ndarray:
         raise invalid(
             f"input {name!r} expects {dtype_name(info.dtype)} but the request sent {dtype_name(proto.dtype)}"
         )
-    try:
-        arr = tf.make_ndarray(proto)
-    except Exception as exc:  # noqa: BLE001 - malformed protos raise TypeError/ValueError from numpy
-        raise invalid(f"input {name!r}: malformed TensorProto: {exc}") from None
+    arr = _fast_proto_to_array(proto)
+    if arr is None:
+        try:
+            arr = tf.make_ndarray(proto)
+        except Exception as exc:  # noqa: BLE001 - malformed protos raise TypeError/ValueError from numpy
+            raise invalid(f"input {name!r}: malformed TensorProto: {exc}") from None
     return check_array(arr, name, info)
 
 
 def array_to_tensor_proto(arr: np.ndarray, dtype_enum: int):
-    """Encode an output array as a TensorProto of the given dtype."""
+    """Encode an output array as a TensorProto of the given dtype (strings in ``string_val``,
+    numbers as raw ``tensor_content``, as TF Serving writes them)."""
+    from tensorflow.core.framework import tensor_pb2
+
+    if dtype_enum == _DT_STRING and arr.dtype == object:
+        flat = arr.reshape(-1).tolist()
+        if all(type(b) is bytes for b in flat):
+            proto = tensor_pb2.TensorProto(dtype=dtype_enum)
+            for d in arr.shape:
+                proto.tensor_shape.dim.add().size = d
+            proto.string_val.extend(flat)
+            return proto
+    np_dt = _RAW_DTYPES.get(dtype_enum)
+    if np_dt is not None and arr.dtype == np_dt:
+        proto = tensor_pb2.TensorProto(dtype=dtype_enum, tensor_content=np.ascontiguousarray(arr).tobytes())
+        for d in arr.shape:
+            proto.tensor_shape.dim.add().size = d
+        return proto
     import tensorflow as tf
 
     return tf.make_tensor_proto(arr, dtype=tf.dtypes.as_dtype(dtype_enum))

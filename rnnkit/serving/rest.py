@@ -1,30 +1,49 @@
-"""TF Serving's REST API on Starlette: model status, metadata and predict.
+"""TF Serving's REST API on uvicorn (+ Starlette): model status, metadata and predict.
 
 Routes (as documented for tensorflow_model_server):
   GET  /v1/models/{name}[/versions/{v} | /labels/{l}]            -> model status
   GET  /v1/models/{name}[/versions/{v} | /labels/{l}]/metadata   -> signature defs
   POST /v1/models/{name}[/versions/{v} | /labels/{l}]:predict    -> predictions
-Errors answer ``{"error": "..."}`` with a 4xx/5xx status. Decoding, the model call and
-encoding run in a worker thread so the event loop keeps accepting requests.
+Errors answer ``{"error": "..."}`` with a 4xx/5xx status.
+
+``POST ...:predict`` is the hot path, so it is a plain ASGI handler in front of the
+Starlette app: uvicorn (httptools) still parses the HTTP, but no middleware stack, router,
+Request or Response objects are built per request. Everything else (status, metadata, 404s,
+wrong methods) goes through Starlette. JSON is parsed and written with orjson when it is
+installed (several times faster than the standard library for these small bodies); the
+standard library takes over for what orjson does not accept (NaN / Infinity literals, integers
+beyond 64 bits), so the answers and error messages do not depend on it. The model never runs
+on the event loop: without batching, decoding, the model call and encoding run in one of
+``num_threads`` worker threads; with batching a small request is decoded on the loop and
+handed straight to the batch threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rnnkit.serving.codec import decode_rest_predict, encode_rest_predict
+from rnnkit.serving.codec import decode_rest_predict, encode_rest_predict, has_non_finite
 from rnnkit.serving.errors import ServingError, invalid, not_found
 from rnnkit.serving.registry import ModelRegistry
 from rnnkit.serving.status import metadata_response, status_response
+
+try:  # optional speed-up; the standard library gives the same answers
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency, but serving must not need it
+    orjson = None  # type: ignore[assignment]
 
 log = logging.getLogger("rnnkit.serving")
 
@@ -33,6 +52,7 @@ _PATH = re.compile(
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<tail>/metadata|:[A-Za-z]+)?$"
 )
+_PREFIX = "/v1/models/"
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # With batching, bodies / outputs up to these sizes are decoded / encoded on the event loop
@@ -40,36 +60,61 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _INLINE_BODY_BYTES = 64 * 1024
 _INLINE_OUTPUT_VALUES = 10_000
 
-
-def _error(exc: ServingError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.http_status)
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes without buffering the excess."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
+def default_num_threads() -> int:
+    """Worker threads for REST predict calls without batching: 4 per CPU, at least 8.
+
+    More threads than cores lets a slow model call overlap with others (TF releases the GIL),
+    while a bound keeps dozens of concurrent requests from all running the model at once and
+    fighting over the cores.
+    """
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def loads_json(raw: bytes) -> Any:
+    """Parse a request body; a ServingError naming the problem if it is not JSON."""
+    if orjson is not None:
         try:
-            if int(declared) > limit:
-                raise ServingError("RESOURCE_EXHAUSTED", f"request body is {int(declared)} bytes; the limit is {limit} bytes")
-        except ValueError:
-            raise invalid("invalid Content-Length header") from None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # NaN / Infinity literals, huge integers, or truly malformed: let json decide
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"malformed JSON request body: {exc}") from None
 
 
-def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
-    """The Starlette app serving ``registry`` with TF Serving's REST routes.
+def dumps_json(obj: Any, allow_orjson: bool = True) -> bytes:
+    """Compact JSON bytes. NaN / Infinity are written as literals (as TF Serving does), which
+    orjson would turn into null, so callers pass ``allow_orjson=False`` when outputs hold them."""
+    if orjson is not None and allow_orjson:
+        try:
+            return orjson.dumps(obj)
+        except (orjson.JSONEncodeError, TypeError):
+            pass  # e.g. integers beyond 64 bits: the standard library writes them
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def _error_body(exc: ServingError) -> bytes:
+    return dumps_json({"error": exc.message})
+
+
+def build_app(
+    registry: ModelRegistry,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    num_threads: int | None = None,
+) -> ASGIApp:
+    """The ASGI app serving ``registry`` with TF Serving's REST routes.
 
     Args:
         registry: the loaded models.
         max_body_bytes: requests with a larger body get 413 and are not read further.
+        num_threads: worker threads that run predict calls without batching (TF Serving's
+            ``--rest_api_num_threads``); None: ``default_num_threads()``.
     """
+    executor = ThreadPoolExecutor(max_workers=num_threads or default_num_threads(), thread_name_prefix="rnnkit-rest")
 
     def resolve(m: re.Match) -> tuple[str, int | None, str | None]:
         name, version, label = m["name"], m["version"], m["label"]
@@ -81,10 +126,7 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return name, v, label
 
     def decode(name: str, version: int | None, label: str | None, raw: bytes):
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise invalid(f"malformed JSON request body: {exc}") from None
+        body = loads_json(raw)
         if not isinstance(body, dict):
             raise invalid("request body must be a JSON object with 'instances' or 'inputs'")
         sig_name = body.get("signature_name", "")
@@ -96,18 +138,18 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return model, key, inputs, fmt
 
     def encode(outputs, fmt: str) -> bytes:
-        # allow_nan: TF Serving also writes NaN / Infinity literals for non-finite floats.
-        return json.dumps(encode_rest_predict(outputs, fmt), separators=(",", ":")).encode("utf-8")
+        return dumps_json(encode_rest_predict(outputs, fmt), allow_orjson=not has_non_finite(outputs))
 
     def predict_sync(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
         model, key, inputs, fmt = decode(name, version, label, raw)
         return encode(model.run(key, inputs), fmt)
 
     async def predict(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
         # With batching, a small request is decoded on the event loop and queued for the
         # batch threads directly: no worker-thread hop per request. The model call itself
         # never runs on the loop. Everything else (large bodies, no batching) goes to a
-        # worker thread as a whole.
+        # worker thread as a whole: one hop, decode + run + encode.
         if len(raw) <= _INLINE_BODY_BYTES and registry.batching is not None:
             model, key, inputs, fmt = decode(name, version, label, raw)
             pending = model.submit_async(key, inputs)
@@ -115,9 +157,57 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 outputs = await pending
                 if sum(v.size for v in outputs.values()) <= _INLINE_OUTPUT_VALUES:
                     return encode(outputs, fmt)
-                return await run_in_threadpool(encode, outputs, fmt)
-            return await run_in_threadpool(lambda: encode(model.run(key, inputs), fmt))
-        return await run_in_threadpool(predict_sync, name, version, label, raw)
+                return await loop.run_in_executor(executor, encode, outputs, fmt)
+            return await loop.run_in_executor(executor, lambda: encode(model.run(key, inputs), fmt))
+        return await loop.run_in_executor(executor, predict_sync, name, version, label, raw)
+
+    async def read_body(scope: dict, receive) -> bytes | None:
+        """The request body, refusing more than ``max_body_bytes`` without buffering the
+        excess; None if the client went away."""
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    raise invalid("invalid Content-Length header") from None
+                if declared > max_body_bytes:
+                    raise ServingError("RESOURCE_EXHAUSTED", f"request body is {declared} bytes; the limit is {max_body_bytes} bytes")
+                break
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            chunk = msg.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise ServingError("RESOURCE_EXHAUSTED", f"request body exceeds the limit of {max_body_bytes} bytes")
+                chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def send_json(send, status: int, payload: bytes) -> None:
+        await send({
+            "type": "http.response.start", "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        })
+        await send({"type": "http.response.body", "body": payload})
+
+    async def predict_endpoint(m: re.Match, scope: dict, receive, send) -> None:
+        try:
+            name, version, label = resolve(m)
+            raw = await read_body(scope, receive)
+            if raw is None:
+                return  # the client disconnected: nobody to answer
+            status, payload = 200, await predict(name, version, label, raw)
+        except ServingError as exc:
+            status, payload = exc.http_status, _error_body(exc)
+        except Exception as exc:  # never let one request take the server down
+            log.exception("unexpected error for %s", scope["path"])
+            status, payload = 500, dumps_json({"error": f"internal error: {type(exc).__name__}: {exc}"})
+        await send_json(send, status, payload)
 
     async def models(request: Request) -> Response:
         m = _PATH.match(request.path_params["path"])
@@ -126,12 +216,8 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 raise not_found(f"malformed model path {request.url.path!r}")
             name, version, label = resolve(m)
             tail = m["tail"]
-            if tail == ":predict":
-                if request.method != "POST":
-                    return JSONResponse({"error": "use POST for :predict"}, status_code=405)
-                raw = await _read_body(request, max_body_bytes)
-                payload = await predict(name, version, label, raw)
-                return Response(payload, media_type="application/json")
+            if tail == ":predict":  # POSTs never get here (see app below)
+                return JSONResponse({"error": "use POST for :predict"}, status_code=405)
             if tail is not None and tail.startswith(":"):
                 if tail in (":classify", ":regress"):
                     raise ServingError("UNIMPLEMENTED", f"{tail[1:]} is not supported by rnnkit serve; use :predict")
@@ -145,9 +231,7 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
                 version = registry.get(name, None, label).version
             return JSONResponse(status_response(registry, name, version, as_json=True))
         except ServingError as exc:
-            return _error(exc)
-        except ClientDisconnect:
-            return Response(status_code=499)
+            return JSONResponse({"error": exc.message}, status_code=exc.http_status)
         except Exception as exc:  # never let one request take the server down
             log.exception("unexpected error for %s", request.url.path)
             return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
@@ -156,4 +240,17 @@ def build_app(registry: ModelRegistry, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status_code=exc.status_code)
 
     routes = [Route("/v1/models/{path:path}", models, methods=["GET", "POST"])]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    starlette_app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    async def app(scope: dict, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(_PREFIX) and path.endswith(":predict"):
+                m = _PATH.match(path[len(_PREFIX):])
+                if m is not None:
+                    await predict_endpoint(m, scope, receive, send)
+                    return
+        await starlette_app(scope, receive, send)
+
+    app.executor = executor  # type: ignore[attr-defined]  (shut down by the server on exit)
+    return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch concurrent requests to one model (default false)")
     p.add_argument("--batching_parameters_file", type=Path,
                    help="BatchingParameters text proto (e.g. deploy/batching.config); implies nothing unless --enable_batching")
+    p.add_argument("--rest_api_num_threads", type=int, default=0,
+                   help="threads running REST predict calls without batching (default 0: 4 per CPU, at least 8)")
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads one TF op may use (default 0: TensorFlow picks, one per core)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="threads running independent TF ops (default 0: TensorFlow picks)")
     # rnnkit extras (TF Serving binds every interface and has no body limit flag).
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument(
@@ -44,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip_servable_check", action="store_true",
                    help="serve versions that TF Serving would refuse (default: refuse them, with the reason in the status)")
-    p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads (default 16)")
+    p.add_argument("--grpc_max_threads", type=int, default=0,
+                   help="gRPC worker threads (default 0: 4 per CPU, at least 8; with batching at least "
+                        "max_batch_size, so a whole batch can be waiting at once)")
     p.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -99,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         if not s.base_path.is_dir():
             log.warning("model %s: base path %s does not exist yet; waiting for versions", s.name, s.base_path)
 
+    if args.tensorflow_intra_op_parallelism or args.tensorflow_inter_op_parallelism:
+        import tensorflow as tf
+
+        # Must happen before the first model loads (TF fixes its thread pools then).
+        if args.tensorflow_intra_op_parallelism:
+            tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+        if args.tensorflow_inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+
     import uvicorn
 
     from rnnkit.serving.grpc_service import build_grpc_server
@@ -123,26 +141,40 @@ def main(argv: list[str] | None = None) -> int:
     grpc_server = None
     try:
         if args.port:
+            threads = args.grpc_max_threads or max(8, 4 * (os.cpu_count() or 1))
+            if batching is not None and not args.grpc_max_threads:
+                # each waiting request holds a gRPC thread: fewer threads than a batch's
+                # worth of requests would cap every batch at the thread count
+                threads = max(threads, min(batching.max_batch_size, 256))
             grpc_server, gport = build_grpc_server(
-                registry, f"{args.host}:{args.port}", args.grpc_max_threads, args.max_request_bytes
+                registry, f"{args.host}:{args.port}", threads, args.max_request_bytes
             )
             grpc_server.start()
             log.info("gRPC (tensorflow.serving.PredictionService, ModelService) on %s:%d", args.host, gport)
         if args.rest_api_port:
-            app = build_app(registry, max_body_bytes=args.max_request_bytes)
+            app = build_app(registry, max_body_bytes=args.max_request_bytes, num_threads=args.rest_api_num_threads or None)
             try:
                 import httptools  # noqa: F401  (uvicorn's C parser: less CPU per request)
 
                 http_impl = "httptools"
             except ImportError:
                 http_impl = "h11"
+            try:
+                import uvloop  # noqa: F401  (libuv event loop: less CPU per request than asyncio's)
+
+                loop_impl = "uvloop"
+            except ImportError:
+                loop_impl = "asyncio"
             config = uvicorn.Config(
                 app, host=args.host, port=args.rest_api_port, log_level="warning",
-                access_log=False, lifespan="off", http=http_impl,
+                access_log=False, lifespan="off", http=http_impl, loop=loop_impl,
             )
             server = uvicorn.Server(config)
             log.info("REST on http://%s:%d/v1/models/<name>", args.host, args.rest_api_port)
-            server.run()  # handles SIGINT / SIGTERM
+            try:
+                server.run()  # handles SIGINT / SIGTERM
+            finally:
+                app.executor.shutdown(wait=False, cancel_futures=True)
             if not server.started:
                 print(f"rnnkit serve: could not start REST on {args.host}:{args.rest_api_port}", file=sys.stderr)
                 return 1
