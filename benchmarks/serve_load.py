@@ -59,6 +59,17 @@ SENTENCES = [
 MAX_CLIENTS, MAX_SECONDS = 256, 300
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of ``--name=V`` / ``--name V`` in ``argv`` (last one wins), else None."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -280,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
+    # TF thread-pool flags given to the server apply to the in-process side too, so both
+    # run the model with the same TensorFlow configuration.
+    for flag, setter in (("tensorflow_intra_op_parallelism", tf.config.threading.set_intra_op_parallelism_threads),
+                         ("tensorflow_inter_op_parallelism", tf.config.threading.set_inter_op_parallelism_threads)):
+        value = _flag_value(args.server_args.split(), flag)
+        if value:
+            setter(int(value))
 
     base = (args.model_base_path or REPO / "saved_models" / args.model_name).resolve()
     version_dir = latest_version(base)
