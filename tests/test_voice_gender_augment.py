@@ -63,6 +63,34 @@ def test_pitch_shift_moves_f0_and_keeps_duration(f0, factor):
     assert 0.5 < ratio < 2.0
 
 
+def _envelope_centroid(y: np.ndarray) -> float:
+    """Power-weighted mean frequency below 4 kHz: moves with the formants."""
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    m = f < 4000
+    return float((f[m] * spec[m]).sum() / spec[m].sum())
+
+
+def test_formant_scale_is_independent_of_pitch():
+    """A tone with one resonance (a 'formant' at 1 kHz): ``formant`` moves the resonance and
+    leaves F0; ``factor`` moves F0 and, with ``formant=1``, leaves the resonance."""
+    rng = np.random.default_rng(2)
+    t = np.arange(2 * SR) / SR
+    f0 = 120.0
+    x = sum(np.exp(-(((k * f0) - 1000.0) / 300.0) ** 2) * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6))
+            for k in range(1, 60) if k * f0 < 7000).astype(np.float32)
+    base = _envelope_centroid(x)
+    up = pitch_shift(x, 1.0, formant=1.2).numpy()
+    assert float(clip_f0(up)) == pytest.approx(f0, rel=0.05)
+    assert _envelope_centroid(up) / base == pytest.approx(1.2, rel=0.06)
+    higher = pitch_shift(x, 1.5, formant=1.0).numpy()
+    assert float(clip_f0(higher)) == pytest.approx(1.5 * f0, rel=0.05)
+    # 10 %: the resonance is sampled by harmonics 180 Hz apart instead of 120 Hz.
+    assert _envelope_centroid(higher) / base == pytest.approx(1.0, rel=0.1)
+    both = pitch_shift(x, 1.5).numpy()  # no formant argument: everything moves
+    assert _envelope_centroid(both) / base == pytest.approx(1.5, rel=0.06)
+
+
 def test_pitch_shift_bin_gain_filters_the_band():
     x = harmonic_tone(130.0)
     freqs = np.linspace(0, SR / 2, 257)

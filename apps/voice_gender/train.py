@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 VAL_PERCENT = 15  # share of the training language held out for early stopping
 TELEPHONE_BAND = (300.0, 3400.0)
 # Bumped whenever the training views change, so `train` retrains runs made with older ones.
-AUGMENT_VERSION = "f0-population-v1"
+AUGMENT_VERSION = "f0-population-v2-formants"
 
 # Speaking fundamental frequency of adults, Hz (Baken & Orlikoff, "Clinical Measurement of
 # Speech and Voice", 2nd ed., 2000; the ranges Titze, "Principles of Voice Production",
@@ -49,6 +49,14 @@ VOICED = 0.5  # voicing strength above which a frame's pitch counts (see clip_f0
 MIN_VOICED_FRAMES = 10  # 0.2 s of voiced frames: fewer and the clip's F0 is "unknown"
 PITCH_SHIFT_LIMITS = (0.5, 2.0)  # at most one octave either way (guards F0 estimate errors)
 STFT_SIZE = 512  # frames of the augmentation's STFT pass (32 ms: resolves ~85 Hz harmonics)
+LIFTER_SAMPLES = 24  # cepstral cut between envelope and harmonics (F0 up to ~670 Hz is excluded)
+# Spectral-envelope (formant / vocal-tract length) scale of a training view relative to its
+# speaker, drawn independently of the pitch for every class: female formants average ~17 %
+# above male ones (Fant 1966; Peterson & Barney 1952) and spread about +-10 % within a sex,
+# so +-25 % spans both sexes from any starting voice. Formant position then identifies
+# neither the class nor the actor (with formants tied to F0, the formant-to-F0 ratio would
+# still mark each training actor), and pitch is left to carry the class.
+FORMANT_RANGE = (0.8, 1.25)
 
 
 # ----------------------------------------------------------------------------- folds
@@ -197,8 +205,9 @@ def clip_f0(audio: tf.Tensor, cfg: FrontEndConfig | None = None) -> tf.Tensor:
 
 
 def pitch_shift(x: tf.Tensor, factor: tf.Tensor, bin_gain: tf.Tensor | None = None,
-                n_fft: int = 512, hop: int = 128) -> tf.Tensor:
-    """Scale every frequency of a signal by ``factor`` without changing its duration.
+                n_fft: int = 512, hop: int = 128, formant: tf.Tensor | None = None) -> tf.Tensor:
+    """Scale every frequency of a signal by ``factor`` without changing its duration
+    (optionally with the spectral envelope scaled by a separate ``formant`` factor).
 
     A phase vocoder (Flanagan & Golden 1966; Laroche & Dolson 1999 describe the frequency
     domain pitch shifter): STFT (512-sample Hann frames every 128 samples), each output bin
@@ -217,6 +226,12 @@ def pitch_shift(x: tf.Tensor, factor: tf.Tensor, bin_gain: tf.Tensor | None = No
             than a second FFT over the whole clip.
         n_fft: STFT frame and FFT size.
         hop: STFT hop (a quarter frame: the Hann overlap-add is then exact).
+        formant: optional scale of the spectral envelope (formants, vocal-tract length),
+            independent of ``factor``. Each frame's log magnitude is split by cepstral
+            liftering (quefrencies below :data:`LIFTER_SAMPLES`, i.e. detail coarser than
+            ~670 Hz: the envelope) into envelope + harmonic fine structure; the fine
+            structure moves by ``factor``, the envelope by ``formant``. ``None``: both move
+            by ``factor``.
     """
     n = tf.shape(x)[0]
     factor = tf.cast(factor, tf.float32)
@@ -240,7 +255,23 @@ def pitch_shift(x: tf.Tensor, factor: tf.Tensor, bin_gain: tf.Tensor | None = No
     def warp(v: tf.Tensor) -> tf.Tensor:
         return (tf.gather(v, i0, axis=1) * (1.0 - frac) + tf.gather(v, i1, axis=1) * frac) * inside
 
-    new_mag = warp(mag)
+    if formant is None:
+        new_mag = warp(mag)
+    else:
+        log_mag = tf.math.log(mag + 1e-6)
+        ceps = tf.signal.irfft(tf.complex(log_mag, tf.zeros_like(log_mag)), fft_length=[n_fft])
+        q = tf.range(n_fft)
+        keep = tf.cast(tf.logical_or(q < LIFTER_SAMPLES, q > n_fft - LIFTER_SAMPLES), tf.float32)
+        envelope = tf.math.real(tf.signal.rfft(ceps * keep, fft_length=[n_fft]))
+        f_src = tf.range(bins, dtype=tf.float32) / tf.cast(formant, tf.float32)
+        f_inside = tf.cast(f_src <= bins - 1, tf.float32)
+        f0_ = tf.minimum(tf.cast(tf.floor(f_src), tf.int32), bins - 1)
+        f1_ = tf.minimum(f0_ + 1, bins - 1)
+        f_frac = f_src - tf.cast(f0_, tf.float32)
+        new_env = tf.gather(envelope, f0_, axis=1) * (1.0 - f_frac) + tf.gather(envelope, f1_, axis=1) * f_frac
+        # Beyond the source's top bin there is no envelope: use a floor far below speech.
+        new_env = new_env * f_inside + (1.0 - f_inside) * tf.math.log(1e-6)
+        new_mag = tf.exp(warp(log_mag - envelope) + new_env) * inside
     if bin_gain is not None:
         new_mag = new_mag * bin_gain[None]
     # Start from the source's own first-frame phases (nearest bin), then integrate: with
@@ -312,7 +343,12 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int, f0: tf.Tensor | flo
                     tf.where(pick < 0.40, u(5, 2500.0, 7000.0), SAMPLE_RATE / 2.0))
     band = tf.cast(tf.logical_and(freqs >= low, freqs <= high), tf.float32)
     eq_db = tf.where(u(10, 0.0, 1.0) < 0.8, eq_gain_db(freqs, seeds[11]), 0.0)
-    x = pitch_shift(x, shift, band * tf.pow(10.0, eq_db / 20.0), n_fft=STFT_SIZE)
+    formant = None
+    if f0_range is not None:
+        # Net envelope scale vs the speaker: the resampling already applied `rate`.
+        formant = tf.exp(u(13, math.log(FORMANT_RANGE[0]), math.log(FORMANT_RANGE[1]))) / rate
+    x = pitch_shift(x, shift, band * tf.pow(10.0, eq_db / 20.0), n_fft=STFT_SIZE,
+                    formant=formant)
     # Additive noise (50 %) relative to the clip's own level.
     rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
     snr_db = u(6, 5.0, 40.0)
