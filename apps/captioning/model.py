@@ -236,9 +236,9 @@ class Captioner(keras.Model):
                 "class_words": (self.num_classes, self.vocab_size)}
         got = {"kernel": np.shape(kernel), "bias": np.shape(bias),
                "class_words": np.shape(class_words)}
-        for k in want:
-            if tuple(got[k]) != want[k]:
-                raise ValueError(f"set_class_prior: {k} has shape {got[k]}, expected {want[k]}")
+        for k, shape in want.items():
+            if tuple(got[k]) != shape:
+                raise ValueError(f"set_class_prior: {k} has shape {got[k]}, expected {shape}")
         self.classifier.set_weights([np.asarray(kernel, np.float32),
                                      np.asarray(bias, np.float32)])
         self.class_words.assign(np.asarray(class_words, np.float32))
@@ -316,17 +316,26 @@ class Captioner(keras.Model):
         return context, weights
 
     def call(self, inputs, training: bool = False):
-        """Teacher-forced logits (B, T, vocab) for inputs ``(grid, pooled, tokens_in)``."""
+        """Teacher-forced scores for inputs ``(grid, pooled, tokens_in)``.
+
+        Without the prior: logits (B, T, vocab). With it: (B, T, 2 * vocab), the log of the
+        mixed distribution followed by the generator's own logits (for its auxiliary loss,
+        :func:`make_masked_loss`); decoding uses :meth:`step`, which returns the mixture only.
+        """
         grid, pooled, tokens = inputs
         h0, context = self.encode(grid, pooled, training=training)
         keys, prior = (context[0], context[1:]) if self.num_classes else (context, None)
-        if training and self.word_dropout > 0:
-            tokens = self._drop_words(tokens)
-        x = self.embedding(tokens)
+        inputs_seen = self._drop_words(tokens) if training and self.word_dropout > 0 else tokens
+        x = self.embedding(inputs_seen)
         hs = self.rnn(x, initial_state=h0, training=training)
         attended, weights = self.attend(hs, keys)
-        z = self.combine(keras.ops.concatenate([hs, attended], axis=-1))
-        return self._output(self.out_dropout(z, training=training), weights, prior)
+        z = self.out_dropout(self.combine(keras.ops.concatenate([hs, attended], axis=-1)),
+                             training=training)
+        if prior is None:
+            return self._output(z, weights, prior)
+        # With the prior, the generator's own logits ride along (see make_masked_loss): it
+        # also learns on its own, as DCC trains its language model separately.
+        return keras.ops.concatenate([self._output(z, weights, prior), self.logits(z)], -1)
 
     def step(self, tokens, state, context):
         """One decoding step for :mod:`rnnkit.samplers`: (logits, new state, attention).
@@ -351,7 +360,8 @@ def masked_loss(y_true, y_pred):
     return keras.ops.sum(loss * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
 
 
-def make_masked_loss(vocab_size: int, label_smoothing: float = 0.0):
+def make_masked_loss(vocab_size: int, label_smoothing: float = 0.0,
+                     generator_loss: bool = False):
     """Masked token cross-entropy with optional label smoothing.
 
     Smoothing keeps the decoder from becoming over-confident about object words: held-out
@@ -361,18 +371,40 @@ def make_masked_loss(vocab_size: int, label_smoothing: float = 0.0):
     Args:
         vocab_size: number of token ids.
         label_smoothing: probability mass spread evenly over the vocabulary (0: none).
+        generator_loss: the predictions are a prior captioner's (B, T, 2 * vocab) output
+            (:meth:`Captioner.call`); the loss is then the mixture's plus the generator's
+            own. Without this term the generator gets almost no gradient on words the
+            ImageNet prior already covers and stops learning early.
     """
-    if label_smoothing <= 0:
-        return masked_loss
 
-    def loss(y_true, y_pred):
+    def one(y_true, y_pred):
+        if label_smoothing <= 0:
+            return masked_loss(y_true, y_pred)
         target = keras.ops.one_hot(y_true, vocab_size)
         target = target * (1.0 - label_smoothing) + label_smoothing / vocab_size
         per_token = keras.losses.categorical_crossentropy(target, y_pred, from_logits=True)
         mask = keras.ops.cast(keras.ops.not_equal(y_true, PAD), per_token.dtype)
         return keras.ops.sum(per_token * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
 
+    if not generator_loss:
+        return one
+
+    def loss(y_true, y_pred):
+        return (one(y_true, y_pred[..., :vocab_size])
+                + one(y_true, y_pred[..., vocab_size:]))
+
     return loss
+
+
+def make_masked_accuracy(vocab_size: int):
+    """:func:`masked_accuracy` of the first ``vocab_size`` scores (a prior captioner's
+    mixture, see :meth:`Captioner.call`); the metric keeps the name ``masked_accuracy``."""
+
+    def masked_accuracy_(y_true, y_pred):
+        return masked_accuracy(y_true, y_pred[..., :vocab_size])
+
+    masked_accuracy_.__name__ = "masked_accuracy"
+    return masked_accuracy_
 
 
 def masked_accuracy(y_true, y_pred):

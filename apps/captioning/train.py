@@ -139,8 +139,8 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
         Captioner,
         Vocabulary,
         class_word_matrix,
+        make_masked_accuracy,
         make_masked_loss,
-        masked_accuracy,
         save_config,
     )
     from rnnkit import reports, training
@@ -172,8 +172,9 @@ def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed:
         if prior:
             model.set_class_prior(prior[0], prior[1], class_word_matrix(prior[2], vocab))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
-                      loss=make_masked_loss(len(vocab), label_smoothing),
-                      metrics=[masked_accuracy])
+                      loss=make_masked_loss(len(vocab), label_smoothing,
+                                            generator_loss=bool(prior)),
+                      metrics=[make_masked_accuracy(len(vocab))])
     output = Path(output)
     result = training.fit(model, train_ds, val_ds, output_dir=output, epochs=epochs,
                           monitor=monitor, patience=patience)
