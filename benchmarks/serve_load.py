@@ -3,8 +3,9 @@
 Starts `rnnkit serve` on free loopback ports (or uses --rest_port/--grpc_port of a server
 already running on 127.0.0.1), sends the same realistic requests from N client threads
 for S seconds (bounded by --max_requests too), and prints requests/s, p50/p99 latency and
-the error count. It then makes the same requests in-process on the SavedModel (same number
-of threads, same duration) and prints the serving overhead at p50:
+the error count. It also makes the same requests in-process on the SavedModel (same number
+of threads, same duration, alternating with the server runs in --rounds slices) and prints
+the serving overhead at p50:
 
     overhead = server p50 / in-process p50 - 1        (target: <= 25 % at 32 clients)
 
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server_args", default="", help="extra flags for the started rnnkit serve")
     p.add_argument("--format", choices=["columnar", "row"], default="columnar",
                    help="REST body format: columnar {\"inputs\": ...} or row {\"instances\": ...}")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternate server and in-process runs in this many slices of --seconds each (default 2)")
     p.add_argument("--no_in_process", action="store_true")
     args = p.parse_args(argv)
     if not (1 <= args.clients <= MAX_CLIENTS) or not (0 < args.seconds <= MAX_SECONDS):
@@ -418,20 +421,39 @@ def main(argv: list[str] | None = None) -> int:
         w = make_call()
         for _ in range(2 * len(requests)):
             w()
-        lat, nerr, samples, wall = run_clients(args.clients, args.seconds, args.max_requests, make_call)
-        s50, s99 = percentiles(lat)
-        print(f"server     {args.clients:3d} clients: {len(lat) / wall:8.1f} req/s  p50 {s50:7.2f} ms  p99 {s99:7.2f} ms  "
-              f"errors {nerr}  ({len(lat)} ok in {wall:.1f}s)")
-        for s in samples:
-            print(f"  error: {s}")
+
+        def make_local():
+            i = [0]
+
+            def call():
+                out = fn(**tensors[i[0] % len(tensors)])
+                {k: v.numpy() for k, v in out.items()}
+                i[0] += 1
+            return call
+
+        if not args.no_in_process:
+            w = make_local()
+            for _ in range(2 * len(requests)):
+                w()
+        # Server and in-process runs alternate in --rounds slices (the server idles while the
+        # in-process threads run), so load from anything else on the machine falls on both
+        # sides alike instead of on whichever happened to run during it.
         one_s = min(args.seconds, 3.0)
-        lat1, nerr1, samples1, wall1 = run_clients(1, one_s, args.max_requests, make_call)
-        nerr += nerr1
-        print(f"server       1 client : {len(lat1) / wall1:8.1f} req/s  p50 {percentiles(lat1)[0]:7.2f} ms  errors {nerr1}")
-        for s in samples1:
-            print(f"  error: {s}")
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit("the server died during the run:\n" + proc.stderr.read()[-3000:])
+        rounds = max(1, args.rounds)
+        sides: dict[tuple[str, int], dict] = {}
+        for n, secs in ((args.clients, args.seconds), (1, one_s)):
+            for _ in range(rounds):
+                for side, factory in (("server", make_call), ("in-process", make_local)):
+                    if side == "in-process" and args.no_in_process:
+                        continue
+                    lat, nerr_r, samples, wall = run_clients(n, secs / rounds, args.max_requests, factory)
+                    acc = sides.setdefault((side, n), {"lat": [], "errors": 0, "samples": [], "wall": 0.0})
+                    acc["lat"].extend(lat)
+                    acc["errors"] += nerr_r
+                    acc["samples"] = (acc["samples"] + samples)[:3]
+                    acc["wall"] += wall
+            if proc is not None and proc.poll() is not None:
+                raise SystemExit("the server died during the run:\n" + proc.stderr.read()[-3000:])
     finally:
         if proc is not None:
             proc.terminate()
@@ -440,25 +462,27 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    def summary(side: str, n: int):
+        acc = sides[side, n]
+        return acc["lat"], acc["errors"], acc["samples"], acc["wall"]
+
+    lat, nerr, samples, wall = summary("server", args.clients)
+    s50, s99 = percentiles(lat)
+    print(f"server     {args.clients:3d} clients: {len(lat) / wall:8.1f} req/s  p50 {s50:7.2f} ms  p99 {s99:7.2f} ms  "
+          f"errors {nerr}  ({len(lat)} ok in {wall:.1f}s)")
+    for s in samples:
+        print(f"  error: {s}")
+    lat1, nerr1, samples1, wall1 = summary("server", 1)
+    nerr += nerr1
+    print(f"server       1 client : {len(lat1) / wall1:8.1f} req/s  p50 {percentiles(lat1)[0]:7.2f} ms  errors {nerr1}")
+    for s in samples1:
+        print(f"  error: {s}")
     if args.no_in_process:
         return 1 if nerr else 0
-
-    def make_local():
-        i = [0]
-
-        def call():
-            out = fn(**tensors[i[0] % len(tensors)])
-            {k: v.numpy() for k, v in out.items()}
-            i[0] += 1
-        return call
-
-    w = make_local()
-    for _ in range(2 * len(requests)):
-        w()
-    llat, lerr, _, lwall = run_clients(args.clients, args.seconds, args.max_requests, make_local)
+    llat, lerr, _, lwall = summary("in-process", args.clients)
     l50, l99 = percentiles(llat)
     print(f"in-process {args.clients:3d} threads: {len(llat) / lwall:8.1f} req/s  p50 {l50:7.2f} ms  p99 {l99:7.2f} ms  errors {lerr}")
-    one, _, _, wone = run_clients(1, one_s, args.max_requests, make_local)
+    one, _, _, wone = summary("in-process", 1)
     o50 = percentiles(one)[0]
     print(f"in-process   1 thread : {len(one) / wone:8.1f} req/s  p50 {o50:7.2f} ms")
     overhead = s50 / l50 - 1.0

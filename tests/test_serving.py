@@ -177,6 +177,7 @@ BAD_REST = [
     ("missing input", "POST", "/v1/models/dense:predict", '{"instances": [{"x": [1, 2, 3]}]}', 400, "missing input(s) ['k']"),
     ("extra input", "POST", "/v1/models/dense:predict", '{"inputs": {"x": [[1, 2, 3]], "k": [1], "z": [0]}}', 400, "unknown input(s) ['z']"),
     ("wrong dtype", "POST", "/v1/models/dense:predict", '{"inputs": {"x": [["a", "b", "c"]], "k": [1]}}', 400, "expects DT_FLOAT numbers; got strings"),
+    ("huge integer for int", "POST", "/v1/models/dense:predict", '{"inputs": {"x": [[1, 2, 3]], "k": [123456789012345678901234567890]}}', 400, "input 'k'"),
     ("non-integer for int", "POST", "/v1/models/dense:predict", '{"inputs": {"x": [[1, 2, 3]], "k": [1.5]}}', 400, "expects integers"),
     ("number for string", "POST", "/v1/models/text:predict", '{"instances": [3]}', 400, "is a string tensor"),
     ("wrong shape", "POST", "/v1/models/dense:predict", '{"inputs": {"x": [[1, 2]], "k": [1]}}', 400, "has shape [1, 2] but the signature expects [?, 3]"),
@@ -201,6 +202,38 @@ def test_bad_rest_requests(served, case):
     status, resp = served["rest"].request(method, path, body)
     assert status == want_status, resp
     assert set(resp) == {"error"} and want_msg in resp["error"], resp
+
+
+def test_nan_in_and_out_and_keep_alive(served, local):
+    """NaN literals in a request are read (the model decides), non-finite outputs come back
+    as NaN literals like TF Serving's, and one keep-alive connection serves many requests."""
+    body = '{"inputs": {"x": [[NaN, 1, 2], [1, 2, 3]], "k": [1, 2]}}'
+    status, resp = served["rest"].request("POST", "/v1/models/dense:predict", body)
+    assert status == 200, resp
+    got = np.array(resp["outputs"], np.float32)
+    want = local["dense"].signatures["serving_default"](
+        x=tf.constant([[np.nan, 1, 2], [1, 2, 3]], tf.float32), k=tf.constant([1, 2], tf.int32))["y"].numpy()
+    assert np.isnan(got[0]).all() and np.isnan(want[0]).all()
+    np.testing.assert_array_equal(got[1], want[1])
+    conn = http.client.HTTPConnection("127.0.0.1", served["rest"].port, timeout=60)
+    try:
+        conn.request("POST", "/v1/models/dense:predict", body=body, headers={"Content-Type": "application/json"})
+        raw = conn.getresponse().read()
+        assert b"NaN" in raw and b"null" not in raw, raw  # a literal, as TF Serving writes it
+        for i in range(5):
+            conn.request("POST", "/v1/models/text:predict", body=json.dumps({"instances": [f"review {i}"]}),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 200 and r.getheader("Content-Type") == "application/json"
+            assert set(json.loads(r.read())["predictions"][0]) == {"probabilities", "label", "num_tokens"}
+        conn.request("POST", "/v1/models/text:predict", body="{oops", headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 400 and "malformed JSON" in json.loads(r.read())["error"]
+        conn.request("GET", "/v1/models/text")
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["model_version_status"][0]["state"] == "AVAILABLE"
+    finally:
+        conn.close()
 
 
 def test_huge_body_rejected_and_server_keeps_serving(served):

@@ -8,9 +8,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from rnnkit.serving import testing
 from rnnkit.serving.batching import (
@@ -94,12 +96,50 @@ def test_batcher_keeps_different_shapes_apart():
     assert all(s[1] in (2, 3) for s in seen)
 
 
+def test_batcher_pads_variable_length_inputs_like_tf_serving():
+    seen = []
+
+    def run(inputs):
+        seen.append({k: v.copy() for k, v in inputs.items()})
+        time.sleep(0.02)  # long enough for the other requests to queue up behind the first
+        x, n = inputs["x"], inputs["length"]
+        return {"mean": np.array([row[:k].sum() / max(k, 1) for row, k in zip(x, n)], np.float32), "x_back": x}
+
+    opts = BatchingOptions(max_batch_size=16, batch_timeout_micros=50_000, num_batch_threads=1, pad_variable_length_inputs=True)
+    b = Batcher(run, opts, "t")
+    lengths = [3, 5, 2, 4]
+
+    def one(k):
+        x = np.arange(1, k + 1, dtype=np.float32)[None, :] + 10 * k  # first element 10k + 1
+        return b.submit({"x": x, "length": np.array([k], np.int64)})
+
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(one, lengths))
+    # an input with no elements has no value to pad with: it only joins its own shape
+    empty = b.submit({"x": np.zeros((1, 0), np.float32), "length": np.array([0], np.int64)})
+    b.stop()
+    merged = [s for s in seen if s["x"].shape[0] > 1]
+    assert merged, [s["x"].shape for s in seen]  # requests of different lengths shared a batch
+    for batch in merged:
+        width = batch["x"].shape[1]
+        for row, k in zip(batch["x"], batch["length"]):
+            # padded at the end, with the request's own first element
+            np.testing.assert_array_equal(row[:k], np.arange(1, k + 1) + 10 * k)
+            np.testing.assert_array_equal(row[k:], np.full(width - k, 10 * k + 1))
+    for k, out in zip(lengths, outs):
+        assert out["mean"].tolist() == [pytest.approx(10 * k + (k + 1) / 2)]
+        assert out["x_back"].shape[0] == 1  # its own rows, at the batch's padded width
+    assert empty["x_back"].shape == (1, 0)
+
+
 def test_server_with_batching_matches_in_process(tmp_path):
     base = tmp_path / "text"
     testing.export_text_model(base)
     testing.export_image_model(tmp_path / "image")
+    testing.export_sequence_model(tmp_path / "seq")
     cfg = tmp_path / "models.config"
-    cfg.write_text('model_config_list { config { name: "text" base_path: "text" } config { name: "image" base_path: "image" } }')
+    cfg.write_text('model_config_list { config { name: "text" base_path: "text" } config { name: "image" base_path: "image" }'
+                   ' config { name: "seq" base_path: "seq" } }')
     texts = [f"review {i}: " + " ".join(["good", "bad", "fine"][j % 3] for j in range(i % 7 + 1)) for i in range(48)]
     fn = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
     want = fn(text=tf.constant(texts))["probabilities"].numpy()
@@ -130,5 +170,24 @@ def test_server_with_batching_matches_in_process(tmp_path):
                 assert status == 400 and "rejected the input" in body["error"], body
             else:
                 assert status == 200 and body["predictions"] == [pytest.approx(50.0)], body
+        # sequences of different lengths (deploy/batching.config pads them) over gRPC: the
+        # answers are the in-process model's, whatever batch each request ran in
+        seq_fn = tf.saved_model.load(str(tmp_path / "seq" / "1")).signatures["serving_default"]
+        rng = np.random.default_rng(0)
+        seqs = [rng.normal(size=(1 + i % 2, 3 + (7 * i) % 11)).astype(np.float32) for i in range(40)]
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+
+        def seq_call(x):
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "seq"
+            req.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
+            req.inputs["length"].CopyFrom(tf.make_tensor_proto(np.full(len(x), x.shape[1], np.int64)))
+            return tf.make_ndarray(stub.Predict(req, timeout=30).outputs["mean"])
+
+        with ThreadPoolExecutor(16) as ex:
+            got = list(ex.map(seq_call, seqs))
+        for x, g in zip(seqs, got):
+            want = seq_fn(x=tf.constant(x), length=tf.constant(np.full(len(x), x.shape[1], np.int64)))["mean"].numpy()
+            np.testing.assert_allclose(g, want, rtol=1e-5)
     finally:
         testing.stop_server(proc)

@@ -11,8 +11,11 @@ Starlette app: uvicorn (httptools) still parses the HTTP, but no middleware stac
 Request or Response objects are built per request. Everything else (status, metadata, 404s,
 wrong methods) goes through Starlette. JSON is parsed and written with orjson when it is
 installed (several times faster than the standard library for these small bodies); the
-standard library takes over for what orjson does not accept (NaN / Infinity literals, integers
-beyond 64 bits), so the answers and error messages do not depend on it. The model never runs
+standard library takes over for what orjson does not accept (NaN / Infinity literals in a
+request, non-finite floats in an answer, which TF Serving writes as NaN / Infinity), so the
+answers and error messages do not depend on it. One difference: an integer literal beyond
+64 bits reads as the nearest double with orjson (as in TF Serving's RapidJSON), as a Python
+int without it; an integer input rejects it either way. The model never runs
 on the event loop: without batching, decoding, the model call and encoding run in one of
 ``num_threads`` worker threads; with batching a small request is decoded on the loop and
 handed straight to the batch threads.
@@ -79,7 +82,7 @@ def loads_json(raw: bytes) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            pass  # NaN / Infinity literals, huge integers, or truly malformed: let json decide
+            pass  # NaN / Infinity literals, or truly malformed: let json decide
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

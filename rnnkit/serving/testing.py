@@ -124,6 +124,30 @@ def export_image_model(base: Path, version: int = 1) -> Path:
     return _export(m, {"serving_default": m.serve}, Path(base), version)
 
 
+def export_sequence_model(base: Path, version: int = 1) -> Path:
+    """Variable-length sequences with their lengths, as voice_gender's ``waveform`` + ``length``:
+    ``x`` (float32 [batch, time]) and ``length`` (int64 [batch]) -> ``mean`` (float32 [batch]),
+    the mean of each row's first ``length`` values. Padding after ``length`` never changes the
+    answer, which is what batching with ``pad_variable_length_inputs`` relies on.
+    """
+    import tensorflow as tf
+
+    class SequenceModel(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.float32, name="x"),
+                tf.TensorSpec([None], tf.int64, name="length"),
+            ]
+        )
+        def serve(self, x, length):
+            mask = tf.sequence_mask(length, tf.shape(x, out_type=tf.int64)[1], dtype=tf.float32)
+            total = tf.reduce_sum(x * mask, axis=1)
+            return {"mean": total / tf.cast(tf.maximum(length, 1), tf.float32)}
+
+    m = SequenceModel()
+    return _export(m, {"serving_default": m.serve}, Path(base), version)
+
+
 def export_keras_in_module(base: Path, version: int = 1, track_variables: bool = True) -> Path:
     """A Keras 3 model inside a tf.Module: ``x`` float32 [batch, 4] -> ``y`` float32 [batch, 2].
 
