@@ -15,6 +15,7 @@ from apps.voice_gender import data as vdata
 from apps.voice_gender.train import (
     SPEAKING_F0_HZ,
     augment,
+    augment_population,
     clip_f0,
     f0_ranges_for,
     pitch_shift,
@@ -116,7 +117,10 @@ def test_f0_ranges_only_for_sexes():
 
 
 def _view_f0s(x: np.ndarray, f0: float, f0_range, n: int = 24) -> np.ndarray:
-    fn = tf.function(lambda a, s: augment(a, s, 4 * SR, f0, f0_range))
+    if f0_range is None:  # the default channel views
+        fn = tf.function(lambda a, s: augment(a, s, 4 * SR))
+    else:
+        fn = tf.function(lambda a, s: augment_population(a, s, 4 * SR, f0, f0_range))
     return np.array([float(clip_f0(fn(x, tf.constant([3, i], tf.int64)))) for i in range(n)])
 
 

@@ -44,6 +44,10 @@ def _add_arguments(verb: str, parser: argparse.ArgumentParser) -> None:
     if verb == "train":
         parser.add_argument("--patience", type=int, default=None,
                             help="early-stopping patience in epochs [default: 6]")
+        parser.add_argument("--speaker-augment", action="store_true",
+                            help="female/male data only: move each training clip's F0 into its "
+                                 "class's adult range and draw formants independently (opt-in: "
+                                 "it scored worse on the Fillets folds; docs/voice_gender.md)")
 
 
 APP = App(

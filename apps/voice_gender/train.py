@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 VAL_PERCENT = 15  # share of the training language held out for early stopping
 TELEPHONE_BAND = (300.0, 3400.0)
-# Bumped whenever the training views change, so `train` retrains runs made with older ones.
-AUGMENT_VERSION = "f0-population-v2-formants"
+# Names of the training views, recorded in each run's recipe so that `train` retrains runs
+# made with other views instead of skipping them.
+AUGMENT_VERSION = "channel-v1"  # `augment` (the default)
+POPULATION_AUGMENT_VERSION = "f0-population-v2-formants"  # `augment_population` (--speaker-augment)
 
 # Speaking fundamental frequency of adults, Hz (Baken & Orlikoff, "Clinical Measurement of
 # Speech and Voice", 2nd ed., 2000; the ranges Titze, "Principles of Voice Production",
@@ -285,9 +287,12 @@ def pitch_shift(x: tf.Tensor, factor: tf.Tensor, bin_gain: tf.Tensor | None = No
     return y[n_fft : n_fft + n]
 
 
-def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int, f0: tf.Tensor | float = 0.0,
-            f0_range: tf.Tensor | None = None) -> tf.Tensor:
-    """One random training view of a clip (float32 1-D), at most ``max_len`` samples.
+def augment_population(audio: tf.Tensor, seed: tf.Tensor, max_len: int,
+                       f0: tf.Tensor | float = 0.0, f0_range: tf.Tensor | None = None) -> tf.Tensor:
+    """One random training view with speaker-population augmentation (``--speaker-augment``).
+
+    Tried and measured worse than :func:`augment` on the Fillets folds (see
+    docs/voice_gender.md, Results), so it is opt-in.
 
     Speaker population (when the class has an F0 range and the clip a measured F0): the
     clip's pitch (and with it its formants) is moved to a random F0, log-uniform over the
@@ -358,6 +363,54 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int, f0: tf.Tensor | flo
     return tf.clip_by_value(x * gain, -1.0, 1.0)
 
 
+def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
+    """One random training view of a clip (float32 1-D), at most ``max_len`` samples.
+
+    Deployment conditions the four Fillets voices do not cover: speed/pitch +-8 %
+    (resampling), random crop length (0.5 s up to the window), telephone band 300-3400 Hz
+    or a random low-pass, a random smooth EQ of +-12 dB (recording chain), white noise at
+    5-40 dB SNR, gain -30..+6 dB with clipping.
+
+    Args:
+        audio: the whole clip, float32 in [-1, 1].
+        seed: a (2,) int seed for the stateless random ops.
+        max_len: the training window in samples.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 12)
+    u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
+    length = tf.shape(audio)[0]
+    # Speed/pitch: read `rate` source samples per output sample.
+    rate = u(0, 0.92, 1.08)
+    out_len = tf.cast(max_len, tf.float32)
+    short = u(1, 0.0, 1.0) < 0.25
+    out_len = tf.where(short, u(2, 0.5 * SAMPLE_RATE, float(max_len)), out_len)
+    src_len = tf.minimum(length, tf.cast(tf.math.ceil(out_len * rate), tf.int32) + 1)
+    start = tf.cast(u(3, 0.0, 1.0) * tf.cast(length - src_len + 1, tf.float32), tf.int32)
+    start = tf.clip_by_value(start, 0, tf.maximum(length - src_len, 0))
+    seg = audio[start : start + src_len]
+    n_out = tf.maximum(1, tf.minimum(tf.cast(out_len, tf.int32),
+                                     tf.cast(tf.cast(src_len - 1, tf.float32) / rate, tf.int32) + 1))
+    pos = tf.cast(tf.range(n_out), tf.float32) * rate
+    i0 = tf.minimum(tf.cast(tf.floor(pos), tf.int32), src_len - 1)
+    i1 = tf.minimum(i0 + 1, src_len - 1)
+    frac = pos - tf.cast(i0, tf.float32)
+    x = tf.gather(seg, i0) * (1.0 - frac) + tf.gather(seg, i1) * frac
+    # Channel: telephone band (25 %), random low-pass (15 %), untouched otherwise.
+    pick = u(4, 0.0, 1.0)
+    x = tf.cond(pick < 0.25, lambda: band_limit(x, *TELEPHONE_BAND),
+                lambda: tf.cond(pick < 0.40, lambda: band_limit(x, 0.0, u(5, 2500.0, 7000.0)),
+                                lambda: x))
+    # Recording chain: a random smooth EQ (80 %).
+    x = tf.cond(u(10, 0.0, 1.0) < 0.8, lambda: random_eq(x, seeds[11]), lambda: x)
+    # Additive noise (50 %) relative to the clip's own level.
+    rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
+    snr_db = u(6, 5.0, 40.0)
+    noise = tf.random.stateless_normal(tf.shape(x), seeds[7]) * rms * tf.pow(10.0, -snr_db / 20.0)
+    x = tf.where(u(8, 0.0, 1.0) < 0.5, x + noise, x)
+    gain = tf.pow(10.0, u(9, -30.0, 6.0) / 20.0)
+    return tf.clip_by_value(x * gain, -1.0, 1.0)
+
+
 def _to_float(audio: tf.Tensor) -> tf.Tensor:
     return tf.cast(audio, tf.float32) / 32768.0
 
@@ -373,8 +426,9 @@ def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int, num_classes: 
         num_classes: number of classes (unused except for shape checks).
         class_weight: per-class loss weight (balanced classes).
         f0_ranges: optional ``(K, 2)`` target F0 range per class (:func:`f0_ranges_for`):
-            each clip's F0 is measured once (:func:`clip_f0`, cached with the audio) and
-            every view moves it into its class's range. ``None``: no pitch targeting.
+            speaker-population views (:func:`augment_population`): each clip's F0 is
+            measured once (:func:`clip_f0`, cached with the audio) and every view moves it
+            into its class's range. ``None`` (default): the channel views of :func:`augment`.
     """
     del num_classes
     win, _ = window_samples()
@@ -384,12 +438,17 @@ def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int, num_classes: 
 
     def view(index, example):
         audio, label, f0 = example
-        x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win, f0,
-                    None if ranges is None else tf.gather(ranges, label))
+        x = augment_population(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win,
+                               f0, tf.gather(ranges, label))
+        return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
+
+    def plain_view(index, example):
+        audio, label = example
+        x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win)
         return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
 
     if ranges is None:
-        ds = ds.map(lambda audio, label: (audio, label, tf.constant(0.0)))
+        view = plain_view
     else:
         ds = ds.map(lambda audio, label: (audio, label, clip_f0(_to_float(audio))),
                     num_parallel_calls=tf.data.AUTOTUNE)
@@ -428,8 +487,10 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
 
     out = run_dir_of(Path(args.output), fold)
     done = out / "model.keras"
+    speaker_augment = bool(getattr(args, "speaker_augment", False))
     recipe = {"data": args.data, "limit": args.limit, "seed": args.seed, "epochs": args.epochs,
-              "batch_size": args.batch_size, "augment": AUGMENT_VERSION}
+              "batch_size": args.batch_size,
+              "augment": POPULATION_AUGMENT_VERSION if speaker_augment else AUGMENT_VERSION}
     if done.exists() and (out / "train_done.json").exists():
         info = json.loads((out / "train_done.json").read_text())
         if info.get("recipe") == recipe:
@@ -452,7 +513,7 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
         missing = [n for n, c in zip(names, counts) if c == 0]
         raise vdata.DataError(f"training split has no clips of class(es) {missing}")
     class_weight = counts.sum() / (len(names) * counts)
-    f0_ranges = f0_ranges_for(names)
+    f0_ranges = f0_ranges_for(names) if speaker_augment else None
     train_ds = train_dataset(train_raw, args.batch_size, args.seed, len(names), class_weight,
                              f0_ranges)
     val_ds = eval_dataset(val_raw, args.batch_size)
