@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from reference_decoders import ref_greedy
+from reference_decoders import ref_beam, ref_greedy
 
 from apps.captioning.model import (
     END,
@@ -64,8 +64,9 @@ def test_vocabulary_round_trip():
     assert Vocabulary.from_json(v.to_json()).itos == v.itos
 
 
-def _numpy_greedy(model: Captioner, grid, pooled, max_len: int):
-    """Reference greedy decoder written with numpy only, from the model's weights."""
+def _numpy_greedy(model: Captioner, grid, pooled, max_len: int, beam: int = 0):
+    """Reference decoder written with numpy only, from the model's weights: greedy, or the
+    shared reference beam search (no length penalty) when ``beam`` > 0."""
     w = lambda layer: [np.asarray(x) for x in layer.weights]
     W0, b0 = w(model.init_state)
     Wg, bg = w(model.grid_proj)
@@ -97,7 +98,12 @@ def _numpy_greedy(model: Captioner, grid, pooled, max_len: int):
             mixed = pi[0] * softmax(z @ Wo + bo) + pi[1] * (cls @ M) + pi[2] * (whole @ M)
             return np.log(mixed + 1e-8), h, a
 
-        out.append(ref_greedy(step, np.tanh(p @ W0 + b0), max_len, START, END))
+        h0 = np.tanh(p @ W0 + b0)
+        if beam:
+            toks, _, logp = ref_beam(step, h0, max_len, beam, 0.0, START, END)
+            out.append((toks, logp))
+        else:
+            out.append(ref_greedy(step, h0, max_len, START, END))
     return out
 
 
@@ -105,6 +111,7 @@ def test_greedy_and_beam_agree_with_the_reference_decoder(trained):
     model, vocab, prep, _ = trained
     grid, pooled = prep.grid["test"][:12], prep.pooled["test"][:12]
     ref = _numpy_greedy(model, grid, pooled, max_len=12)
+    ref_b1 = _numpy_greedy(model, grid, pooled, max_len=12, beam=1)
     greedy = decode(model, grid, pooled, "greedy", max_length=12)
     beam1 = decode(model, grid, pooled, "beam", beam_width=1, max_length=12, length_penalty=0.0)
     beam4 = decode(model, grid, pooled, "beam", beam_width=4, max_length=12, length_penalty=0.0)
@@ -112,8 +119,12 @@ def test_greedy_and_beam_agree_with_the_reference_decoder(trained):
         n = int(greedy.lengths[i])
         assert greedy.tokens[i, :n].numpy().tolist() == words
         assert float(greedy.log_probs[i]) == pytest.approx(logp, abs=1e-3)
-        # A one-hypothesis beam is greedy search.
-        assert beam1.tokens[i, : int(beam1.lengths[i])].numpy().tolist() == words
+        # A one-hypothesis beam follows the greedy path but returns the best *finished*
+        # hypothesis met on the way (an early "<end>" can beat greedy's final caption): it
+        # equals the reference beam search and is never less likely than greedy.
+        assert beam1.tokens[i, : int(beam1.lengths[i])].numpy().tolist() == ref_b1[i][0]
+        assert float(beam1.log_probs[i]) == pytest.approx(ref_b1[i][1], abs=1e-3)
+        assert float(beam1.log_probs[i]) >= logp - 1e-4
         # A wider beam (no length penalty) never finds a less likely caption.
         assert float(beam4.log_probs[i]) >= logp - 1e-4
     # Decoding works inside a tf.function graph too (as in the export).

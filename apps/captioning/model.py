@@ -162,12 +162,16 @@ class Captioner(keras.Model):
             replaced by ``<unk>`` with this probability, so the decoder leans on the
             picture rather than on memorised wording.
         seed: seed of the word-dropout draws.
+        prior_boost: added, when decoding, to the mixing logit of the global ImageNet prior.
+            The mixing weights are learnt on training pictures, whose captions the generator
+            has memorised, so they under-trust the prior on new pictures; ``train`` sets this
+            by calibration on the validation split (:func:`apps.captioning.train.calibrate_prior`).
     """
 
     def __init__(self, vocab_size: int, feature_dim: int = 1280, embed_dim: int = 256,
                  units: int = 512, attention_dim: int = 256, dropout: float = 0.3,
                  num_classes: int = 0, word_dropout: float = 0.0, seed: int | None = None,
-                 **kwargs):
+                 prior_boost: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.feature_dim = int(vocab_size), int(feature_dim)
         self.embed_dim, self.units = int(embed_dim), int(units)
@@ -176,6 +180,7 @@ class Captioner(keras.Model):
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
         self.seed = seed
+        self.prior_boost = float(prior_boost)
         self.seed_generator = keras.random.SeedGenerator(seed)
         if self.num_classes:
             # Frozen: these are the CNN's ImageNet head weights, copied in by set_class_prior.
@@ -198,7 +203,8 @@ class Captioner(keras.Model):
                 "feature_dim": self.feature_dim, "embed_dim": self.embed_dim,
                 "units": self.units, "attention_dim": self.attention_dim,
                 "dropout": self.dropout_rate, "num_classes": self.num_classes,
-                "word_dropout": self.word_dropout, "seed": self.seed}
+                "word_dropout": self.word_dropout, "seed": self.seed,
+                "prior_boost": self.prior_boost}
 
     def build(self, input_shape=None) -> None:
         # Build every sub-layer from shapes alone, so the model can load weights or be
@@ -267,12 +273,13 @@ class Captioner(keras.Model):
         global_probs = keras.ops.softmax(keras.ops.mean(cell_logits, axis=1), axis=-1)
         return self.init_state(pooled), (keys, cell_logits, global_probs)
 
-    def _output(self, z, weights, prior_context):
+    def _output(self, z, weights, prior_context, boost: float = 0.0):
         """Next-word scores from the combined state ``z`` (..., units).
 
         Without the prior (``prior_context`` None): the generator's logits. With it: ``log``
         of the mixture of the generator's distribution and the attended and global ImageNet
         word priors (module docstring); ``prior_context`` is (cell logits, global probs).
+        ``boost`` is added to the global prior's mixing logit (see ``prior_boost``).
         """
         gen = self.logits(z)
         if prior_context is None:
@@ -291,7 +298,10 @@ class Captioner(keras.Model):
             global_words = global_words[:, None, :]
             global_conf = keras.ops.broadcast_to(global_conf[:, None], keras.ops.shape(cls)[:2])
         confidence = keras.ops.stack([keras.ops.max(cls, axis=-1), global_conf], axis=-1)
-        pi = keras.ops.softmax(self.copy_gate(keras.ops.concatenate([z, confidence], -1)), -1)
+        mix_logits = self.copy_gate(keras.ops.concatenate([z, confidence], -1))
+        if boost:
+            mix_logits = mix_logits + keras.ops.convert_to_tensor([0.0, 0.0, boost])
+        pi = keras.ops.softmax(mix_logits, -1)
         mixed = (pi[..., 0:1] * keras.ops.softmax(gen, axis=-1)
                  + pi[..., 1:2] * keras.ops.matmul(cls, class_words)
                  + pi[..., 2:3] * global_words)
@@ -350,7 +360,7 @@ class Captioner(keras.Model):
         h = self.rnn.step(x, state)
         ctx, weights = self.attend(h, keys)
         z = self.combine(keras.ops.concatenate([h, ctx], axis=-1))
-        return self._output(z, weights, prior), h, weights
+        return self._output(z, weights, prior, self.prior_boost), h, weights
 
 
 def masked_loss(y_true, y_pred):
