@@ -227,7 +227,47 @@ def test_equivalence_unknown_time_axis(steps, xla, fallback_calls, monkeypatch):
                            dynamic=True, zero_output_for_mask=True, return_sequences=False,
                            seed=steps + 2)
     assert fallback_calls == []
-    assert len(bucketed_calls) == (3 if xla else 0)
+    # Each batch slice (see test_batch_streams_match_keras) runs its own bucketed loops.
+    assert len(bucketed_calls) == (3 * _fused._stream_count(None) if xla else 0)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_batch_streams_match_keras(dynamic, fallback_calls, monkeypatch):
+    # On CPU the batch is cut into slices run in parallel (one per core): forcing 3 slices
+    # of uneven size (50 rows: 16, 16, 18; for a dynamic batch sized at run time) must
+    # keep outputs and gradients equal to Keras's, masks and initial state included.
+    from rnnkit.layers import _fused
+
+    monkeypatch.setattr(_fused, "_STREAMS_ENV", "3")
+    assert _fused._stream_count(50) == 3
+    split_sizes = []
+    original = _fused._split_sizes
+
+    def spy(batch, streams):
+        split_sizes.append(original(batch, streams))
+        return split_sizes[-1]
+
+    monkeypatch.setattr(_fused, "_split_sizes", spy)
+    for seq in (False, True):
+        _check_equivalence(units=8, batch=50, steps=9, features=5, masked=True, graph=True,
+                           dynamic=dynamic, return_sequences=seq, return_state=True,
+                           go_backwards=seq, seed=11 + seq)
+    assert fallback_calls == []
+    if not dynamic:
+        assert split_sizes and split_sizes[0] == [16, 16, 18]
+
+
+def test_batch_stream_count_rules(monkeypatch):
+    from rnnkit.layers import _fused
+
+    monkeypatch.setattr(_fused, "_STREAMS_ENV", None)
+    monkeypatch.setattr(_fused, "_cpu_count", lambda: 2)
+    assert _fused._stream_count(1) == 1  # too few rows to pay
+    assert _fused._stream_count(31) == 1
+    assert _fused._stream_count(32) == 2
+    assert _fused._stream_count(512) == 2  # never more slices than cores
+    monkeypatch.setattr(_fused, "_cpu_count", lambda: 16)
+    assert _fused._stream_count(64) == 4  # at least 16 rows per slice
 
 
 def test_fallback_options_match_keras(fallback_calls):

@@ -301,6 +301,43 @@ def _as_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(value), dtype)
 
 
+# Rows per batch stream at least (see _stream_count); RNNKIT_FUSED_STREAMS=N forces N.
+_MIN_STREAM_ROWS = 16
+_STREAMS_ENV = os.environ.get("RNNKIT_FUSED_STREAMS")
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _stream_count(batch: int | None) -> int:
+    """How many independent batch slices ("streams") to run the recurrence in.
+
+    One step of the recurrence is a small ``(B, H) x (H, H)`` GEMM that one core does
+    nearly as fast as all of them (the per-step threading costs as much as it saves),
+    so on CPU the batch is cut into slices whose loops TensorFlow's executor runs on
+    different cores at once. On a GPU one kernel already covers the batch: one stream.
+    """
+    if _STREAMS_ENV:
+        return max(1, int(_STREAMS_ENV))
+    if tf.config.list_physical_devices("GPU"):
+        return 1
+    if batch is None:
+        # Decided at run time (see elman_sequence); at most 4 slices, as beyond that
+        # the slices' GEMMs get too thin to pay (measured only on 2 cores so far).
+        return min(_cpu_count(), 4)
+    return max(1, min(_cpu_count(), batch // _MIN_STREAM_ROWS))
+
+
+def _split_sizes(batch: int, streams: int) -> list[int]:
+    """Row counts of ``streams`` near-equal slices of ``batch`` rows."""
+    base = batch // streams
+    return [base] * (streams - 1) + [batch - base * (streams - 1)]
+
+
 def elman_sequence(
     sequences: tf.Tensor,
     h0: tf.Tensor,
@@ -312,6 +349,7 @@ def elman_sequence(
     go_backwards: bool = False,
     zero_output_for_mask: bool = False,
     return_sequences: bool = True,
+    _streams: int | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Run the Elman RNN over a batch-major sequence, with Keras ``backend.rnn`` semantics.
 
@@ -329,6 +367,36 @@ def elman_sequence(
         ``(last_output (B, H), outputs (B, T|1, H), last_state (B, H))``.
     """
     sequences = tf.convert_to_tensor(sequences)
+    batch = sequences.shape[0]
+    streams = _stream_count(batch) if _streams is None else _streams
+    if batch is None and not _use_xla():
+        # Plain (exported) loops cost several microseconds per step even on 0 rows.
+        streams = 1
+    if streams > 1:
+        args = (kernel, recurrent_kernel, bias, activation)
+        options = (go_backwards, zero_output_for_mask, return_sequences)
+
+        def sliced(sizes):
+            # Rows are independent, so each slice runs the whole fused path; autodiff
+            # sums the slices' weight gradients.
+            parts = zip(
+                tf.split(sequences, sizes),
+                tf.split(h0, sizes),
+                tf.split(mask, sizes) if mask is not None else [None] * streams,
+            )
+            results = [elman_sequence(x, h, *args, m, *options, _streams=1)
+                       for x, h, m in parts]
+            return tuple(tf.concat(list(r), 0) for r in zip(*results))
+
+        if batch is not None:
+            return sliced(_split_sizes(batch, streams))
+        # Unknown batch (e.g. traced by fit): the slices' sizes are decided at run time;
+        # a batch too small to pay goes whole into the last slice (the others get 0 rows,
+        # whose compiled loops cost next to nothing). A tf.cond between a sliced and a
+        # whole path would be neater but cannot carry the custom gradient's captures.
+        rows = tf.shape(sequences)[0]
+        size = tf.where(rows >= streams * _MIN_STREAM_ROWS, rows // streams, 0)
+        return sliced(tf.stack([size] * (streams - 1) + [rows - size * (streams - 1)]))
     dtype = sequences.dtype
     h0 = tf.cast(h0, dtype)
     wx = _as_tensor(kernel, dtype)
