@@ -287,6 +287,42 @@ def pitch_shift(x: tf.Tensor, factor: tf.Tensor, bin_gain: tf.Tensor | None = No
     return y[n_fft : n_fft + n]
 
 
+def _random_crop_resampled(audio: tf.Tensor, u, max_len: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random crop of ``audio`` (0.5 s up to ``max_len``) resampled by a random rate.
+
+    ``u(i, lo, hi)`` draws the i-th seeded uniform (indices 0-3 are used). Returns the
+    view and the rate (source samples read per output sample: speed and pitch x rate).
+    """
+    length = tf.shape(audio)[0]
+    rate = u(0, 0.92, 1.08)
+    out_len = tf.cast(max_len, tf.float32)
+    short = u(1, 0.0, 1.0) < 0.25
+    out_len = tf.where(short, u(2, 0.5 * SAMPLE_RATE, float(max_len)), out_len)
+    src_len = tf.minimum(length, tf.cast(tf.math.ceil(out_len * rate), tf.int32) + 1)
+    start = tf.cast(u(3, 0.0, 1.0) * tf.cast(length - src_len + 1, tf.float32), tf.int32)
+    start = tf.clip_by_value(start, 0, tf.maximum(length - src_len, 0))
+    seg = audio[start : start + src_len]
+    n_out = tf.maximum(1, tf.minimum(tf.cast(out_len, tf.int32),
+                                     tf.cast(tf.cast(src_len - 1, tf.float32) / rate, tf.int32) + 1))
+    pos = tf.cast(tf.range(n_out), tf.float32) * rate
+    i0 = tf.minimum(tf.cast(tf.floor(pos), tf.int32), src_len - 1)
+    i1 = tf.minimum(i0 + 1, src_len - 1)
+    frac = pos - tf.cast(i0, tf.float32)
+    x = tf.gather(seg, i0) * (1.0 - frac) + tf.gather(seg, i1) * frac
+    return x, rate
+
+
+def _noisy_gained(x: tf.Tensor, u, noise_seed: tf.Tensor) -> tf.Tensor:
+    """White noise at 5-40 dB SNR of the clip's own level (50 %), then a gain of -30..+6 dB
+    with clipping; ``u(i, lo, hi)`` draws the i-th seeded uniform (indices 6, 8, 9)."""
+    rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
+    snr_db = u(6, 5.0, 40.0)
+    noise = tf.random.stateless_normal(tf.shape(x), noise_seed) * rms * tf.pow(10.0, -snr_db / 20.0)
+    x = tf.where(u(8, 0.0, 1.0) < 0.5, x + noise, x)
+    gain = tf.pow(10.0, u(9, -30.0, 6.0) / 20.0)
+    return tf.clip_by_value(x * gain, -1.0, 1.0)
+
+
 def augment_population(audio: tf.Tensor, seed: tf.Tensor, max_len: int,
                        f0: tf.Tensor | float = 0.0, f0_range: tf.Tensor | None = None) -> tf.Tensor:
     """One random training view with speaker-population augmentation (``--speaker-augment``).
@@ -311,23 +347,7 @@ def augment_population(audio: tf.Tensor, seed: tf.Tensor, max_len: int,
     """
     seeds = tf.random.experimental.stateless_split(seed, 14)
     u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
-    length = tf.shape(audio)[0]
-    # Speed/pitch: read `rate` source samples per output sample.
-    rate = u(0, 0.92, 1.08)
-    out_len = tf.cast(max_len, tf.float32)
-    short = u(1, 0.0, 1.0) < 0.25
-    out_len = tf.where(short, u(2, 0.5 * SAMPLE_RATE, float(max_len)), out_len)
-    src_len = tf.minimum(length, tf.cast(tf.math.ceil(out_len * rate), tf.int32) + 1)
-    start = tf.cast(u(3, 0.0, 1.0) * tf.cast(length - src_len + 1, tf.float32), tf.int32)
-    start = tf.clip_by_value(start, 0, tf.maximum(length - src_len, 0))
-    seg = audio[start : start + src_len]
-    n_out = tf.maximum(1, tf.minimum(tf.cast(out_len, tf.int32),
-                                     tf.cast(tf.cast(src_len - 1, tf.float32) / rate, tf.int32) + 1))
-    pos = tf.cast(tf.range(n_out), tf.float32) * rate
-    i0 = tf.minimum(tf.cast(tf.floor(pos), tf.int32), src_len - 1)
-    i1 = tf.minimum(i0 + 1, src_len - 1)
-    frac = pos - tf.cast(i0, tf.float32)
-    x = tf.gather(seg, i0) * (1.0 - frac) + tf.gather(seg, i1) * frac
+    x, rate = _random_crop_resampled(audio, u, max_len)
     # Speaker: the resampling above already scaled the pitch by `rate`; shift the rest of
     # the way to a random F0 of the class's population (no shift when the class has no
     # range or the clip no measured F0).
@@ -354,13 +374,7 @@ def augment_population(audio: tf.Tensor, seed: tf.Tensor, max_len: int,
         formant = tf.exp(u(13, math.log(FORMANT_RANGE[0]), math.log(FORMANT_RANGE[1]))) / rate
     x = pitch_shift(x, shift, band * tf.pow(10.0, eq_db / 20.0), n_fft=STFT_SIZE,
                     formant=formant)
-    # Additive noise (50 %) relative to the clip's own level.
-    rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
-    snr_db = u(6, 5.0, 40.0)
-    noise = tf.random.stateless_normal(tf.shape(x), seeds[7]) * rms * tf.pow(10.0, -snr_db / 20.0)
-    x = tf.where(u(8, 0.0, 1.0) < 0.5, x + noise, x)
-    gain = tf.pow(10.0, u(9, -30.0, 6.0) / 20.0)
-    return tf.clip_by_value(x * gain, -1.0, 1.0)
+    return _noisy_gained(x, u, seeds[7])
 
 
 def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
@@ -378,23 +392,7 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
     """
     seeds = tf.random.experimental.stateless_split(seed, 12)
     u = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
-    length = tf.shape(audio)[0]
-    # Speed/pitch: read `rate` source samples per output sample.
-    rate = u(0, 0.92, 1.08)
-    out_len = tf.cast(max_len, tf.float32)
-    short = u(1, 0.0, 1.0) < 0.25
-    out_len = tf.where(short, u(2, 0.5 * SAMPLE_RATE, float(max_len)), out_len)
-    src_len = tf.minimum(length, tf.cast(tf.math.ceil(out_len * rate), tf.int32) + 1)
-    start = tf.cast(u(3, 0.0, 1.0) * tf.cast(length - src_len + 1, tf.float32), tf.int32)
-    start = tf.clip_by_value(start, 0, tf.maximum(length - src_len, 0))
-    seg = audio[start : start + src_len]
-    n_out = tf.maximum(1, tf.minimum(tf.cast(out_len, tf.int32),
-                                     tf.cast(tf.cast(src_len - 1, tf.float32) / rate, tf.int32) + 1))
-    pos = tf.cast(tf.range(n_out), tf.float32) * rate
-    i0 = tf.minimum(tf.cast(tf.floor(pos), tf.int32), src_len - 1)
-    i1 = tf.minimum(i0 + 1, src_len - 1)
-    frac = pos - tf.cast(i0, tf.float32)
-    x = tf.gather(seg, i0) * (1.0 - frac) + tf.gather(seg, i1) * frac
+    x, _ = _random_crop_resampled(audio, u, max_len)
     # Channel: telephone band (25 %), random low-pass (15 %), untouched otherwise.
     pick = u(4, 0.0, 1.0)
     x = tf.cond(pick < 0.25, lambda: band_limit(x, *TELEPHONE_BAND),
@@ -402,13 +400,7 @@ def augment(audio: tf.Tensor, seed: tf.Tensor, max_len: int) -> tf.Tensor:
                                 lambda: x))
     # Recording chain: a random smooth EQ (80 %).
     x = tf.cond(u(10, 0.0, 1.0) < 0.8, lambda: random_eq(x, seeds[11]), lambda: x)
-    # Additive noise (50 %) relative to the clip's own level.
-    rms = tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
-    snr_db = u(6, 5.0, 40.0)
-    noise = tf.random.stateless_normal(tf.shape(x), seeds[7]) * rms * tf.pow(10.0, -snr_db / 20.0)
-    x = tf.where(u(8, 0.0, 1.0) < 0.5, x + noise, x)
-    gain = tf.pow(10.0, u(9, -30.0, 6.0) / 20.0)
-    return tf.clip_by_value(x * gain, -1.0, 1.0)
+    return _noisy_gained(x, u, seeds[7])
 
 
 def _to_float(audio: tf.Tensor) -> tf.Tensor:
