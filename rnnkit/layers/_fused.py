@@ -332,9 +332,10 @@ def _stream_count(batch: int | None) -> int:
     return max(1, min(_cpu_count(), batch // _MIN_STREAM_ROWS))
 
 
-def _split_sizes(batch: int, streams: int) -> list[int]:
-    """Row counts of ``streams`` near-equal slices of ``batch`` rows."""
-    base = batch // streams
+def _split_sizes(batch, streams: int, base=None) -> list:
+    """Row counts of ``streams`` slices of ``batch`` rows: ``base`` rows each (default:
+    near-equal) and the remainder in the last. Python ints or scalar tensors."""
+    base = batch // streams if base is None else base
     return [base] * (streams - 1) + [batch - base * (streams - 1)]
 
 
@@ -395,8 +396,8 @@ def elman_sequence(
         # whose compiled loops cost next to nothing). A tf.cond between a sliced and a
         # whole path would be neater but cannot carry the custom gradient's captures.
         rows = tf.shape(sequences)[0]
-        size = tf.where(rows >= streams * _MIN_STREAM_ROWS, rows // streams, 0)
-        return sliced(tf.stack([size] * (streams - 1) + [rows - size * (streams - 1)]))
+        base = tf.where(rows >= streams * _MIN_STREAM_ROWS, rows // streams, 0)
+        return sliced(tf.stack(_split_sizes(rows, streams, base)))
     dtype = sequences.dtype
     h0 = tf.cast(h0, dtype)
     wx = _as_tensor(kernel, dtype)
