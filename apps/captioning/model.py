@@ -273,15 +273,16 @@ class Captioner(keras.Model):
         global_probs = keras.ops.softmax(keras.ops.mean(cell_logits, axis=1), axis=-1)
         return self.init_state(pooled), (keys, cell_logits, global_probs)
 
-    def _output(self, z, weights, prior_context, boost: float = 0.0):
+    def _output(self, z, weights, prior_context, boost: float = 0.0, gen=None):
         """Next-word scores from the combined state ``z`` (..., units).
 
         Without the prior (``prior_context`` None): the generator's logits. With it: ``log``
         of the mixture of the generator's distribution and the attended and global ImageNet
         word priors (module docstring); ``prior_context`` is (cell logits, global probs).
         ``boost`` is added to the global prior's mixing logit (see ``prior_boost``).
+        ``gen``: the generator's logits ``self.logits(z)`` when the caller already has them.
         """
-        gen = self.logits(z)
+        gen = self.logits(z) if gen is None else gen
         if prior_context is None:
             return gen
         cell_logits, global_probs = prior_context
@@ -341,11 +342,12 @@ class Captioner(keras.Model):
         attended, weights = self.attend(hs, keys)
         z = self.out_dropout(self.combine(keras.ops.concatenate([hs, attended], axis=-1)),
                              training=training)
+        gen = self.logits(z)
         if prior is None:
-            return self._output(z, weights, prior)
+            return gen
         # With the prior, the generator's own logits ride along (see make_masked_loss): it
         # also learns on its own, as DCC trains its language model separately.
-        return keras.ops.concatenate([self._output(z, weights, prior), self.logits(z)], -1)
+        return keras.ops.concatenate([self._output(z, weights, prior, gen=gen), gen], -1)
 
     def step(self, tokens, state, context):
         """One decoding step for :mod:`rnnkit.samplers`: (logits, new state, attention).
