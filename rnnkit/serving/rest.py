@@ -67,7 +67,7 @@ ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaita
 
 
 def default_num_threads() -> int:
-    """Worker threads for REST predict calls without batching: 4 per CPU, at least 8.
+    """Worker threads for predict calls (REST without batching; gRPC): 4 per CPU, at least 8.
 
     More threads than cores lets a slow model call overlap with others (TF releases the GIL),
     while a bound keeps dozens of concurrent requests from all running the model at once and

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rnnkit.serving.grpc_service import build_grpc_server
     from rnnkit.serving.registry import ModelRegistry
-    from rnnkit.serving.rest import build_app
+    from rnnkit.serving.rest import build_app, default_num_threads
 
     batching = None
     if args.enable_batching:
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     grpc_server = None
     try:
         if args.port:
-            threads = args.grpc_max_threads or max(8, 4 * (os.cpu_count() or 1))
+            threads = args.grpc_max_threads or default_num_threads()
             if batching is not None and not args.grpc_max_threads:
                 # each waiting request holds a gRPC thread: fewer threads than a batch's
                 # worth of requests would cap every batch at the thread count
