@@ -48,6 +48,14 @@ GNMT's penalty (Wu et al., 2016): ``score = log_prob / ((5 + n) / 6) ** length_p
 where ``n`` counts the generated tokens including the end token. ``length_penalty=0``
 ranks by raw log-probability (which favours short outputs); about 0.6-1.0 is usual.
 
+Blocking immediate repeats
+--------------------------
+``block_repeats=True`` forbids a hypothesis from emitting the token it emitted on the
+previous step ("a wheel wheel"). A decoder that mixes in a copy distribution (the
+captioner's ImageNet prior) can keep pointing at the same word after saying it; when the
+training text never repeats a word back to back this is a safe, model-agnostic fix. The
+start token is never blocked on the first step, and ``end_token`` is never blocked.
+
 Beam search algorithm
 ---------------------
 At every step each example's ``K`` alive hypotheses are expanded over the vocabulary and
@@ -138,6 +146,17 @@ def _write_column(buffer: tf.Tensor, t: tf.Tensor, values: tf.Tensor, axis: int)
     return tf.where(hit, tf.expand_dims(values, axis), buffer)
 
 
+def _block_previous(log_probs: tf.Tensor, previous: tf.Tensor, end_token: int) -> tf.Tensor:
+    """``log_probs`` [N, V] with each row's ``previous`` token (int32 [N]) set to -1e9.
+
+    A previous token of -1 (the first step) or ``end_token`` blocks nothing.
+    """
+    vocab = tf.shape(log_probs)[-1]
+    blocked = tf.logical_and(tf.not_equal(previous, end_token), previous >= 0)
+    hit = tf.logical_and(tf.equal(tf.range(vocab)[None, :], previous[:, None]), blocked[:, None])
+    return tf.where(hit, tf.constant(_NEG_INF, log_probs.dtype), log_probs)
+
+
 def _call_step(step_fn: StepFn, tokens, state, context):
     out = step_fn(tokens, state, context)
     if not isinstance(out, (tuple, list)) or len(out) != 3:
@@ -159,6 +178,7 @@ def greedy_search(
     max_length: Any,
     pad_token: int = 0,
     length_penalty: float = 0.0,
+    block_repeats: bool = False,
 ) -> SamplerOutput:
     """Greedy (arg-max) decoding inside the graph.
 
@@ -173,6 +193,7 @@ def greedy_search(
         pad_token: id written after the end of each sequence.
         length_penalty: alpha of the GNMT penalty used for ``scores`` only (greedy choices
             do not depend on it).
+        block_repeats: never emit the token emitted on the previous step (module docs).
 
     Returns:
         :class:`SamplerOutput` (``attention`` is ``None`` when ``step_fn`` returns none).
@@ -194,8 +215,10 @@ def greedy_search(
     steps = tf.zeros([batch], tf.int32)
     total = tf.zeros([batch], tf.float32)
 
-    def advance(t, logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total):
+    def advance(t, prev, logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total):
         lp = tf.nn.log_softmax(logits, axis=-1)
+        if block_repeats:
+            lp = _block_previous(lp, prev, end_token)
         tok = tf.argmax(lp, axis=-1, output_type=tf.int32)
         best = tf.reduce_max(lp, axis=-1)
         active = tf.logical_and(tf.logical_not(finished), t < max_len)
@@ -214,7 +237,8 @@ def greedy_search(
         return next_tok, seq, tok_lp, att_buf, finished, lengths, steps, total
 
     next_tok, seq, tok_lp, att_buf, finished, lengths, steps, total = advance(
-        tf.constant(0), logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total
+        tf.constant(0), tf.fill([batch], -1), logits, att, seq, tok_lp, att_buf, finished,
+        lengths, steps, total
     )
 
     def cond(t, next_tok, state, seq, tok_lp, att_buf, finished, lengths, steps, total):
@@ -222,7 +246,8 @@ def greedy_search(
 
     def body(t, next_tok, state, seq, tok_lp, att_buf, finished, lengths, steps, total):
         logits, new_state, att = _call_step(step_fn, next_tok, state, context)
-        outs = advance(t, logits, att, seq, tok_lp, att_buf, finished, lengths, steps, total)
+        outs = advance(t, next_tok, logits, att, seq, tok_lp, att_buf, finished, lengths, steps,
+                       total)
         next_tok, seq, tok_lp, att_buf, finished, lengths, steps, total = outs
         return t + 1, next_tok, new_state, seq, tok_lp, att_buf, finished, lengths, steps, total
 
@@ -264,6 +289,7 @@ def beam_search(
     beam_width: int = 4,
     length_penalty: float = 0.6,
     pad_token: int = 0,
+    block_repeats: bool = False,
 ) -> SamplerOutput:
     """Beam search inside the graph, with GNMT length normalisation (see module docs).
 
@@ -281,6 +307,8 @@ def beam_search(
         length_penalty: alpha of the GNMT penalty ``((5+n)/6)**alpha`` used to rank finished
             hypotheses; must be >= 0.
         pad_token: id written after the end of each sequence.
+        block_repeats: no hypothesis emits the token it emitted on the previous step
+            (module docs).
 
     Returns:
         :class:`SamplerOutput` for the best hypothesis of each example.
@@ -320,11 +348,14 @@ def beam_search(
     def gather_beams(x, idx):
         return tf.gather(x, idx, batch_dims=1)
 
-    def advance(t, logits, new_state, att, alive):
+    def advance(t, prev, logits, new_state, att, alive):
         (alive_lp, alive_seq, alive_tlp, alive_att,
          fin_seq, fin_tlp, fin_att, fin_score, fin_lp, fin_len, fin_steps, done) = alive
         vocab = tf.shape(logits)[-1]
-        lp = tf.reshape(tf.nn.log_softmax(logits, axis=-1), [batch, K, vocab])
+        lp = tf.nn.log_softmax(logits, axis=-1)
+        if block_repeats:
+            lp = _block_previous(lp, prev, end_token)
+        lp = tf.reshape(lp, [batch, K, vocab])
         cand = tf.reshape(alive_lp[:, :, None] + lp, [batch, K * vocab])
         c_score, c_idx = tf.math.top_k(cand, k=2 * K)
         c_beam = c_idx // vocab
@@ -382,14 +413,15 @@ def beam_search(
 
     alive0 = (alive_lp, alive_seq, alive_tlp, alive_att,
               fin_seq, fin_tlp, fin_att, fin_score, fin_lp, fin_len, fin_steps, done)
-    next_tok, state, alive = advance(tf.constant(0), logits, state, att, alive0)
+    next_tok, state, alive = advance(tf.constant(0), tf.fill([batch * K], -1), logits, state,
+                                     att, alive0)
 
     def cond(t, next_tok, state, alive):
         return tf.logical_and(t < t_max, tf.logical_not(tf.reduce_all(alive[-1])))
 
     def body(t, next_tok, state, alive):
         logits, new_state, att = _call_step(step_fn, next_tok, state, context)
-        next_tok, new_state, alive = advance(t, logits, new_state, att, alive)
+        next_tok, new_state, alive = advance(t, next_tok, logits, new_state, att, alive)
         return t + 1, next_tok, new_state, alive
 
     loop_vars = (tf.constant(1), next_tok, state, alive)

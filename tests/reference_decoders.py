@@ -15,11 +15,22 @@ def length_penalty(n: int, alpha: float) -> float:
     return ((5.0 + n) / 6.0) ** alpha
 
 
-def ref_greedy(step, h0, max_len: int, start: int, end: int):
+def _blocked(lp, previous):
+    """lp with the previously emitted token made impossible (None: nothing emitted yet)."""
+    if previous is None:
+        return lp
+    lp = lp.copy()
+    lp[previous] = -1e9
+    return lp
+
+
+def ref_greedy(step, h0, max_len: int, start: int, end: int, block_repeats: bool = False):
     """Arg-max decoding: returns (tokens without the end token, summed log-probability)."""
     h, tok, out, total = h0, start, [], 0.0
     for _ in range(max_len):
         lp, h, _ = step(tok, h)
+        if block_repeats:
+            lp = _blocked(lp, out[-1] if out else None)
         tok = int(np.argmax(lp))
         total += lp[tok]
         if tok == end:
@@ -28,7 +39,8 @@ def ref_greedy(step, h0, max_len: int, start: int, end: int):
     return out, total
 
 
-def ref_beam(step, h0, max_len: int, K: int, alpha: float, start: int, end: int):
+def ref_beam(step, h0, max_len: int, K: int, alpha: float, start: int, end: int,
+             block_repeats: bool = False):
     """Textbook beam search with a finished pool: returns (tokens, score, log-probability)."""
     alive = [(0.0, [], h0, start)]  # (log_prob, tokens, h, last token)
     finished = []  # (score, log_prob, tokens)
@@ -36,6 +48,8 @@ def ref_beam(step, h0, max_len: int, K: int, alpha: float, start: int, end: int)
         cands = []
         for lp_sum, toks, h, last in alive:
             lp, h2, _ = step(last, h)
+            if block_repeats:
+                lp = _blocked(lp, toks[-1] if toks else None)
             # Only a hypothesis's own 2K best words can enter the 2K best overall.
             for v in np.argsort(-lp, kind="stable")[: 2 * K]:
                 cands.append((lp_sum + lp[v], toks + [int(v)], h2, int(v)))

@@ -100,10 +100,11 @@ def _numpy_greedy(model: Captioner, grid, pooled, max_len: int, beam: int = 0):
 
         h0 = np.tanh(p @ W0 + b0)
         if beam:
-            toks, _, logp = ref_beam(step, h0, max_len, beam, 0.0, START, END)
+            toks, _, logp = ref_beam(step, h0, max_len, beam, 0.0, START, END,
+                                   block_repeats=True)
             out.append((toks, logp))
         else:
-            out.append(ref_greedy(step, h0, max_len, START, END))
+            out.append(ref_greedy(step, h0, max_len, START, END, block_repeats=True))
     return out
 
 

@@ -428,7 +428,7 @@ def masked_accuracy(y_true, y_pred):
 
 
 def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int = 3,
-           max_length: int = 24, length_penalty: float = 0.6):
+           max_length: int = 24, length_penalty: float = 0.6, block_repeats: bool = True):
     """Decodes captions in the graph with :mod:`rnnkit.samplers`.
 
     Args:
@@ -438,6 +438,8 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
         beam_width: hypotheses kept per picture (beam only).
         max_length: most tokens per caption (end token included).
         length_penalty: GNMT alpha used to rank hypotheses.
+        block_repeats: never say a word twice in a row. On by default: no training caption
+            does, and the copy priors otherwise produce "a wheel wheel".
 
     Returns:
         :class:`rnnkit.samplers.SamplerOutput`.
@@ -445,7 +447,8 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
     from rnnkit import samplers
 
     h0, context = model.encode(grid, pooled, training=False)
-    kwargs = dict(start_token=START, end_token=END, max_length=max_length, pad_token=PAD)
+    kwargs = dict(start_token=START, end_token=END, max_length=max_length, pad_token=PAD,
+                  block_repeats=block_repeats)
     if method == "greedy":
         return samplers.greedy_search(model.step, h0, context, **kwargs)
     if method == "beam":
