@@ -14,13 +14,22 @@ from rnnkit.app_cli import App, AppError, run_app
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from apps.voice_gender.train import extra_label_map, extra_per_voice, extra_voices_wanted
+
     try:
         b = vdata.prepare(args.data, args.limit, args.seed)
+        extra = None
+        if extra_voices_wanted(args):
+            extra_label_map(vdata.class_names(b))
+            extra = vdata.prepare_extra(extra_per_voice(args), args.seed)
     except vdata.DataError as exc:
         raise AppError(str(exc)) from exc
     for split, info in sorted(b.info.splits.items()):
         print(f"{split}: {info.num_examples} clips")
     print(f"classes: {', '.join(vdata.class_names(b))}; data in {b.data_dir}")
+    if extra is not None:
+        print(f"extra training voices (Festival, never tested on): "
+              f"{extra.info.splits[vdata.EXTRA_SPLIT].num_examples} clips in {extra.data_dir}")
     return 0
 
 
@@ -41,6 +50,15 @@ def _wrap(fn_path: str):
 
 
 def _add_arguments(verb: str, parser: argparse.ArgumentParser) -> None:
+    if verb in ("prepare", "train"):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--extra-voices", dest="extra_voices", action="store_true",
+                           default=None,
+                           help="add the Festival voices (5 female, 5 male) as extra TRAINING "
+                                "speakers [default: on for the Fillets data, off for --data "
+                                "FORMAT:PATH, whose classes must then be female/male]")
+        group.add_argument("--no-extra-voices", dest="extra_voices", action="store_false",
+                           help="train on the dataset's own speakers only")
     if verb == "train":
         parser.add_argument("--patience", type=int, default=None,
                             help="early-stopping patience in epochs [default: 6]")
@@ -62,7 +80,7 @@ APP = App(
     evaluate=_wrap("apps.voice_gender.train.evaluate"),
     predict=_wrap("apps.voice_gender.export.predict"),
     export=_wrap("apps.voice_gender.export.export"),
-    defaults={"data": vdata.DEFAULT_SPEC, "epochs": 30, "batch_size": 32, "patience": 6},
+    defaults={"data": vdata.DEFAULT_SPEC, "epochs": 25, "batch_size": 32, "patience": 6},
     quick={"epochs": 3, "limit": 120, "patience": 2},
     data_help=("data: 'fillets' (default) or FORMAT:PATH with FORMAT one of "
                + ", ".join(vdata.USER_FORMATS)),

@@ -481,10 +481,16 @@ def resolve_clips(spec: str | None, limit: int | None = None, seed: int = 1337) 
     """All clips of a data spec, grouped (language or train/validation/test) and limited.
 
     Args:
-        spec: ``fillets`` or ``FORMAT:PATH``.
+        spec: ``fillets``, ``FORMAT:PATH`` or an extra-voices spec (:func:`extra_spec`).
         limit: at most this many clips per group.
         seed: split/selection seed.
     """
+    if spec is not None and spec.startswith(EXTRA_SPEC_PREFIX):
+        from apps.voice_gender import festival
+
+        root = festival.synthesize_all(int(spec[len(EXTRA_SPEC_PREFIX):]), seed)
+        return [Clip(path, sex, speaker, EXTRA_SPLIT)
+                for path, sex, speaker in festival.extra_clip_rows(root)]
     fmt, root = parse_spec(spec)
     if fmt == DEFAULT_SPEC:
         clips = fillets_clips(fetch_fillets())
@@ -533,6 +539,57 @@ def prepare(spec: str | None = None, limit: int | None = None, seed: int = 1337)
         seed: user split seed.
     """
     b = builder(spec, limit, seed)
+    b.download_and_prepare()
+    return b
+
+
+# ----------------------------------------------------------------------------- extra voices
+
+EXTRA_SPEC_PREFIX = "festival-voices:"  # internal spec of the synthesised extra speakers
+EXTRA_SPLIT = "extra"  # their one split: training data only, never a test set
+
+
+def extra_spec(per_voice: int) -> str:
+    """The internal data spec of the Festival extra voices with ``per_voice`` utterances."""
+    return f"{EXTRA_SPEC_PREFIX}{per_voice}"
+
+
+def extra_builder(per_voice: int, seed: int = 1337):
+    """The TFDS builder of the Festival extra training voices (split ``extra``).
+
+    Args:
+        per_voice: utterances per voice.
+        seed: text and prosody seed.
+    """
+    from apps.voice_gender import festival
+    from rnnkit.paths import tfds_dir
+
+    _, config_cls, builder_cls = _builder_module()
+    name = re.sub(r"[^a-z0-9]+", "_", festival.cache_key(per_voice, seed).lower())
+    config = config_cls(name=name, spec=extra_spec(per_voice), class_names=GENDER_CLASSES,
+                        limit=None, seed=seed,
+                        description=f"Festival voices, {per_voice} utterances each (training only)")
+    return builder_cls(config=config, data_dir=str(tfds_dir()))
+
+
+def prepare_extra(per_voice: int, seed: int = 1337):
+    """Synthesise (cached) and build the extra-voice dataset; return its builder.
+
+    Args:
+        per_voice: utterances per voice.
+        seed: text and prosody seed.
+
+    Raises:
+        DataError: Festival or a voice package is missing (the message names it).
+    """
+    from apps.voice_gender import festival
+
+    try:
+        festival.check_festival()
+        festival.synthesize_all(per_voice, seed)
+    except festival.FestivalError as exc:
+        raise DataError(str(exc)) from exc
+    b = extra_builder(per_voice, seed)
     b.download_and_prepare()
     return b
 

@@ -102,8 +102,9 @@ def _is_val(path: tf.Tensor) -> tf.Tensor:
     return tf.strings.to_hash_bucket_fast(path, 100) < VAL_PERCENT
 
 
-def load_splits(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
-    """(int16 audio, label) examples of several splits, optionally the train/val part.
+def load_examples(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
+    """The stored example dicts (audio, label, speaker, path) of several splits, optionally
+    only the train or the held-out val part (seeded by a hash of the path).
 
     Args:
         b: the built builder.
@@ -118,7 +119,89 @@ def load_splits(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
         ds = ds.filter(lambda ex: tf.logical_not(_is_val(ex["path"])))
     elif part == "val":
         ds = ds.filter(lambda ex: _is_val(ex["path"]))
-    return ds.map(lambda ex: (ex["audio"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
+
+
+def load_splits(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
+    """(int16 audio, label) examples of several splits, optionally the train/val part.
+
+    Args:
+        b: the built builder.
+        splits: split names to concatenate.
+        part: ``all``, ``train`` (minus held-out clips) or ``val`` (held-out clips only).
+    """
+    return load_examples(b, splits, part).map(lambda ex: (ex["audio"], ex["label"]),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- extra voices
+
+
+def extra_voices_wanted(args: argparse.Namespace) -> bool:
+    """Whether this run adds the Festival extra voices to its training data.
+
+    ``--extra-voices`` / ``--no-extra-voices`` decide; without either, the default Fillets
+    data gets them and user data (``--data FORMAT:PATH``, whose classes may not be
+    female/male) does not.
+    """
+    wanted = getattr(args, "extra_voices", None)
+    if wanted is None:
+        return vdata.parse_spec(args.data)[0] == vdata.DEFAULT_SPEC
+    return bool(wanted)
+
+
+def extra_per_voice(args: argparse.Namespace) -> int:
+    """Utterances per extra voice: a handful for ``--quick``/``--limit`` runs."""
+    from apps.voice_gender import festival
+
+    return festival.QUICK_PER_VOICE if args.limit else festival.PER_VOICE
+
+
+def extra_label_map(names: list[str]) -> list[int]:
+    """Index in ``names`` of each extra-voice class (``female``, ``male`` order).
+
+    Raises:
+        DataError: the dataset's classes are not one female and one male class.
+    """
+    sexes = [_SEX_NAMES.get(n.strip().lower()) for n in names]
+    if sorted(s for s in sexes if s) != ["female", "male"] or len(names) != 2:
+        raise vdata.DataError(f"--extra-voices adds female/male speakers; this dataset's classes "
+                              f"are {names} (use --no-extra-voices)")
+    return [sexes.index(c) for c in vdata.GENDER_CLASSES]
+
+
+def fold_examples(b, fold: dict, extra=None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The (train, val) example dicts of one training run, extra voices included.
+
+    The extra voices are training data only: they join the training side (and, for data
+    without a validation split, the early-stopping part by the same path hash as the
+    training language's clips); they never enter a test split. Their labels are mapped to
+    this dataset's class indices.
+
+    Args:
+        b: the built builder.
+        fold: an entry of :func:`folds_for`.
+        extra: the built extra-voice builder (``data.prepare_extra``) or None.
+    """
+    if fold["val"]:
+        train_ex, val_ex = load_examples(b, fold["train"]), load_examples(b, fold["val"])
+    else:
+        train_ex = load_examples(b, fold["train"], "train")
+        val_ex = load_examples(b, fold["train"], "val")
+    if extra is not None:
+        mapping = tf.constant(extra_label_map(vdata.class_names(b)), tf.int64)
+
+        def relabel(ex):
+            return {**ex, "label": tf.gather(mapping, tf.cast(ex["label"], tf.int64))}
+
+        if fold["val"]:
+            train_ex = train_ex.concatenate(load_examples(extra, [vdata.EXTRA_SPLIT]).map(relabel))
+        else:
+            train_ex = train_ex.concatenate(
+                load_examples(extra, [vdata.EXTRA_SPLIT], "train").map(relabel))
+            val_ex = val_ex.concatenate(
+                load_examples(extra, [vdata.EXTRA_SPLIT], "val").map(relabel))
+    return train_ex, val_ex
 
 
 def drop_too_short(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -465,13 +548,14 @@ def eval_dataset(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
 # ----------------------------------------------------------------------------- training
 
 
-def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
+def train_fold(b, fold: dict, args: argparse.Namespace, extra=None) -> dict[str, Any]:
     """Train one run and save ``<run>/model.keras`` (skipped when already complete).
 
     Args:
         b: the built builder.
         fold: an entry of :func:`folds_for`.
         args: parsed CLI flags (``epochs``, ``batch_size``, ``seed``, ``strategy``, ...).
+        extra: the extra-voice builder (training data only), or None.
     """
     import keras
 
@@ -483,6 +567,9 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
     recipe = {"data": args.data, "limit": args.limit, "seed": args.seed, "epochs": args.epochs,
               "batch_size": args.batch_size,
               "augment": POPULATION_AUGMENT_VERSION if speaker_augment else AUGMENT_VERSION}
+    if extra is not None:
+        # Only recorded when used, so runs without extra voices keep their old recipe.
+        recipe["extra_voices"] = extra.builder_config.name
     if done.exists() and (out / "train_done.json").exists():
         info = json.loads((out / "train_done.json").read_text())
         if info.get("recipe") == recipe:
@@ -492,13 +579,10 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
                  recipe)
     seed_everything(args.seed)
     names = vdata.class_names(b)
-    if fold["val"]:
-        train_raw = load_splits(b, fold["train"])
-        val_raw = load_splits(b, fold["val"])
-    else:
-        train_raw = load_splits(b, fold["train"], "train")
-        val_raw = load_splits(b, fold["train"], "val")
-    train_raw, val_raw = drop_too_short(train_raw), drop_too_short(val_raw)
+    train_ex, val_ex = fold_examples(b, fold, extra)
+    pair = lambda ex: (ex["audio"], ex["label"])
+    train_raw = drop_too_short(train_ex.map(pair, num_parallel_calls=tf.data.AUTOTUNE))
+    val_raw = drop_too_short(val_ex.map(pair, num_parallel_calls=tf.data.AUTOTUNE))
     labels = np.array([int(y) for _, y in train_raw.map(lambda a, y: (0, y)).as_numpy_iterator()])
     counts = np.bincount(labels, minlength=len(names)).astype(float)
     if (counts == 0).any():
@@ -519,7 +603,9 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
                       weighted_metrics=[], metrics=["accuracy"])
     print(f"[voice_gender] training {fold['name']}: {len(labels)} clips "
           f"({', '.join(f'{n} {int(c)}' for n, c in zip(names, counts))}), "
-          f"train on {'+'.join(fold['train'])}; pitch targeting "
+          f"train on {'+'.join(fold['train'])}"
+          f"{' + Festival extra voices ' + extra.builder_config.name if extra is not None else ''}"
+          f"; pitch targeting "
           f"{'off' if f0_ranges is None else dict(zip(names, f0_ranges.tolist()))}", flush=True)
     start = time.time()
     result = fit(model, train_ds, val_ds, output_dir=out, epochs=args.epochs,
@@ -537,9 +623,13 @@ def train_fold(b, fold: dict, args: argparse.Namespace) -> dict[str, Any]:
 def train(args: argparse.Namespace) -> int:
     """``train`` verb: every fold of the data, then the final model (resumable)."""
     b = vdata.prepare(args.data, args.limit, args.seed)
+    extra = None
+    if extra_voices_wanted(args):
+        extra_label_map(vdata.class_names(b))  # fail early on non female/male classes
+        extra = vdata.prepare_extra(extra_per_voice(args), args.seed)
     start = time.time()
     for fold in folds_for(b):
-        info = train_fold(b, fold, args)
+        info = train_fold(b, fold, args, extra)
         print(f"[voice_gender] {fold['name']}: done ({info['seconds']} s, "
               f"best epoch {info['best_epoch'] + 1}/{info['epochs_run']})", flush=True)
     print(f"[voice_gender] training finished in {time.time() - start:.0f} s; "

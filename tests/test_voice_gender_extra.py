@@ -1,0 +1,119 @@
+"""The Festival extra training voices: real synthesis, their pitch, and that they only ever
+join the training side of a fold (never a test split)."""
+
+from __future__ import annotations
+
+import argparse
+import wave
+
+import numpy as np
+import pytest
+
+from apps.voice_gender import data as vdata
+from apps.voice_gender import festival
+from apps.voice_gender import train as vtrain
+
+VOICE = {v.name: v for v in festival.EXTRA_VOICES}
+
+
+def _read_wav(path) -> tuple[int, np.ndarray]:
+    with wave.open(str(path)) as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), np.int16)
+
+
+def test_voice_set_is_class_balanced_and_installed():
+    sexes = [v.sex for v in festival.EXTRA_VOICES]
+    assert sexes.count("female") == sexes.count("male") == 5
+    assert len({v.name for v in festival.EXTRA_VOICES}) == 10
+    assert "festvox-czech-krb" not in festival.FESTIVAL_PACKAGES  # a child's voice
+    festival.check_festival()  # `make system-deps` installs festival and every voice
+
+
+@pytest.mark.parametrize("name, low, high", [
+    # Adult speaking F0: women roughly 165-255 Hz, men 85-180 Hz (Baken & Orlikoff 2000);
+    # the bounds leave room for the seeded +-12 % pitch factor and the estimator.
+    ("czech_dita", 165.0, 300.0),
+    ("kal_diphone", 80.0, 150.0),
+])
+def test_synthesised_voice_has_its_sex_pitch(tmp_path, name, low, high):
+    """Two real utterances of a female and a male voice, F0 measured by the app's estimator."""
+    voice = VOICE[name]
+    pool = festival.voice_sentences((voice,))[voice.help_lang]
+    assert len(pool) > 1000  # plenty of real help sentences in the voice's language
+    plan = festival.plan_voice(voice, pool, 2, seed=7)
+    assert plan == festival.plan_voice(voice, pool, 2, seed=7)  # seeded
+    out = festival.synthesize_voice(voice, plan, tmp_path / name)
+    assert not list(tmp_path.glob(".*"))  # the temporary folder was renamed away
+    again = festival.synthesize_voice(voice, plan, tmp_path / "again")
+    rows = festival.extra_clip_rows(tmp_path, (voice,))
+    assert [r[1:] for r in rows] == [(voice.sex, f"festival-{name}")] * 2
+    for i in range(2):
+        wav = out / f"{i:04d}.wav"
+        assert wav.read_bytes() == (again / wav.name).read_bytes()  # deterministic
+        rate, pcm = _read_wav(wav)
+        assert rate == 16000
+        assert 1.0 < len(pcm) / rate < 12.0
+        f0 = float(vtrain.clip_f0(pcm.astype(np.float32) / 32768.0))
+        assert low < f0 < high, f"{name} utterance {i}: median F0 {f0:.0f} Hz"
+
+
+def test_missing_festival_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(festival.shutil, "which", lambda name: None)
+    with pytest.raises(festival.FestivalError, match="Debian package 'festival'"):
+        festival.check_festival()
+    monkeypatch.undo()
+    monkeypatch.setattr(festival, "FESTIVAL_VOICE_ROOT", tmp_path)
+    with pytest.raises(festival.FestivalError, match="festvox-czech-dita"):
+        festival.check_festival()
+
+
+def test_extra_voices_defaults_and_class_check():
+    ns = lambda data, flag=None: argparse.Namespace(data=data, extra_voices=flag)
+    assert vtrain.extra_voices_wanted(ns("fillets"))
+    assert not vtrain.extra_voices_wanted(ns("fillets", False))
+    assert vtrain.extra_label_map(["female", "male"]) == [0, 1]
+    assert vtrain.extra_label_map(["M", "F"]) == [1, 0]
+    with pytest.raises(vdata.DataError, match="--no-extra-voices"):
+        vtrain.extra_label_map(["blackbird", "robin"])
+
+
+def test_folds_train_on_extra_voices_and_never_test_on_them():
+    b = vdata.prepare(limit=24)
+    extra = vdata.prepare_extra(festival.QUICK_PER_VOICE)
+    n_extra = extra.info.splits[vdata.EXTRA_SPLIT].num_examples
+    assert n_extra == festival.QUICK_PER_VOICE * len(festival.EXTRA_VOICES)
+    names = vdata.class_names(b)
+    expected_extra = {f"festival-{v.name}": names.index(v.sex) for v in festival.EXTRA_VOICES}
+    folds = vtrain.folds_for(b)
+    assert sorted(f["name"] for f in folds) == ["cs_to_nl", "final", "nl_to_cs"]
+    for fold in folds:
+        train_ex, val_ex = vtrain.fold_examples(b, fold, extra)
+        seen: dict[str, set[int]] = {}
+        count = 0
+        for ex in train_ex.concatenate(val_ex).as_numpy_iterator():
+            seen.setdefault(ex["speaker"].decode(), set()).add(int(ex["label"]))
+            count += 1
+        # Every extra voice trains (train + early-stopping part), with its own sex's label.
+        assert {s: l.pop() for s, l in seen.items() if s.startswith("festival-")} == expected_extra
+        fillets = {s for s in seen if s.startswith("fillets-")}
+        assert fillets == {f"fillets-{lang}-{sex}" for lang in fold["train"] for sex in names}
+        assert count == 24 * len(fold["train"]) + n_extra
+        # Without extra voices the run is the Fillets clips alone.
+        plain_train, plain_val = vtrain.fold_examples(b, fold, None)
+        assert sum(1 for _ in plain_train.concatenate(plain_val)) == 24 * len(fold["train"])
+        for split in fold["test"]:
+            # The test side (what `evaluate` reads) holds the other language's actors only.
+            test_speakers = {ex["speaker"].decode()
+                             for ex in vtrain.load_examples(b, [split]).as_numpy_iterator()}
+            assert test_speakers == {f"fillets-{split}-female", f"fillets-{split}-male"}
+            assert split not in fold["train"]
+
+
+def test_makefile_installs_festival_and_every_voice():
+    """A fresh machine (CI) gets them from `make system-deps` (the APT_PACKAGES line)."""
+    from pathlib import Path
+
+    line = next(l for l in (Path(__file__).parents[1] / "Makefile").read_text().splitlines()
+                if l.startswith("APT_PACKAGES"))
+    assert set(festival.FESTIVAL_PACKAGES) <= set(line.split(":=", 1)[1].split())
