@@ -95,6 +95,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             line += (f"  objects in order {e['all_objects_in_order_beam']:.1%} "
                      f"(NN {e['all_objects_in_order_nearest_neighbour']:.1%})")
         print(line)
+        if "head_noun_recognisers" in e:
+            r = e["head_noun_recognisers"]
+            print(f"       head noun named by the nearest training single {r['nearest_training_single']:.1%}, "
+                  f"by ImageNet top-1 {r['imagenet_top1']:.1%}, by either {r['either']:.1%} "
+                  "(the decoder's two sources of object names)")
     print(f"reports: {Path(args.output) / 'reports'}")
     return 0
 

@@ -387,6 +387,8 @@ def evaluate(output: Path, *, data: str | None = None, seed: int = 1337,
                 [cdata.noun_matches(h, beam[i]) for h, i in zip(heads, idx)])), 4)
             entry["head_noun_accuracy_nearest_neighbour"] = round(float(np.mean(
                 [cdata.noun_matches(h, nn[i]) for h, i in zip(heads, idx)])), 4)
+            if prep.backbone == "efficientnet_lite0":
+                entry["head_noun_recognisers"] = head_noun_recognisers(prep, idx)
         if kind == "scene":
             # Both/all objects named, in the right left-to-right order, anywhere in the caption.
             def objects_in_order(cap: str, stamps_heads: list[str]) -> bool:
@@ -424,6 +426,33 @@ def evaluate(output: Path, *, data: str | None = None, seed: int = 1337,
 
     atomic_write_json(rdir / "captions.json", examples)
     return metrics
+
+
+def head_noun_recognisers(prep: Prepared, idx: list[int]) -> dict[str, float]:
+    """How often the two recognisers the decoder can draw on name a test single's head noun.
+
+    * ``nearest_training_single``: the caption of the most similar training single stamp
+      (cosine on pooled features), i.e. few-shot recognition from the training stamps;
+    * ``imagenet_top1``: the head words of the CNN's own top ImageNet class;
+    * ``either``: at least one of the two, an upper bound for any rule that picks between
+      them (the decoder's two sources of object names).
+
+    Args:
+        prep: prepared features (efficientnet_lite0, whose ImageNet head is bundled).
+        idx: indices of the test single stamps.
+    """
+    test, train = prep.splits["test"], prep.splits["train"]
+    singles = [i for i, k in enumerate(train.kinds) if k == "single"]
+    near = nearest_neighbour_captions(prep.pooled["train"][singles],
+                                      [train.references[i] for i in singles],
+                                      prep.pooled["test"][idx])
+    kernel, bias, heads = imagenet_prior_weights(prep.backbone)
+    top = (prep.pooled["test"][idx] @ kernel + bias).argmax(axis=1)
+    a = np.array([cdata.noun_matches(test.heads[i], c) for i, c in zip(idx, near)])
+    b = np.array([cdata.noun_matches(test.heads[i], " ".join(heads[c])) for i, c in zip(idx, top)])
+    return {"nearest_training_single": round(float(a.mean()), 4),
+            "imagenet_top1": round(float(b.mean()), 4),
+            "either": round(float((a | b).mean()), 4)}
 
 
 def _scene_parts(caption: str) -> list[str]:
