@@ -80,7 +80,7 @@ APP = App(
     evaluate=_wrap("apps.voice_gender.train.evaluate"),
     predict=_wrap("apps.voice_gender.export.predict"),
     export=_wrap("apps.voice_gender.export.export"),
-    defaults={"data": vdata.DEFAULT_SPEC, "epochs": 25, "batch_size": 32, "patience": 6},
+    defaults={"data": vdata.DEFAULT_SPEC, "epochs": 20, "batch_size": 32, "patience": 6},
     quick={"epochs": 3, "limit": 120, "patience": 2},
     data_help=("data: 'fillets' (default) or FORMAT:PATH with FORMAT one of "
                + ", ".join(vdata.USER_FORMATS)),

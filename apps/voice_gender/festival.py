@@ -17,10 +17,12 @@ female and a male voice of the same language draw from the same sentence pool, s
 words say nothing about the class.
 
 Prosody: each utterance gets a seeded speaking-rate factor (Festival's
-``Duration_Stretch``; HTS voices: the engine's ``-r`` rate) and, for the diphone voices
-a seeded F0 factor: the diphone voices' F0 targets are scaled after ``Int_Targets``, the
-Finnish voices' Fujisaki base frequency ``*f_min*`` is scaled. The two HTS voices keep
-their own pitch: the engine's half-tone option did not move their F0 here (measured). Output is resampled by Festival to 16 kHz and written as 16-bit WAV.
+``Duration_Stretch``; HTS voices: the engine's ``-r`` rate) and a seeded target F0 drawn
+over the adult range of the voice's sex (:data:`TARGET_F0_HZ`), reached with an F0 factor
+relative to the voice's own pitch: the diphone voices' F0 targets are scaled after
+``Int_Targets``, the Finnish voices' Fujisaki frequency range (``*f_min*``, ``*f_max*``) is scaled. The
+two HTS voices keep their own pitch (~170-180 Hz): the engine's half-tone option did not
+move their F0 here (measured). Festival resamples the output to 16 kHz, 16-bit WAV.
 
 Cache: ``$RNNKIT_CACHE/festival_voices/<key>/<voice>/`` with ``<n>.wav`` and
 ``manifest.json``; each voice folder is written under a temporary name and renamed when
@@ -41,11 +43,22 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 # Bump when the voices, texts or prosody change: a new cache key and a retrain.
-EXTRA_VERSION = "festival-v1"
-PER_VOICE = 60  # utterances per voice (full run): 600 clips; 85 % of them train, 15 % early-stop
+EXTRA_VERSION = "festival-v2-population-f0"
+# Utterances per voice (full run): 400 clips, 85 % train and 15 % early stopping. Run 3
+# (v1) used 60 and took 16.9 minutes in all; 40 (and 20 epochs) keeps `make voice-gender`
+# within its 15-minute budget.
+PER_VOICE = 40
 QUICK_PER_VOICE = 4  # --quick / --limit runs
 RATE_RANGE = (0.9, 1.12)  # Duration_Stretch factor (>1 slower), log-uniform
-F0_RANGE = (0.9, 1.12)  # F0 factor where the voice supports it, log-uniform
+# Target speaking F0 of each utterance, log-uniform over the adult range of the voice's sex
+# (Baken & Orlikoff, "Clinical Measurement of Speech and Voice", 2nd ed. 2000, p. 177:
+# women 165-255 Hz, men 85-155 Hz). Festival's voices come with one fixed pitch setting
+# each, and as shipped the five male voices sit at 75-114 Hz (below most men) and the
+# Finnish female at ~140 Hz (run 3, measured by `train.clip_f0`): the population they drew
+# put the F0 boundary near 130 Hz, where real men speak. Spreading each voice over its
+# sex's range puts it where the published ranges meet (~160 Hz).
+TARGET_F0_HZ = {"female": (165.0, 255.0), "male": (85.0, 155.0)}
+F0_FACTOR_LIMITS = (0.6, 2.0)  # Festival's diphone pitch change stays clean within this
 WORDS = (6, 14)  # sentence length in words (about 2-5 s of speech)
 FESTIVAL_VOICE_ROOT = Path("/usr/share/festival/voices")
 
@@ -62,6 +75,12 @@ class ExtraVoice:
         help_lang: the LibreOffice help language of its text.
         encoding: the byte encoding its Festival front end reads (Festival is 8-bit).
         folder: its folder under /usr/share/festival/voices.
+        natural_f0: its median F0 in Hz as shipped (60 utterances, measured with
+            ``train.clip_f0``), the base of the pitch factor; ``None`` for the HTS voices,
+            whose pitch Festival cannot move (they keep their own ~170-180 Hz).
+        f0_power: how the voice's F0 responds to the factor (F0 ~ factor ** f0_power):
+            2 for the Finnish voices, whose scaled targets and scaled Fujisaki range both
+            apply (measured: a factor of 1.4 raised their F0 about 1.9 times).
     """
 
     name: str
@@ -70,24 +89,31 @@ class ExtraVoice:
     help_lang: str
     encoding: str
     folder: str
+    natural_f0: float | None
+    f0_power: float = 1.0
 
 
 EXTRA_VOICES: tuple[ExtraVoice, ...] = (
-    ExtraVoice("czech_dita", "festvox-czech-dita", "female", "cs", "iso-8859-2", "czech/czech_dita"),
-    ExtraVoice("lp_diphone", "festvox-italp16k", "female", "it", "iso-8859-1", "italian/lp_diphone"),
+    ExtraVoice("czech_dita", "festvox-czech-dita", "female", "cs", "iso-8859-2",
+               "czech/czech_dita", 219.0),
+    ExtraVoice("lp_diphone", "festvox-italp16k", "female", "it", "iso-8859-1",
+               "italian/lp_diphone", 206.0),
     ExtraVoice("suo_fi_lj_diphone", "festvox-suopuhe-lj", "female", "fi", "iso-8859-1",
-               "finnish/suo_fi_lj_diphone"),
+               "finnish/suo_fi_lj_diphone", 140.0, 2.0),
     ExtraVoice("upc_ca_ona_hts", "festvox-ca-ona-hts", "female", "ca", "iso-8859-1",
-               "catalan/upc_ca_ona_hts"),
+               "catalan/upc_ca_ona_hts", None),
     ExtraVoice("cmu_us_slt_arctic_hts", "festvox-us-slt-hts", "female", "en-US", "ascii",
-               "us/cmu_us_slt_arctic_hts"),
+               "us/cmu_us_slt_arctic_hts", None),
     ExtraVoice("czech_machac", "festvox-czech-machac", "male", "cs", "iso-8859-2",
-               "czech/czech_machac"),
-    ExtraVoice("pc_diphone", "festvox-itapc16k", "male", "it", "iso-8859-1", "italian/pc_diphone"),
+               "czech/czech_machac", 75.0),
+    ExtraVoice("pc_diphone", "festvox-itapc16k", "male", "it", "iso-8859-1",
+               "italian/pc_diphone", 114.0),
     ExtraVoice("hy_fi_mv_diphone", "festvox-suopuhe-mv", "male", "fi", "iso-8859-1",
-               "finnish/hy_fi_mv_diphone"),
-    ExtraVoice("kal_diphone", "festvox-kallpc16k", "male", "en-US", "ascii", "english/kal_diphone"),
-    ExtraVoice("ked_diphone", "festvox-kdlpc16k", "male", "en-US", "ascii", "english/ked_diphone"),
+               "finnish/hy_fi_mv_diphone", 85.0, 2.0),
+    ExtraVoice("kal_diphone", "festvox-kallpc16k", "male", "en-US", "ascii",
+               "english/kal_diphone", 103.0),
+    ExtraVoice("ked_diphone", "festvox-kdlpc16k", "male", "en-US", "ascii",
+               "english/ked_diphone", 103.0),
 )
 # Debian packages the extra voices need (festival itself plus each voice).
 FESTIVAL_PACKAGES = ("festival",) + tuple(v.package for v in EXTRA_VOICES)
@@ -209,8 +235,8 @@ def _encodes(text: str, encoding: str) -> bool:
 
 # Festival Scheme run once per voice. `Utterance` does not evaluate its arguments, hence
 # the `eval`. Pitch: Int_Targets is wrapped so that the F0 targets it writes are scaled
-# (diphone voices synthesise from those targets); the Finnish voices' Fujisaki contour is
-# exp(phrase + accent + log f_min), so scaling their *f_min* scales their F0. Rate: Duration_Stretch (relative to the
+# (diphone voices synthesise from those targets); the Finnish voices' Fujisaki contour lies
+# between *f_min* and *f_max*, so both are scaled (f_min alone overshoots). Rate: Duration_Stretch (relative to the
 # voice's own setting) and, for HTS voices, the engine's -r speed factor.
 _PRELUDE = r"""
 (set! rk_f0_scale 1.0)
@@ -224,9 +250,11 @@ _PRELUDE = r"""
 (if (not rk_base_stretch) (set! rk_base_stretch 1.0))
 (set! rk_base_hts (if (boundp 'hts_engine_params) hts_engine_params nil))
 (set! rk_base_fmin (if (boundp '*f_min*) *f_min* nil))
+(set! rk_base_fmax (if (boundp '*f_max*) *f_max* nil))
 (define (rk_say text path stretch scale)
   (set! rk_f0_scale scale)
   (if rk_base_fmin (set! *f_min* (* rk_base_fmin scale)))
+  (if rk_base_fmax (set! *f_max* (* rk_base_fmax scale)))
   (Parameter.set 'Duration_Stretch (* rk_base_stretch stretch))
   (if rk_base_hts
       (set! hts_engine_params (append rk_base_hts (list (list "-r" (/ 1.0 stretch))))))
@@ -243,7 +271,11 @@ def _scheme_string(text: str) -> str:
 
 
 def plan_voice(voice: ExtraVoice, pool: list[str], count: int, seed: int) -> list[dict]:
-    """The utterances of one voice: text, rate and F0 factors, all seeded.
+    """The utterances of one voice: text, rate factor and target F0, all seeded.
+
+    Each utterance gets a target F0 log-uniform over :data:`TARGET_F0_HZ` of the voice's sex;
+    its F0 factor is target / the voice's ``natural_f0`` (within :data:`F0_FACTOR_LIMITS`),
+    1 for voices whose pitch cannot be set.
 
     Args:
         voice: the voice.
@@ -260,8 +292,16 @@ def plan_voice(voice: ExtraVoice, pool: list[str], count: int, seed: int) -> lis
     def log_uniform(lo: float, hi: float) -> float:
         return round(lo * (hi / lo) ** rng.random(), 4)
 
-    return [{"index": i, "text": t, "rate": log_uniform(*RATE_RANGE), "f0": log_uniform(*F0_RANGE)}
-            for i, t in enumerate(texts)]
+    plan = []
+    for i, text in enumerate(texts):
+        rate, target = log_uniform(*RATE_RANGE), log_uniform(*TARGET_F0_HZ[voice.sex])
+        factor = 1.0
+        if voice.natural_f0:
+            factor = (target / voice.natural_f0) ** (1.0 / voice.f0_power)
+            factor = round(min(max(factor, F0_FACTOR_LIMITS[0]), F0_FACTOR_LIMITS[1]), 4)
+        plan.append({"index": i, "text": text, "rate": rate, "f0": factor,
+                     "target_f0": target if voice.natural_f0 else None})
+    return plan
 
 
 def synthesize_voice(voice: ExtraVoice, plan: list[dict], dest: Path, progress=None) -> Path:
@@ -306,8 +346,9 @@ def synthesize_voice(voice: ExtraVoice, plan: list[dict], dest: Path, progress=N
 
 def cache_key(per_voice: int, seed: int, voices: tuple[ExtraVoice, ...] = EXTRA_VOICES) -> str:
     """Folder name of one set of extra voices (changes with any setting)."""
-    text = json.dumps([EXTRA_VERSION, per_voice, seed, RATE_RANGE, F0_RANGE, WORDS,
-                       [v.name for v in voices]])
+    text = json.dumps([EXTRA_VERSION, per_voice, seed, RATE_RANGE, TARGET_F0_HZ,
+                       F0_FACTOR_LIMITS, WORDS,
+                       [(v.name, v.natural_f0, v.f0_power) for v in voices]])
     return f"{EXTRA_VERSION}-{per_voice}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
