@@ -26,6 +26,11 @@ User data (``--data FORMAT:PATH``), always split by speaker into train/validatio
 * ``timit:DIR``        ``DIR/{TRAIN,TEST}/DR*/<F|M><spk>/*.WAV`` (speaker folder starts
   with F or M).
 
+Extra training speakers (:func:`prepare_extra`): the Festival voices of
+``apps/voice_gender/festival.py``, synthesised into the cache and stored as their own
+dataset (config ``festival_*``, one split ``extra``). ``train`` adds them to the training
+side only; no evaluation reads them.
+
 All audio is decoded and resampled with librosa to 16 kHz mono and stored as int16 PCM.
 """
 
