@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	@touch $@
 
-system-deps: ## Install the Debian tools the tests use (espeak-ng), if missing
+system-deps: ## Install the Debian tools the apps and tests use (espeak-ng; festival + 10 voices), if missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
