@@ -150,10 +150,10 @@ def test_train_dataset_with_ranges_yields_padded_batches():
              enumerate([(210, 1.0), (120, 2.5), (230, 5.0), (110, 0.6)])]
     labels = [0, 1, 0, 1]
     ds = tf.data.Dataset.from_generator(
-        lambda: ((vdata.to_int16(c), y, 1.0) for c, y in zip(clips, labels)),
-        output_signature=(tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int64),
-                          tf.TensorSpec([], tf.float32)))
-    batches = list(train_dataset(ds, 2, seed=1, f0_ranges=f0_ranges_for(["female", "male"])))
+        lambda: ((vdata.to_int16(c), y) for c, y in zip(clips, labels)),
+        output_signature=(tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int64)))
+    batches = list(train_dataset(ds, 2, seed=1, num_classes=2, class_weight=np.ones(2),
+                                 f0_ranges=f0_ranges_for(["female", "male"])))
     assert len(batches) == 2
     for inputs, label, weight in batches:
         wave, length = inputs["waveform"].numpy(), inputs["length"].numpy()

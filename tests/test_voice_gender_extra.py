@@ -116,21 +116,3 @@ def test_makefile_installs_festival_and_every_voice():
     line = next(l for l in (Path(__file__).parents[1] / "Makefile").read_text().splitlines()
                 if l.startswith("APT_PACKAGES"))
     assert set(festival.FESTIVAL_PACKAGES) <= set(line.split(":=", 1)[1].split())
-
-
-def test_speaker_balanced_weights_give_each_speaker_of_a_class_equal_weight():
-    # Class 0: one actor with 6 clips and two voices with 2 clips each; class 1: one speaker.
-    speakers = ["actress"] * 6 + ["dita"] * 2 + ["lp"] * 2 + ["actor"] * 4
-    labels = np.array([0] * 10 + [1] * 4)
-    w = vtrain.speaker_balanced_weights(labels, speakers, 2)
-    total = lambda who: float(sum(x for x, s in zip(w, speakers) if s == who))
-    # Each class weighs half of all clips; within class 0 each speaker a third of that.
-    assert total("actor") == pytest.approx(len(labels) / 2)
-    for who in ("actress", "dita", "lp"):
-        assert total(who) == pytest.approx(len(labels) / 6)
-    assert w.mean() == pytest.approx(1.0)
-    # One speaker per class: plain class balancing.
-    w1 = vtrain.speaker_balanced_weights(np.array([0, 0, 0, 1]), ["a", "a", "a", "b"], 2)
-    assert w1.tolist() == pytest.approx([4 / 6] * 3 + [2.0])
-    with pytest.raises(ValueError, match="speakers"):
-        vtrain.speaker_balanced_weights(labels, speakers[:-1], 2)

@@ -207,37 +207,7 @@ def fold_examples(b, fold: dict, extra=None) -> tuple[tf.data.Dataset, tf.data.D
 def drop_too_short(ds: tf.data.Dataset) -> tf.data.Dataset:
     """Training only: drop clips under the minimum length (a few Fillets files are empty)."""
     min_len = int(MIN_SECONDS * SAMPLE_RATE)
-    return ds.filter(lambda audio, *rest: tf.shape(audio)[0] >= min_len)
-
-
-def speaker_balanced_weights(labels: np.ndarray, speakers: list[str], num_classes: int) -> np.ndarray:
-    """Per-clip loss weights: every class weighs the same, and within a class every speaker.
-
-    Why: the class boundary is a property of the speaker *population*. Weighted by clips, a
-    fold's one actor per class (about 560 clips each) outweighs the five Festival voices
-    (about 34 clips each) and "female" is learnt as "this actress"; weighted by speaker, each
-    voice is one sample of its class. With one speaker per class this equals plain class
-    balancing. The weights average 1 over the clips.
-
-    Args:
-        labels: int class index per clip.
-        speakers: speaker id per clip (same order).
-        num_classes: K.
-    """
-    labels = np.asarray(labels)
-    if len(labels) != len(speakers):
-        raise ValueError(f"{len(labels)} labels but {len(speakers)} speakers")
-    n = len(labels)
-    weights = np.zeros(n, np.float64)
-    for k in range(num_classes):
-        in_class = np.flatnonzero(labels == k)
-        if not len(in_class):
-            continue
-        names = sorted({speakers[i] for i in in_class})
-        for name in names:
-            own = [i for i in in_class if speakers[i] == name]
-            weights[own] = n / (num_classes * len(names) * len(own))
-    return weights.astype(np.float32)
+    return ds.filter(lambda audio, label: tf.shape(audio)[0] >= min_len)
 
 
 def band_limit(x: tf.Tensor, low: tf.Tensor, high: tf.Tensor, sample_rate: int = SAMPLE_RATE) -> tf.Tensor:
@@ -520,39 +490,42 @@ def _to_float(audio: tf.Tensor) -> tf.Tensor:
     return tf.cast(audio, tf.float32) / 32768.0
 
 
-def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int,
-                  f0_ranges: np.ndarray | None = None) -> tf.data.Dataset:
+def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int, num_classes: int,
+                  class_weight: np.ndarray, f0_ranges: np.ndarray | None = None) -> tf.data.Dataset:
     """Shuffled, augmented, padded batches ``({"waveform", "length"}, label, weight)``.
 
     Args:
-        ds: (int16 audio, label, float32 loss weight) examples
-            (:func:`speaker_balanced_weights`).
+        ds: (int16 audio, label) examples.
         batch_size: clips per batch.
         seed: shuffle/augmentation seed.
+        num_classes: number of classes (unused except for shape checks).
+        class_weight: per-class loss weight (balanced classes).
         f0_ranges: optional ``(K, 2)`` target F0 range per class (:func:`f0_ranges_for`):
             speaker-population views (:func:`augment_population`): each clip's F0 is
             measured once (:func:`clip_f0`, cached with the audio) and every view moves it
             into its class's range. ``None`` (default): the channel views of :func:`augment`.
     """
+    del num_classes
     win, _ = window_samples()
+    weights = tf.constant(class_weight, tf.float32)
     ranges = None if f0_ranges is None else tf.constant(f0_ranges, tf.float32)
     counter = tf.data.Dataset.counter()
 
     def view(index, example):
-        audio, label, weight, f0 = example
+        audio, label, f0 = example
         x = augment_population(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win,
                                f0, tf.gather(ranges, label))
-        return ({"waveform": x, "length": tf.shape(x)[0]}, label, weight)
+        return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
 
     def plain_view(index, example):
-        audio, label, weight = example
+        audio, label = example
         x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win)
-        return ({"waveform": x, "length": tf.shape(x)[0]}, label, weight)
+        return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
 
     if ranges is None:
         view = plain_view
     else:
-        ds = ds.map(lambda audio, label, weight: (audio, label, weight, clip_f0(_to_float(audio))),
+        ds = ds.map(lambda audio, label: (audio, label, clip_f0(_to_float(audio))),
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.cache().shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip((counter, ds)).map(view, num_parallel_calls=tf.data.AUTOTUNE)
@@ -593,8 +566,7 @@ def train_fold(b, fold: dict, args: argparse.Namespace, extra=None) -> dict[str,
     speaker_augment = bool(getattr(args, "speaker_augment", False))
     recipe = {"data": args.data, "limit": args.limit, "seed": args.seed, "epochs": args.epochs,
               "batch_size": args.batch_size,
-              "augment": POPULATION_AUGMENT_VERSION if speaker_augment else AUGMENT_VERSION,
-              "weights": "speaker_balanced"}
+              "augment": POPULATION_AUGMENT_VERSION if speaker_augment else AUGMENT_VERSION}
     if extra is not None:
         # Only recorded when used, so runs without extra voices keep their old recipe.
         recipe["extra_voices"] = extra.builder_config.name
@@ -609,28 +581,17 @@ def train_fold(b, fold: dict, args: argparse.Namespace, extra=None) -> dict[str,
     names = vdata.class_names(b)
     train_ex, val_ex = fold_examples(b, fold, extra)
     pair = lambda ex: (ex["audio"], ex["label"])
-    train_raw = drop_too_short(train_ex.map(lambda ex: (ex["audio"], ex["label"], ex["speaker"]),
-                                            num_parallel_calls=tf.data.AUTOTUNE))
+    train_raw = drop_too_short(train_ex.map(pair, num_parallel_calls=tf.data.AUTOTUNE))
     val_raw = drop_too_short(val_ex.map(pair, num_parallel_calls=tf.data.AUTOTUNE))
-    seen = list(train_raw.map(lambda a, y, spk: (y, spk)).as_numpy_iterator())
-    labels = np.array([int(y) for y, _ in seen], np.int64)
-    speakers = [spk.decode() for _, spk in seen]
+    labels = np.array([int(y) for _, y in train_raw.map(lambda a, y: (0, y)).as_numpy_iterator()])
     counts = np.bincount(labels, minlength=len(names)).astype(float)
     if (counts == 0).any():
         missing = [n for n, c in zip(names, counts) if c == 0]
         raise vdata.DataError(f"training split has no clips of class(es) {missing}")
-    weights = speaker_balanced_weights(labels, speakers, len(names))
-    # One weight per (class, speaker); a lookup keeps it attached to the clip whatever the
-    # order of the pipeline.
-    keys = sorted({f"{y}\t{spk}" for y, spk in zip(labels, speakers)})
-    by_key = {f"{y}\t{spk}": w for y, spk, w in zip(labels, speakers, weights)}
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(keys, [float(by_key[k]) for k in keys],
-                                            tf.string, tf.float32), default_value=1.0)
-    weighted = train_raw.map(lambda a, y, spk: (a, y, table.lookup(
-        tf.strings.join([tf.strings.as_string(y), spk], separator="\t"))))
+    class_weight = counts.sum() / (len(names) * counts)
     f0_ranges = f0_ranges_for(names) if speaker_augment else None
-    train_ds = train_dataset(weighted, args.batch_size, args.seed, f0_ranges)
+    train_ds = train_dataset(train_raw, args.batch_size, args.seed, len(names), class_weight,
+                             f0_ranges)
     val_ds = eval_dataset(val_raw, args.batch_size)
     strategy = get_strategy(args.strategy)
     with strategy.scope():
@@ -644,7 +605,6 @@ def train_fold(b, fold: dict, args: argparse.Namespace, extra=None) -> dict[str,
           f"({', '.join(f'{n} {int(c)}' for n, c in zip(names, counts))}), "
           f"train on {'+'.join(fold['train'])}"
           f"{' + Festival extra voices ' + extra.builder_config.name if extra is not None else ''}"
-          f"; loss weights balanced over {len(set(zip(labels.tolist(), speakers)))} speakers"
           f"; pitch targeting "
           f"{'off' if f0_ranges is None else dict(zip(names, f0_ranges.tolist()))}", flush=True)
     start = time.time()
