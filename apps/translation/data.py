@@ -29,16 +29,15 @@ import re
 import struct
 import unicodedata
 import zlib
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
 from rnnkit.atomic import atomic_write_json
 from rnnkit.fetch import apt_package
+from rnnkit.libreoffice_help import help_paragraphs, help_text_root
 from rnnkit.paths import cache_dir, tfds_dir
 
 __all__ = [
@@ -150,62 +149,11 @@ def normalise(text: str) -> str:
 
 # --------------------------------------------------------------------------- LibreOffice help
 
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-         "track", "wbr", "param"}
-_ID = re.compile(r"^(par_id|hd_id)")
-
-
-class _ParagraphParser(HTMLParser):
-    """Collect the text of every element whose id starts with ``par_id`` / ``hd_id``."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.open: list[tuple[str, int, list[str]]] = []  # (id, depth, text parts)
-        self.found: list[tuple[str, str]] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag in _VOID:
-            return
-        self.stack.append(tag)
-        ident = dict(attrs).get("id") or ""
-        if _ID.match(ident):
-            self.open.append((ident, len(self.stack), []))
-
-    def handle_endtag(self, tag):
-        if tag in _VOID or tag not in self.stack:
-            return
-        while self.stack:
-            popped = self.stack.pop()
-            while self.open and self.open[-1][1] > len(self.stack):
-                ident, _, parts = self.open.pop()
-                self.found.append((ident, "".join(parts)))
-            if popped == tag:
-                break
-
-    def handle_data(self, data):
-        for _, _, parts in self.open:
-            parts.append(data)
-
-
 def _help_root(lang: str) -> Path:
-    package = f"libreoffice-help-{lang.lower()}"
-    root = apt_package(package, HELP_VERSION) / "usr/share/libreoffice/help" / lang
-    if not (root / "text").is_dir():
-        raise DataError(f"{package} has no help/{lang}/text folder (is {lang!r} the right code?)")
-    return root / "text"
-
-
-def _paragraphs(path: Path) -> dict[tuple[str, int], str]:
-    parser = _ParagraphParser()
-    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
-    seen: Counter[str] = Counter()
-    out: dict[tuple[str, int], str] = {}
-    for ident, text in parser.found:
-        # Embedded sections can repeat an id inside one page: pair occurrences in order.
-        out[(ident, seen[ident])] = html.unescape(text)
-        seen[ident] += 1
-    return out
+    try:
+        return help_text_root(lang, HELP_VERSION)
+    except FileNotFoundError as err:
+        raise DataError(str(err)) from err
 
 
 def help_pairs(source_lang: str = "es", target_lang: str = "en-US",
@@ -236,7 +184,7 @@ def help_pairs(source_lang: str = "es", target_lang: str = "en-US",
         tgt_file = tgt_root / rel
         if not tgt_file.exists():
             continue
-        src, tgt = _paragraphs(src_root / rel), _paragraphs(tgt_file)
+        src, tgt = help_paragraphs(src_root / rel), help_paragraphs(tgt_file)
         for key in sorted(src.keys() & tgt.keys()):
             pairs.append({"source": src[key], "target": tgt[key],
                           "key": f"{rel.as_posix()}#{key[0]}#{key[1]}"})

@@ -32,18 +32,16 @@ complete, so an interrupted ``prepare`` never leaves half a voice behind.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import random
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 # Bump when the voices, texts or prosody change: a new cache key and a retrain.
-EXTRA_VERSION = "festival-v2-population-f0"
+EXTRA_VERSION = "festival-v3-population-f0"
 # Utterances per voice (full run): 400 clips, 85 % train and 15 % early stopping. Run 3
 # (v1) used 60 and took 16.9 minutes in all; 40 (and 20 epochs) keeps `make voice-gender`
 # within its 15-minute budget.
@@ -144,45 +142,9 @@ def check_festival(voices: tuple[ExtraVoice, ...] = EXTRA_VOICES) -> str:
 # ----------------------------------------------------------------------------- text
 
 
-class _Paragraphs(HTMLParser):
-    """Text of every element whose id starts with ``par_id`` (help body paragraphs)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.depth = 0
-        self.buf: list[str] = []
-        self.out: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if self.depth:
-            self.depth += 1
-        elif (dict(attrs).get("id") or "").startswith("par_id"):
-            self.depth, self.buf = 1, []
-
-    def handle_endtag(self, tag):
-        if self.depth:
-            self.depth -= 1
-            if not self.depth:
-                self.out.append(" ".join(html.unescape("".join(self.buf)).split()))
-
-    def handle_data(self, data):
-        if self.depth:
-            self.buf.append(data)
-
-
 # A plain sentence: starts with a letter, only letters, spaces, commas and apostrophes,
 # ends with a full stop (no menu paths, digits, code or file names to read out).
 _PLAIN = re.compile(r"^[^\W\d_][^\W\d_]*(?:,? [^\W\d_]+(?:['’][^\W\d_]+)?)*[.]$")
-
-
-def help_root(lang: str) -> Path:
-    """Fetch ``libreoffice-help-<lang>`` (apt-get download, cached) and return its text root."""
-    from rnnkit.fetch import apt_package
-
-    root = Path(apt_package(f"libreoffice-help-{lang.lower()}")) / "usr/share/libreoffice/help" / lang
-    if not root.is_dir():
-        raise FestivalError(f"libreoffice-help-{lang.lower()} has no help/{lang} folder")
-    return root
 
 
 def help_sentences(lang: str, words: tuple[int, int] = WORDS) -> list[str]:
@@ -192,11 +154,18 @@ def help_sentences(lang: str, words: tuple[int, int] = WORDS) -> list[str]:
         lang: help language folder name (``cs``, ``it``, ``fi``, ``ca``, ``en-US``).
         words: inclusive range of words per sentence.
     """
+    from rnnkit.libreoffice_help import help_paragraphs, help_text_root
+
+    try:
+        root = help_text_root(lang)
+    except FileNotFoundError as err:
+        raise FestivalError(str(err)) from err
     found = set()
-    for path in sorted(help_root(lang).rglob("*.html")):
-        parser = _Paragraphs()
-        parser.feed(path.read_text(encoding="utf-8", errors="replace"))
-        for para in parser.out:
+    for path in sorted(root.rglob("*.html")):
+        for (ident, _), text in help_paragraphs(path).items():
+            if not ident.startswith("par_id"):  # body paragraphs, not headings
+                continue
+            para = " ".join(text.split())
             for sentence in re.split(r"(?<=[.!?])\s+", para):
                 tokens = sentence.split()
                 # Skip words with inner capitals (function names such as "LogickáHodnota").
