@@ -14,14 +14,11 @@ from rnnkit.app_cli import App, AppError, run_app
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from apps.voice_gender.train import extra_label_map, extra_per_voice, extra_voices_wanted
+    from apps.voice_gender.train import extra_voices_for
 
     try:
         b = vdata.prepare(args.data, args.limit, args.seed)
-        extra = None
-        if extra_voices_wanted(args):
-            extra_label_map(vdata.class_names(b))
-            extra = vdata.prepare_extra(extra_per_voice(args), args.seed)
+        extra = extra_voices_for(args, b)
     except vdata.DataError as exc:
         raise AppError(str(exc)) from exc
     for split, info in sorted(b.info.splits.items()):

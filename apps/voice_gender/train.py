@@ -170,6 +170,18 @@ def extra_label_map(names: list[str]) -> list[int]:
     return [sexes.index(c) for c in vdata.GENDER_CLASSES]
 
 
+def extra_voices_for(args: argparse.Namespace, b):
+    """The built extra-voice dataset this run trains with, or None (:func:`extra_voices_wanted`).
+
+    Raises:
+        DataError: the classes are not female/male, or Festival or a voice is missing.
+    """
+    if not extra_voices_wanted(args):
+        return None
+    extra_label_map(vdata.class_names(b))  # fail early on non female/male classes
+    return vdata.prepare_extra(extra_per_voice(args), args.seed)
+
+
 def fold_examples(b, fold: dict, extra=None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """The (train, val) example dicts of one training run, extra voices included.
 
@@ -623,10 +635,7 @@ def train_fold(b, fold: dict, args: argparse.Namespace, extra=None) -> dict[str,
 def train(args: argparse.Namespace) -> int:
     """``train`` verb: every fold of the data, then the final model (resumable)."""
     b = vdata.prepare(args.data, args.limit, args.seed)
-    extra = None
-    if extra_voices_wanted(args):
-        extra_label_map(vdata.class_names(b))  # fail early on non female/male classes
-        extra = vdata.prepare_extra(extra_per_voice(args), args.seed)
+    extra = extra_voices_for(args, b)
     start = time.time()
     for fold in folds_for(b):
         info = train_fold(b, fold, args, extra)
