@@ -590,8 +590,7 @@ def prepare_extra(per_voice: int, seed: int = 1337):
     from apps.voice_gender import festival
 
     try:
-        festival.check_festival()
-        festival.synthesize_all(per_voice, seed)
+        festival.synthesize_all(per_voice, seed)  # checks Festival and every voice first
     except festival.FestivalError as exc:
         raise DataError(str(exc)) from exc
     b = extra_builder(per_voice, seed)
