@@ -1,0 +1,268 @@
+"""Who speaks in the real voice sources, and the document that says so.
+
+Every real speaker the voice app trains or evaluates on is a row of :data:`SPEAKERS`. The
+sex in a row comes from a document only: a package's credits or handbook, a project's
+history, or a game's own dialogue text (a pronoun, or a Spanish article that agrees with the
+character). Never from pitch: pitch is what the model listens to, so a pitch-derived label
+would grade the model against itself. Where a credit names a person and not the sex, the sex
+is read from the credited given name (Eva, Robert, ...); the row says so.
+
+Sets left out (children, synthetic voices, credits that do not settle whose voice a set is)
+are rows of :data:`EXCLUDED` with the reason, so the choice is visible and reviewable.
+
+``group`` is the unit of the speaker-disjoint folds (:mod:`apps.voice_gender.folds`):
+speakers who may share a voice share a group. A game cast with no published cast list is
+one group, because one actor may voice several characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEXES = ("female", "male")
+
+# Never read for training, tuning or evaluation: independent test sets (../shared/DATA.md).
+RESERVED_PACKAGE_PREFIXES = ("asterisk-",)
+RESERVED_PACKAGES = ("codec2-examples",)
+
+KLETTRES_HANDBOOK = "klettres-data: usr/share/doc/HTML/en/klettres/index.docbook"
+KLETTRES_GIT = "KDE klettres git history (github.com/KDE/klettres)"
+DRASCULA_TEXT = "drascula: usr/share/scummvm/drascula/en/drascula.dat (the game's text, all languages)"
+DRASCULA_TALK = "ScummVM engines/drascula/talk.cpp (file prefix of each talk_* function)"
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One documented real speaker.
+
+    Attributes:
+        id: the speaker id used everywhere (folds, metrics, the provenance table).
+        source: the reader in :mod:`apps.voice_gender.sources` that yields the clips.
+        package: the Debian package the audio comes from.
+        language: ISO 639 code of what is spoken.
+        sex: ``female`` or ``male``.
+        document: the exact document, line or quotation that names the speaker and sex.
+        group: the fold unit; speakers who may share a voice share a group.
+        note: caveats a reviewer should know.
+    """
+
+    id: str
+    source: str
+    package: str
+    language: str
+    sex: str
+    document: str
+    group: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A voice set left out, and why.
+
+    Attributes:
+        key: the set (``<source>-<language or character>``).
+        package: its Debian package.
+        reason: what the documents say (or fail to say).
+    """
+
+    key: str
+    package: str
+    reason: str
+
+
+def _klettres(lang: str, sex: str, document: str, note: str = "") -> Speaker:
+    sid = f"klettres-{lang}"
+    return Speaker(sid, "klettres", "klettres-data", lang.split("_")[0], sex, document, sid, note)
+
+
+def _drascula(cast: str, character: str, sex: str, document: str, note: str = "") -> Speaker:
+    package = "drascula" if cast == "en" else "drascula-spanish"
+    return Speaker(f"drascula-{cast}-{character}", "drascula", package, cast, sex, document,
+                   f"drascula-{cast}", note)
+
+
+_CAST_NOTE = ("no cast list ships with the game, and one actor may voice several characters: "
+              "the whole cast is one fold group")
+
+_DRASCULA_CHARACTERS = (
+    # (character, file prefix, sex, document)
+    ("hacker", "", "male",
+     f"{DRASCULA_TALK}: talk() plays '<n>.als' with _text (John Hacker, the player); "
+     f"{DRASCULA_TEXT}: his Spanish line 'ESTOY PREPARADO PARA ENFRENTARME A SU PRUEBA' "
+     "(masculine 'preparado'); B.J.: 'OH JOHNNY, HONEY, THANK GOD YOU'RE HERE'"),
+    ("bj", "BJ", "female",
+     f"{DRASCULA_TALK}: talk_bj/talk_bj_bed play 'BJ<n>.als' with _textbj; "
+     f"{DRASCULA_TEXT}: 'B.J. IS IN THERE... SHE IS A REALLY HOT CHICK!', "
+     "'WHY DID YOU TAKE MY ONLY LOVE, B.J., AWAY FROM ME?. LIFE HAS NO MEANING FOR ME WITHOUT HER'"),
+    ("d", "D", "male",
+     f"{DRASCULA_TALK}: 'd<n>.als' is Drascula (talk_drascula), and also the blind man "
+     "(talk_blind, from TEXTD_START = 68) and a few lines of John (talk_hacker, talk_trunk); "
+     f"{DRASCULA_TEXT}: 'YOU HAVE TO BE EXTRA CAREFUL WITH DRASCULA, HIS FRISISNOTIC POWERS HAVE "
+     "MADE OF HIM THE MOST POWERFUL VAMPIRE', 'YO SOY EL MALO Y SOY TODO LO MACHISTA QUE QUIERA', "
+     "'IT'S A BLIND MAN WHO CAN'T SEE'"),
+    ("igor", "I", "male",
+     f"{DRASCULA_TALK}: talk_igor plays 'I<n>.als'; {DRASCULA_TEXT}: 'IGOR LISTEN CAREFULLY MAN, "
+     "WE ARE GOING TO START WITH PHASE NUMBER ONE OF MY PLAN TO CONQUER THE WORLD'"),
+    ("vonbraun", "VB", "male",
+     f"{DRASCULA_TALK}: talk_vonBraun plays 'VB<n>.als'; {DRASCULA_TEXT}: 'JOHN HACKER? SOY EL "
+     "DOCTOR VON BRAUN', 'WHO IS THIS GUY NAMED VON BRAUN?'"),
+    ("pianist", "P", "male",
+     f"{DRASCULA_TALK}: talk_pianist plays 'P<n>.als'; {DRASCULA_TEXT}: 'EL PIANISTA NO ESTA', "
+     "'QUE HA PASADO CON EL PIANISTA?' (masculine article)"),
+    ("drunk", "B", "male",
+     f"{DRASCULA_TALK}: talk_drunk plays 'B<n>.als'; {DRASCULA_TEXT}: 'YO ERA EL BORRACHO DEL "
+     "PUEBLO' (masculine article)"),
+    ("bartender", "T", "male",
+     f"{DRASCULA_TALK}: talk_bartender plays 'T<n>.als'; {DRASCULA_TEXT}: 'EL TABERNERO NO COMPRA "
+     "MAS PARTITURAS' (masculine article)"),
+    ("werewolf", "L", "male",
+     f"{DRASCULA_TALK}: talk_werewolf plays 'L<n>.als'; {DRASCULA_TEXT}: 'AHHH, UN HOMBRE LOBO!' "
+     "(hombre lobo: wolf man)"),
+)
+
+# File prefix -> character, for the reader. "E" (talk_mus), "F" and "S" (sound effects) are
+# not here: see EXCLUDED.
+DRASCULA_PREFIXES = {prefix: character for character, prefix, _, _ in _DRASCULA_CHARACTERS}
+
+SPEAKERS: tuple[Speaker, ...] = (
+    # ---- Fish Fillets NG: one actor per language and fish (the app's original data).
+    Speaker("fillets-cs-female", "fillets", "fillets-ng-data-cs", "cs", "female",
+            "../shared/DATA.md 'Voice gender: real speech': file code 'm' = the small fish, "
+            "a female voice", "fillets-cs-female"),
+    Speaker("fillets-cs-male", "fillets", "fillets-ng-data-cs", "cs", "male",
+            "../shared/DATA.md 'Voice gender: real speech': file code 'v' = the big fish, "
+            "a male voice", "fillets-cs-male"),
+    Speaker("fillets-nl-female", "fillets", "fillets-ng-data-nl", "nl", "female",
+            "../shared/DATA.md 'Voice gender: real speech': file code 'm' = the small fish, "
+            "a female voice", "fillets-nl-female"),
+    Speaker("fillets-nl-male", "fillets", "fillets-ng-data-nl", "nl", "male",
+            "../shared/DATA.md 'Voice gender: real speech': file code 'v' = the big fish, "
+            "a male voice", "fillets-nl-male"),
+    # ---- KLettres: letters and syllables, one credited recorder per language.
+    _klettres("cs", "female",
+              f"{KLETTRES_HANDBOOK} line 615 'Czech sounds: Eva Mikulčíková'; the same credit in "
+              "the git tree's AUTHORS and in the about-dialog credits removed by commit 511ca7b",
+              "sex from the credited given name; git commit 6a336bb (2004) 'new czech sounds, "
+              "thanks to Jozef Riha' credits Jozef Říha, who also added silence to short clips "
+              "(3a747b4), for supplying them; every credit list names Eva for Czech"),
+    _klettres("da", "male",
+              f"{KLETTRES_HANDBOOK} line 617 'Danish sounds: Erik Kjaer Pedersen'; git commit "
+              "8f04910 'Partially changed to ogg-sounds made by Leif Lende'",
+              "sex from the credited given names; both credited men, so the label holds "
+              "whichever of them recorded which clip"),
+    _klettres("en", "male",
+              f"{KLETTRES_HANDBOOK} line 621 'English sounds: Robert Wadley'",
+              "sex from the credited given name"),
+    _klettres("fr", "male",
+              f"{KLETTRES_HANDBOOK} line 623 'French sounds: Ludovic Grossard'; git commits "
+              "a6fa328/aee5bbd 'new sound (but still some noise)' by Ludovic Grossard himself",
+              "sex from the credited given name"),
+    _klettres("he", "male",
+              f"{KLETTRES_HANDBOOK} line 627 'Hebrew sounds: Assaf Gorgon'; the about-dialog "
+              "credit removed by git commit 511ca7b: 'Assaf Gorgon and Diego Iastrubni'",
+              "sex from the credited given names (two men)"),
+    _klettres("nds", "male",
+              f"{KLETTRES_HANDBOOK} line 633 'Low Saxon sounds: Manfred Wiese and Sönke "
+              "Dibbern'; git commit 103a3f8 'thanks to Soenke Dibbern for recording the sounds'",
+              "sex from the credited given names (two men)"),
+    _klettres("lt", "male",
+              "klettres-data: usr/share/klettres/lt/sounds.xml line 15 'Made by Liudas "
+              "Ališauskas'",
+              "sex from the credited given name"),
+    # ---- Drascula: two separate casts (English and Spanish), characters by file prefix.
+    *(_drascula(cast, character, sex, document, _CAST_NOTE)
+      for cast in ("en", "es") for character, _, sex, document in _DRASCULA_CHARACTERS),
+)
+
+EXCLUDED: tuple[Excluded, ...] = (
+    Excluded("klettres-ar", "klettres-data",
+             "a child: usr/share/klettres/ar/sounds.xml line 2 'my little nephew's voice'"),
+    Excluded("klettres-pt_BR", "klettres-data",
+             f"a child and his father in one set, no file list per person: {KLETTRES_HANDBOOK} "
+             "line 613 'Lindonjohnson Monte (Father) and Michelle Monte 09 years (Son)'"),
+    Excluded("klettres-nn", "klettres-data",
+             "synthetic: usr/share/klettres/nn/sounds.xml line 7 'generated using the commercial "
+             "CereVoice Cloud text-to-speech service'"),
+    Excluded("klettres-es", "klettres-data",
+             f"a woman and a man in one set, no document says which files are whose: "
+             f"{KLETTRES_HANDBOOK} line 639 'Ana Belén Caballero and Juan Pedro Paredes'"),
+    Excluded("klettres-it", "klettres-data",
+             f"the credit does not settle whose voice it is: {KLETTRES_HANDBOOK} line 629 names "
+             "Pietro Pasotti, the git tree's AUTHORS names Alessandro Pasotti"),
+    Excluded("klettres-nl", "klettres-data",
+             f"a supplier credit only ({KLETTRES_HANDBOOK} line 619 'Dutch sounds: Geert Stams'); "
+             "../shared/DATA.md flags the set as possibly another person's voice and no second "
+             "document settles it"),
+    Excluded("klettres-de", "klettres-data",
+             f"two different voices (alpha and syllab, ../shared/DATA.md) under one credit "
+             f"({KLETTRES_HANDBOOK} line 625 'German sounds: Helmut Kriege'); no document says "
+             "which set is his"),
+    Excluded("klettres-en_GB", "klettres-data",
+             "credited to Lisa Kriege ('British English sounds', about-dialog credit added by "
+             "git commit 08fb450, sent from Helmut Kriege's address); no document says whether "
+             "she recorded them as an adult or a child"),
+    Excluded("klettres-ru", "klettres-data",
+             "no speaker named: sounds.xml line 2 'Russian sounds made at Google Code-in' "
+             "(a contest for school pupils, so possibly a child)"),
+    Excluded("klettres-nb", "klettres-data",
+             "no speaker named: sounds.xml 'Sounds taken from GCompris ... Thanks to "
+             "Johnstad/Gabor'"),
+    Excluded("klettres-hu", "klettres-data", "no credit or comment names a speaker"),
+    Excluded("klettres-uk", "klettres-data", "no credit or comment names a speaker"),
+    Excluded("klettres-ml", "klettres-data", "no credit or comment names a speaker"),
+    Excluded("klettres-tn", "klettres-data", "no credit or comment names a speaker"),
+    Excluded("drascula-musician", "drascula, drascula-spanish",
+             "'E<n>.als' (talk_mus): no line of the game's text found that gives this "
+             "character's sex"),
+    Excluded("drascula-F", "drascula, drascula-spanish",
+             "'F<n>.als' (3 files): no talk_* function names this prefix"),
+    Excluded("drascula-S", "drascula, drascula-spanish", "'S<n>.als': sound effects"),
+    Excluded("drascula-italian", "drascula-italian",
+             "reuses the English audio (../shared/DATA.md): the same speakers twice"),
+)
+
+_BY_ID = {s.id: s for s in SPEAKERS}
+
+
+def speaker(speaker_id: str) -> Speaker:
+    """The documented speaker with this id.
+
+    Args:
+        speaker_id: e.g. ``"klettres-cs"``.
+
+    Raises:
+        KeyError: naming the id, when no document admits that speaker.
+    """
+    try:
+        return _BY_ID[speaker_id]
+    except KeyError:
+        raise KeyError(f"no documented speaker {speaker_id!r} in apps/voice_gender/speakers.py"
+                       ) from None
+
+
+def is_reserved(package: str) -> bool:
+    """Whether a Debian package is one of the reserved independent test sets.
+
+    Args:
+        package: a Debian package name.
+    """
+    return package in RESERVED_PACKAGES or package.startswith(RESERVED_PACKAGE_PREFIXES)
+
+
+def _check_table() -> None:
+    # Import-time guard: a malformed row is a programming error, caught by any import.
+    seen = set()
+    for s in SPEAKERS:
+        if s.id in seen:
+            raise ValueError(f"speaker {s.id!r} is listed twice")
+        seen.add(s.id)
+        if s.sex not in SEXES:
+            raise ValueError(f"speaker {s.id!r}: sex must be one of {SEXES}, got {s.sex!r}")
+        if is_reserved(s.package):
+            raise ValueError(f"speaker {s.id!r} comes from reserved package {s.package!r}")
+        if not s.document:
+            raise ValueError(f"speaker {s.id!r} has no document")
+
+
+_check_table()
