@@ -1,8 +1,12 @@
 """``rnnkit``: the one command line of the project.
 
-``rnnkit <app> <verb> [flags]`` runs ``apps.<app>.cli.main`` (``prepare | train | evaluate |
-predict | export``); ``rnnkit serve [flags]`` runs ``rnnkit.serving.main``. Apps are imported
-lazily, so one app's missing dependency never breaks another's command.
+``rnnkit <app> <verb> [flags]`` runs that app's lifecycle (``prepare | train | evaluate |
+predict | export``); ``rnnkit serve [flags]`` runs ``rnnkit.serving.main``. Apps are
+imported lazily, after TensorFlow's log level is set, so one app's missing dependency
+never breaks another's command and TensorFlow's start-up logs stay hidden.
+
+The apps are installed as the package ``rnnkit_apps`` (from the repository's ``apps/``
+folder); in a source tree without an install they are found as ``apps``.
 """
 
 from __future__ import annotations
@@ -13,24 +17,45 @@ from collections.abc import Sequence
 
 __all__ = ["APPS", "main"]
 
-# command name -> (module with main(argv) -> int, one-line description)
-APPS: dict[str, tuple[str, str]] = {
-    "sentiment": ("apps.sentiment.cli", "IMDB review sentiment (positive / negative)"),
-    "voice_gender": ("apps.voice_gender.cli", "speaker gender from speech audio"),
-    "translation": ("apps.translation.cli", "Spanish -> English translation"),
-    "captioning": ("apps.captioning.cli", "image captioning"),
-    "serve": ("rnnkit.serving", "TF-Serving-compatible REST + gRPC server for saved_models/"),
+# command name -> one-line description; every app but serve lives in <apps>.<name>.app
+APPS: dict[str, str] = {
+    "sentiment": "IMDB review sentiment (positive / negative)",
+    "voice_gender": "speaker gender from speech audio",
+    "translation": "Spanish -> English translation",
+    "captioning": "image captioning",
+    "serve": "TF-Serving-compatible REST + gRPC server for saved_models/",
 }
 _ALIASES = {"voice-gender": "voice_gender"}
+_APP_PACKAGES = ("rnnkit_apps", "apps")
 
 
 def _usage() -> str:
     lines = ["usage: rnnkit <command> [args...]   (rnnkit <command> --help for details)", "",
              "commands:"]
-    for name, (_, text) in APPS.items():
+    for name, text in APPS.items():
         lines.append(f"  {name:<14} {text}")
     lines += ["", "app verbs: prepare | train | evaluate | predict | export"]
     return "\n".join(lines)
+
+
+def app_module(name: str):
+    """Import and return ``<apps package>.<name>.app`` (the app's :class:`rnnkit.app.App`).
+
+    A package already imported wins (tests import ``apps``), then the installed
+    ``rnnkit_apps``, then ``apps`` from a source tree.
+    """
+    packages = sorted(_APP_PACKAGES, key=lambda p: p not in sys.modules)
+    last: ModuleNotFoundError | None = None
+    for package in packages:
+        try:
+            return importlib.import_module(f"{package}.{name}.app")
+        except ModuleNotFoundError as exc:
+            # Only a missing package of our own means "try the next one"; a missing
+            # third-party dependency inside the app is a real error.
+            if exc.name not in (package, f"{package}.{name}", f"{package}.{name}.app"):
+                raise
+            last = exc
+    raise ModuleNotFoundError(f"no app package for {name!r}") from last
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,23 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in APPS:
         print(f"rnnkit: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name = APPS[name][0]
+    from rnnkit.logs import configure_logging
+
+    configure_logging(verbose=any(a in ("-v", "--verbose") for a in args[1:]))
+    if name == "serve":
+        from rnnkit.serving import main as serve_main
+
+        return int(serve_main(args[1:]) or 0)
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only a missing module of our own is "not available"; a missing third-party
-        # dependency inside it is a real error worth its own message.
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            print(f"rnnkit: `{name}` is not available in this installation "
-                  f"({module_name} is missing)", file=sys.stderr)
-            return 2
-        raise
-    entry = getattr(module, "main", None)
-    if entry is None:
-        print(f"rnnkit: {module_name} has no main(argv)", file=sys.stderr)
+        module = app_module(name)
+    except ModuleNotFoundError:
+        print(f"rnnkit: `{name}` is not available in this installation", file=sys.stderr)
         return 2
-    result = entry(args[1:])
-    return 0 if result is None else int(result)
+    return int(module.main(args[1:]) or 0)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import shutil
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,12 @@ from rnnkit.atomic import atomic_write_json
 from rnnkit.layers import xla_loops
 
 __all__ = [
+    "ServingModule",
     "export_saved_model",
     "keras_variables",
     "latest_export",
     "list_versions",
+    "lookup_tables",
     "read_export_metrics",
 ]
 
@@ -39,19 +40,92 @@ log = logging.getLogger(__name__)
 
 
 def keras_variables(model: Any) -> list[tf.Variable]:
-    """Return the backing ``tf.Variable`` of every weight of a Keras 3 model.
-
-    A Keras 3 model held by a ``tf.Module`` is not tracked variable by variable, so TF
-    Serving's loader would not restore its weights ("Could not find variable"). Assign the
-    result to an attribute of the module before exporting::
-
-        self.model = model
-        self.model_variables = keras_variables(model)   # keras-team/keras#20095
+    """Return the backing ``tf.Variable`` of every weight of a Keras 3 model, each once.
 
     Args:
         model: a Keras model or layer.
     """
-    return [getattr(w, "value", w) for w in model.weights]
+    seen: set[int] = set()
+    out = []
+    for weight in model.weights:
+        variable = getattr(weight, "value", weight)
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            out.append(variable)
+    return out
+
+
+_LOOKUP_TABLES = (tf.lookup.StaticHashTable, tf.lookup.StaticVocabularyTable,
+                  tf.lookup.experimental.MutableHashTable, tf.lookup.experimental.DenseHashTable)
+
+
+def lookup_tables(model: Any) -> list[Any]:
+    """Return the lookup tables held by a Keras model's layers (``TextVectorization``,
+    ``StringLookup``...), found by walking the layers' attributes.
+
+    Args:
+        model: a Keras model or layer.
+    """
+    import keras
+
+    tables: dict[int, Any] = {}
+    seen: set[int] = set()
+    stack: list[Any] = [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, _LOOKUP_TABLES):
+            tables[id(obj)] = obj
+        elif isinstance(obj, keras.layers.Layer):
+            stack.extend(vars(obj).values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return list(tables.values())
+
+
+class ServingModule(tf.Module):
+    """Base of every app's serving module: holds Keras models so that each weight is saved
+    once and TF Serving's loader restores all of them.
+
+    A Keras 3 model held as an attribute of a ``tf.Module`` is saved through its own object
+    graph as well as through the variables the signatures capture, so every weight would be
+    written twice; and its variables are not tracked one by one, so TF Serving's loader
+    would not restore them (keras-team/keras#20095). This class keeps the models out of the
+    object graph and tracks their variables and lookup tables once, as plain attributes.
+
+    Args:
+        models: name -> Keras model (or layer); each is readable as ``self.<name>`` in the
+            subclass's ``tf.function`` signatures.
+        name: the module name.
+
+    Example:
+
+    ```python
+    class Servable(ServingModule):
+        def __init__(self, model):
+            super().__init__({"model": model})
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, text):
+            return {"score": self.model(text)[:, 0]}
+    ```
+    """
+
+    def __init__(self, models: Mapping[str, Any], name: str | None = None) -> None:
+        super().__init__(name=name)
+        variables: dict[int, tf.Variable] = {}
+        tables: dict[int, Any] = {}
+        for key, model in models.items():
+            # object.__setattr__ skips tf.Module's attribute tracking (see the class doc).
+            object.__setattr__(self, key, model)
+            variables.update((id(v), v) for v in keras_variables(model))
+            tables.update((id(t), t) for t in lookup_tables(model))
+        self.model_variables = list(variables.values())
+        self.lookup_tables = list(tables.values())
 
 
 def list_versions(export_base: str | os.PathLike[str]) -> list[int]:
@@ -90,21 +164,6 @@ def read_export_metrics(export_dir: str | os.PathLike[str]) -> dict[str, Any] | 
 
     path = Path(export_dir) / "assets.extra" / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _check_servable(path: Path) -> None:
-    """Run rnnkit.servable.check_servable when the serving session's module exists."""
-    try:
-        from rnnkit.servable import check_servable  # owned by the serving work; optional
-    except ImportError:
-        log.info("rnnkit.servable not available: skipping the core-op check")
-        return
-    result = check_servable(path)
-    # Accept either style: raising on failure, or returning problems / an object with .ok.
-    if result is False or getattr(result, "ok", True) is False:
-        raise ValueError(f"export at {path} is not servable: {result}")
-    if isinstance(result, (list, tuple)) and result:
-        raise ValueError(f"export at {path} is not servable: {result}")
 
 
 def export_saved_model(
@@ -165,16 +224,14 @@ def export_saved_model(
         if metrics is not None:
             atomic_write_json(extra / "metrics.json", dict(metrics))
         if warmup_requests:
-            try:
-                from rnnkit.warmup import write_warmup_requests  # owned by the serving work
-            except ImportError:
-                warnings.warn("rnnkit.warmup is not available yet: export has no warmup "
-                              "records", stacklevel=2)
-            else:
-                write_warmup_requests(extra / "tf_serving_warmup_requests",
-                                      list(warmup_requests), signature_name="serving_default")
+            from rnnkit.warmup import write_warmup_requests
+
+            write_warmup_requests(extra / "tf_serving_warmup_requests",
+                                  list(warmup_requests), signature_name="serving_default")
         if check:
-            _check_servable(tmp)
+            from rnnkit.servable import check_servable
+
+            check_servable(tmp)
         os.rename(tmp, final)  # rename fails (instead of merging) if final appeared meanwhile
     except BaseException:
         with contextlib.suppress(OSError):

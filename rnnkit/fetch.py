@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rnnkit.atomic import atomic_directory, atomic_path
+from rnnkit.errors import DataError
 from rnnkit.paths import cache_dir, raw_dir
 
 __all__ = ["FetchError", "apt_package", "pypi_wheel", "sha256_file", "zip_member"]
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-class FetchError(RuntimeError):
+class FetchError(DataError):
     """A download, extraction or hash check failed; the message names the item."""
 
 

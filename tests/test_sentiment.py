@@ -65,11 +65,11 @@ def test_aclimdb_folder_and_bad_specs(tmp_path, small_splits, monkeypatch):
     counts = {k: len(data.as_numpy(v)[0]) for k, v in splits.items()}
     assert counts == {"train": 90, "validation": 10, "test": 100}
     assert not any("<br" in t for t in data.as_numpy(splits["train"])[0])
-    from rnnkit.app_cli import AppError
+    from rnnkit.errors import DataError
 
-    with pytest.raises(AppError, match="unknown --data"):
+    with pytest.raises(DataError, match="unknown --data"):
         data.parse_spec("csv:/nowhere")
-    with pytest.raises(AppError, match="not a folder"):
+    with pytest.raises(DataError, match="not a folder"):
         data.parse_spec(f"aclimdb:{tmp_path / 'missing'}")
 
 
@@ -103,7 +103,7 @@ def test_one_epoch_lowers_loss(small_splits):
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """prepare / train / evaluate / export through the CLI on a small subset."""
-    from apps.sentiment.cli import main
+    from apps.sentiment.app import main
 
     work = tmp_path_factory.mktemp("sentiment_cli")
     out, exports = work / "run", work / "saved_models"
@@ -140,7 +140,7 @@ def test_cli_train_evaluate_export(cli_run):
 
 @pytest.mark.slow
 def test_cli_predict_and_versions(cli_run, capsys, monkeypatch):
-    from apps.sentiment.cli import main
+    from apps.sentiment.app import main
 
     out, exports = cli_run
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
@@ -208,7 +208,8 @@ def test_module_entry_point_help():
 def test_preprocessing_layers():
     import tensorflow as tf
 
-    from apps.sentiment.model import ClipTokens, MaxMeanPool, standardize
+    from apps.sentiment.model import ClipTokens, standardize
+    from rnnkit.modeling.pooling import MaskedPooling
 
     clip = ClipTokens(100)
     assert clip(tf.zeros((2, 0), tf.int64)).shape == (2, 32)  # empty texts still get steps
@@ -216,7 +217,7 @@ def test_preprocessing_layers():
     assert clip(tf.ones((1, 5000), tf.int64)).shape == (1, 100)
     x = tf.constant([[[1.0], [5.0], [9.0]], [[2.0], [3.0], [4.0]]])
     mask = tf.constant([[True, True, False], [False, False, False]])
-    pooled = MaxMeanPool()(x, mask=mask).numpy()
+    pooled = MaskedPooling(("max", "mean"))(x, mask=mask).numpy()
     assert pooled.tolist() == [[5.0, 3.0], [0.0, 0.0]]  # padding ignored; empty row -> 0
     out = standardize(tf.constant(["Don't MISS it!<br /><br />Été, 2019?", b"bad \xff byte"]))
     words = [s.decode().split() for s in out.numpy()]

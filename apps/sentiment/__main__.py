@@ -2,6 +2,6 @@
 
 import sys
 
-from apps.sentiment.cli import main
+from rnnkit.cli import main
 
-sys.exit(main())
+sys.exit(main(["sentiment", *sys.argv[1:]]))

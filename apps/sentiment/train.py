@@ -13,30 +13,23 @@ matrix to ``<output>/reports``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from apps.sentiment import data
-from apps.sentiment.model import (
-    CLASS_NAMES,
-    build_classifier,
-    build_end_to_end,
-    make_vectorizer,
-)
-from rnnkit.app_cli import AppError
-from rnnkit.atomic import atomic_write_json
-from rnnkit.paths import reports_dir
-from rnnkit.reports import format_headline, plot_confusion_matrix, plot_history, write_metrics
-from rnnkit.training import fit, get_strategy, save_model, seed_everything
+from rnnkit.app import Evaluation, Run
+from rnnkit.errors import DataError
+from rnnkit.inference import map_by_length
+from rnnkit.reports import plot_confusion_matrix
+
+from . import data
+from .data import CLASS_NAMES
+from .model import build_classifier, build_end_to_end, make_vectorizer
 
 #: Model and optimisation defaults (``--quick`` overrides a few, see cli.py).
 HPARAMS: dict[str, Any] = {
@@ -93,25 +86,19 @@ def bucketed(ds: tf.data.Dataset, batch_size: int, max_len: int, shuffle_seed: i
     ).prefetch(tf.data.AUTOTUNE)
 
 
-def _hparams(args: argparse.Namespace) -> dict[str, Any]:
-    hp = dict(HPARAMS)
-    for key in hp:
-        value = getattr(args, key, None)
-        if value is not None:
-            hp[key] = value
-    return hp
+def _hparams(run: Run) -> dict[str, Any]:
+    return {key: run.get(key, value) for key, value in HPARAMS.items()}
 
 
-def train(args: argparse.Namespace) -> int:
+def train(run: Run) -> dict[str, Any]:
     """The ``train`` verb: see the module docstring."""
-    started = time.time()
-    seed_everything(args.seed)
-    hp = _hparams(args)
-    splits = data.load_splits(args.data, args.seed, args.limit)
+    run.seed_everything()
+    hp = _hparams(run)
+    splits = data.load_splits(run.data, run.seed, run.limit)
     train_text = splits["train"].map(lambda t, y: t)
     n_train = int(splits["train"].reduce(0, lambda n, _: n + 1))
     if n_train == 0:
-        raise AppError("the training split is empty")
+        raise DataError("the training split is empty")
 
     print(f"adapting the vocabulary ({hp['vocab_size']:,} tokens) on {n_train:,} reviews")
     vectorizer = make_vectorizer(hp["vocab_size"])
@@ -120,12 +107,11 @@ def train(args: argparse.Namespace) -> int:
 
     train_ids = token_dataset(splits["train"], vectorizer, hp["max_len"])
     val_ids = token_dataset(splits["validation"], vectorizer, hp["max_len"])
-    train_ds = bucketed(train_ids, args.batch_size, hp["max_len"], shuffle_seed=args.seed)
-    val_ds = bucketed(val_ids, args.batch_size, hp["max_len"], shuffle_seed=None)
+    train_ds = bucketed(train_ids, run.batch_size, hp["max_len"], shuffle_seed=run.seed)
+    val_ds = bucketed(val_ids, run.batch_size, hp["max_len"], shuffle_seed=None)
 
-    steps = max(1, math.ceil(n_train / args.batch_size)) * args.epochs
-    strategy = get_strategy(args.strategy)
-    with strategy.scope():
+    steps = max(1, math.ceil(n_train / run.batch_size)) * run.epochs
+    with run.strategy.scope():
         classifier = build_classifier(
             vocab_size, hp["embed_dim"], hp["units"], hp["embed_dropout"], hp["head_dropout"]
         )
@@ -146,58 +132,29 @@ def train(args: argparse.Namespace) -> int:
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
         )
     classifier.summary(print_fn=lambda line, **_: print(line))
-    result = fit(
-        classifier, train_ds, val_ds, output_dir=args.output, epochs=args.epochs,
-        monitor="val_accuracy", mode="max", patience=hp["patience"],
-    )
+    result = run.fit(classifier, train_ds, val_ds, monitor="val_accuracy", mode="max",
+                     patience=hp["patience"])
     # Save an uncompiled copy: the served model needs the weights, not the optimizer state
     # (which would triple model.keras and every export).
     inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"])
     inference.set_weights(classifier.get_weights())
     model = build_end_to_end(vectorizer, inference, hp["max_len"])
-    save_model(model, Path(args.output) / "model.keras")
-    seconds = time.time() - started
-    atomic_write_json(Path(args.output) / "train_config.json", {
-        "data": args.data, "seed": args.seed, "limit": args.limit, "epochs": args.epochs,
-        "batch_size": args.batch_size, "hparams": hp, "vocab_size": vocab_size,
-        "train_examples": n_train, "params": int(model.count_params()),
-        "train_seconds": round(seconds, 1), "best_epoch": result["best_epoch"] + 1,
-        "best_val_accuracy": result["best"],
-    })
-    print(format_headline("sentiment: training done", {
-        "best epoch": f"{result['best_epoch'] + 1} of {result['epochs_run']}",
-        "val accuracy": result["best"],
-        "parameters": f"{model.count_params():,}",
-        "time": f"{seconds:.0f} s",
-        "model": str(Path(args.output) / "model.keras"),
-    }))
-    return 0
-
-
-def load_trained(output: Path) -> keras.Model:
-    """Load ``<output>/model.keras`` (string -> logit) or explain how to create it.
-
-    Loaded without its optimizer: evaluation and export need only the weights.
-    """
-    path = Path(output) / "model.keras"
-    if not path.exists():
-        raise AppError(f"no trained model at {path}: run `rnnkit sentiment train` first")
-    return keras.saving.load_model(path, compile=False)
+    run.save_model(model)
+    return {
+        "hparams": hp, "vocab_size": vocab_size, "train_examples": n_train,
+        "params": int(model.count_params()), "best_epoch": result["best_epoch"] + 1,
+        "epochs_run": result["epochs_run"], "best_val_accuracy": result["best"],
+    }
 
 
 def predict_proba(model: keras.Model, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    """Positive-class probabilities for raw texts; batched by length to save padding."""
-    order = np.argsort([len(t) for t in texts])
-    probs = np.empty(len(texts), dtype=np.float32)
-    from tqdm.auto import tqdm
+    """Positive-class probabilities for raw texts (batched in length order)."""
 
-    for start in tqdm(range(0, len(texts), batch_size), desc="scoring", unit="batch",
-                      leave=False):
-        idx = order[start:start + batch_size]
-        batch = tf.constant([texts[i] for i in idx])
-        logits = model(batch, training=False)
-        probs[idx] = tf.sigmoid(logits[:, 0]).numpy()
-    return probs
+    def score(batch: list[str]) -> np.ndarray:
+        return tf.sigmoid(model(tf.constant(batch), training=False)[:, 0]).numpy()
+
+    return np.asarray(map_by_length(score, texts, batch_size=batch_size, desc="scoring"),
+                      dtype=np.float32)
 
 
 #: The baselines evaluate fits: scikit-learn's defaults (what a practitioner tries first,
@@ -230,20 +187,18 @@ def tfidf_baseline(
     return clf.predict(vec.transform(test_texts)), time.time() - started
 
 
-def evaluate(args: argparse.Namespace) -> int:
+def evaluate(run: Run) -> Evaluation:
     """The ``evaluate`` verb: see the module docstring."""
     from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
     started = time.time()
-    model = load_trained(args.output)
-    config_path = Path(args.output) / "train_config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    splits = data.load_splits(args.data, args.seed, args.limit)
+    model = run.load_model()
+    splits = data.load_splits(run.data, run.seed, run.limit)
     test_texts, test_labels = data.as_numpy(splits["test"])
     if not test_texts:
-        raise AppError("the test split is empty")
+        raise DataError("the test split is empty")
     print(f"scoring {len(test_texts):,} test reviews")
-    probs = predict_proba(model, test_texts, args.batch_size)
+    probs = predict_proba(model, test_texts, run.batch_size)
     preds = (probs >= 0.5).astype(np.int64)
     accuracy = float((preds == test_labels).mean())
     model_seconds = time.time() - started
@@ -257,7 +212,7 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"fitting baseline {name}")
         base_preds, base_seconds = tfidf_baseline(
             tr_texts + va_texts, np.concatenate([tr_labels, va_labels]), test_texts,
-            args.seed, name,
+            run.seed, name,
         )
         baselines[name] = {"accuracy": float((base_preds == test_labels).mean()),
                            "seconds": round(base_seconds, 1)}
@@ -267,7 +222,6 @@ def evaluate(args: argparse.Namespace) -> int:
     cm = confusion_matrix(test_labels, preds, labels=[0, 1])
     has_both = len(np.unique(test_labels)) == 2
     metrics = {
-        "task": "sentiment", "data": args.data, "seed": args.seed, "limit": args.limit,
         "test_examples": len(test_texts),
         "accuracy": accuracy,
         "f1": float(f1_score(test_labels, preds)),
@@ -279,25 +233,17 @@ def evaluate(args: argparse.Namespace) -> int:
         "accuracy_minus_baseline": accuracy - base_accuracy,
         "accuracy_minus_tuned_baseline": accuracy - tuned_accuracy,
         "params": int(model.count_params()),
-        "train": {k: config.get(k) for k in
-                  ("epochs", "batch_size", "best_epoch", "best_val_accuracy", "train_seconds",
-                   "train_examples", "hparams")},
-        "evaluate_seconds": round(time.time() - started, 1),
         "model_scoring_seconds": round(model_seconds, 1),
     }
-    report = reports_dir(args.output)
-    write_metrics(report, metrics)
-    history_path = Path(args.output) / "history.json"
-    if history_path.exists():
-        plot_history(json.loads(history_path.read_text()), report / "training_curves.png",
-                     title="sentiment: bidirectional Elman RNN")
-    plot_confusion_matrix(cm, CLASS_NAMES, report / "confusion_matrix.png",
+    plot_confusion_matrix(cm, CLASS_NAMES, run.reports / "confusion_matrix.png",
                           title=f"IMDB test, accuracy {accuracy:.4f}")
-    print(format_headline(f"sentiment: test set ({len(test_texts):,} reviews)", {
-        "RNN accuracy": accuracy,
-        "TF-IDF+LR baseline": f"{base_accuracy:.4f} ({accuracy - base_accuracy:+.4f})",
-        "TF-IDF+LR tuned": f"{tuned_accuracy:.4f} ({accuracy - tuned_accuracy:+.4f})",
-        "RNN ROC AUC": metrics["roc_auc"] if metrics["roc_auc"] is not None else "n/a",
-        "reports": str(report),
-    }))
-    return 0
+    return Evaluation(
+        metrics=metrics,
+        title=f"sentiment: test set ({len(test_texts):,} reviews)",
+        headline={
+            "RNN accuracy": accuracy,
+            "TF-IDF+LR baseline": f"{base_accuracy:.4f} ({accuracy - base_accuracy:+.4f})",
+            "TF-IDF+LR tuned": f"{tuned_accuracy:.4f} ({accuracy - tuned_accuracy:+.4f})",
+            "RNN ROC AUC": metrics["roc_auc"] if metrics["roc_auc"] is not None else "n/a",
+        },
+    )

@@ -1,0 +1,58 @@
+"""``rnnkit sentiment prepare|train|evaluate|predict|export`` (also ``python -m apps.sentiment``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rnnkit.app import App, Evaluation, LoadedExport, Run, Servable
+
+from . import data, export, train
+
+
+class SentimentApp(App):
+    """IMDB review sentiment with a bidirectional Elman RNN."""
+
+    name = "sentiment"
+    description = (
+        "IMDB review sentiment with a bidirectional Elman RNN (rnnkit.SimpleRecurrentLayer).\n"
+        "Typical run: prepare, train, evaluate, export, then predict \"some review\"."
+    )
+    defaults = {"data": "imdb-csv", "epochs": 4, "batch_size": 64}
+    quick = {"epochs": 2, "limit": 3000, "max_len": 200, "units": 48, "vocab_size": 10_000}
+    data_help = "imdb-csv (50k reviews from PyPI), tfds:imdb_reviews or aclimdb:PATH"
+    inputs_help = "review texts; read from stdin (one per line) when omitted"
+    signature_inputs = ("text",)
+
+    def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
+        if verb == "train":
+            hp = train.HPARAMS
+            parser.add_argument("--max-len", type=int, default=None,
+                                help=f"tokens kept per review [default: {hp['max_len']}]")
+            parser.add_argument("--units", type=int, default=None,
+                                help=f"hidden units per RNN direction [default: {hp['units']}]")
+            parser.add_argument("--vocab-size", type=int, default=None,
+                                help=f"vocabulary size [default: {hp['vocab_size']}]")
+            parser.add_argument("--learning-rate", type=float, default=None,
+                                help=f"peak AdamW learning rate [default: {hp['learning_rate']}]")
+
+    def prepare(self, run: Run) -> Mapping[str, Any]:
+        builder = data.prepare(run.data, run.seed, run.limit)
+        counts = {name: split.num_examples for name, split in builder.info.splits.items()}
+        return {**counts, "cache": str(builder.data_dir)}
+
+    def train(self, run: Run) -> Mapping[str, Any]:
+        return train.train(run)
+
+    def evaluate(self, run: Run) -> Evaluation:
+        return train.evaluate(run)
+
+    def servable(self, run: Run) -> Servable:
+        return export.servable(run)
+
+    def predict(self, run: Run, loaded: LoadedExport, inputs: list[str]) -> Iterable[str]:
+        return export.predict(loaded, inputs)
+
+
+main = SentimentApp.main
