@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # the lifecycle imports TensorFlow only when a verb needs it
     import keras
     import tensorflow as tf
 
-__all__ = ["VERBS", "App", "Evaluation", "LoadedExport", "Run", "Servable"]
+__all__ = ["VERBS", "App", "Evaluation", "GradientProbe", "LoadedExport", "Run", "Servable"]
 
 VERBS = ("prepare", "train", "evaluate", "predict", "export")
 
@@ -125,6 +125,24 @@ class Servable:
     signatures: dict[str, Any]
     warmup: list[dict[str, Any]] = field(default_factory=list)
     metrics_keys: Sequence[str] | None = None
+
+
+@dataclass
+class GradientProbe:
+    """A small held-out batch for the gradient-flow report every ``evaluate`` writes.
+
+    Attributes:
+        model: a Keras model containing ``SimpleRecurrentLayer`` (the network trained,
+            taking the batch's inputs as they are, e.g. token ids rather than strings).
+        inputs: one batch of model inputs (a tensor or a structure of tensors).
+        targets: the matching targets.
+        loss: ``loss(targets, predictions) -> scalar``, the training loss.
+    """
+
+    model: Any
+    inputs: Any
+    targets: Any
+    loss: Any
 
 
 class LoadedExport:
@@ -345,6 +363,14 @@ class App:
     def predict(self, run: Run, export: LoadedExport, inputs: list[str]) -> Iterable[str]:
         """Run ``export`` on ``inputs``; yield one printed line per result."""
         raise NotImplementedError
+
+    def gradient_probe(self, run: Run) -> GradientProbe | None:
+        """A held-out batch for the gradient-flow report (``reports/gradient_flow.png``).
+
+        Default: none (no report). Apps return the trained network (not the string-input
+        serving wrapper), one batch of its inputs and targets, and its training loss.
+        """
+        return None
 
     # -- the lifecycle -------------------------------------------------------------------
     def _prepare(self, run: Run) -> None:
