@@ -15,13 +15,15 @@ Run (on a shared machine, queue behind other heavy jobs):
 
 Options: ``--quick`` (only the two headline shapes), ``--cases 0,3`` (a subset),
 ``--rounds N``, ``--budget SECONDS`` (timed seconds per layer and shape), ``--json PATH``
-(also write the table as JSON, atomically).
+(also write the table as JSON, atomically), ``--layer-option NAME=VALUE`` (repeatable: a
+constructor argument of rnnkit's layer, e.g. ``jit_compile=False`` or ``batch_slices=1``;
+the value is read as a Python literal, else kept as a string).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import ast
 import os
 import statistics
 import sys
@@ -39,6 +41,7 @@ import keras
 import tensorflow as tf
 
 from rnnkit import SimpleRecurrentLayer
+from rnnkit.atomic import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,12 @@ CASES = [
 QUICK_CASES = CASES[:2]
 
 
-def build_model(layer_cls: type, case: Case) -> keras.Model:
+def build_model(layer_cls: type, case: Case, **layer_options) -> keras.Model:
     """``Input -> [Masking] -> layer -> Dense(1)`` for ``case``."""
     steps = None if case.dynamic_time else case.steps
     inputs = keras.Input((steps, case.features), batch_size=case.batch)
     x = keras.layers.Masking(0.0)(inputs) if case.masked else inputs
-    x = layer_cls(case.units, return_sequences=case.return_sequences)(x)
+    x = layer_cls(case.units, return_sequences=case.return_sequences, **layer_options)(x)
     outputs = keras.layers.Dense(1)(x)
     return keras.Model(inputs, outputs)
 
@@ -136,14 +139,23 @@ def time_calls(fn, x, y, calls: int) -> float:
     return (time.perf_counter() - start) * 1e3 / calls
 
 
-def bench_case(case: Case, rounds: int, budget_s: float) -> dict:
-    """Time both layers on ``case``, alternating, and return the medians."""
+def bench_case(case: Case, rounds: int, budget_s: float,
+               layer_options: dict | None = None) -> dict:
+    """Time both layers on ``case``, alternating, and return the medians.
+
+    Args:
+        case: The shape and mode to time.
+        rounds: Alternating rounds (each times both layers back to back).
+        budget_s: Timed seconds per layer over all rounds (at least 3 calls a round).
+        layer_options: Extra constructor arguments of rnnkit's layer.
+    """
     rng = np.random.default_rng(0)
     x, y = make_data(case, rng)
     impls = {}
     for name, cls in (("rnnkit", SimpleRecurrentLayer), ("keras", keras.layers.SimpleRNN)):
         keras.utils.set_random_seed(1)
-        impls[name] = build_model(cls, case)
+        options = (layer_options or {}) if name == "rnnkit" else {}
+        impls[name] = build_model(cls, case, **options)
     impls["keras"].set_weights(impls["rnnkit"].get_weights())
     steps = {name: make_step(model, case) for name, model in impls.items()}
     # Warm up (traces, XLA compiles), then size the calls per round to ~budget_s.
@@ -183,7 +195,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=6.0,
                         help="seconds of timed calls per layer and shape")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--layer-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="constructor argument of rnnkit's layer (repeatable), "
+                             "e.g. jit_compile=False")
     args = parser.parse_args(argv)
+    layer_options = {}
+    for item in args.layer_option:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            parser.error(f"--layer-option: expected NAME=VALUE, got {item!r}")
+        try:
+            layer_options[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            layer_options[name] = value
+    try:
+        SimpleRecurrentLayer(1, **layer_options)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--layer-option: {exc}")
 
     cases = QUICK_CASES if args.quick else CASES
     if args.cases:
@@ -194,23 +222,24 @@ def main(argv: list[str] | None = None) -> int:
         cases = [CASES[i] for i in picked]
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs"
+          + (f", rnnkit layer options {layer_options}" if layer_options else ""))
     header = (f"{'case':44s} {'rnnkit ms':>10s} {'keras ms':>10s} {'speed-up':>9s} "
               f"{'(min-max)':>12s} {'rnnkit GF/s':>12s} {'keras GF/s':>11s} {'spread':>7s}")
     print(header)
     print("-" * len(header))
     results = []
     for case in cases:
-        r = bench_case(case, args.rounds, args.budget)
+        r = bench_case(case, args.rounds, args.budget, layer_options)
         results.append(r)
         print(f"{r['case']:44s} {r['rnnkit_ms']:10.2f} {r['keras_ms']:10.2f} "
               f"{r['speedup']:8.2f}x {r['speedup_min']:5.2f}-{r['speedup_max']:<5.2f}x "
               f"{r['rnnkit_gflops']:12.1f} {r['keras_gflops']:11.1f} "
               f"{r['spread_pct']:6.0f}%", flush=True)
     if args.json:
-        tmp = args.json.with_name(f".{args.json.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(args.json)
+        for r in results:
+            r["layer_options"] = layer_options
+        atomic_write_json(args.json, results)
     return 0
 
 

@@ -3,6 +3,8 @@ SimpleRNN (outputs and gradients, on the fused fast path), masking, options, err
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -71,8 +73,14 @@ def test_golden_stateful_second_call():
 
 
 # ------------------------------------------------------------------------ equivalence
+# Arguments only SimpleRecurrentLayer has (how it runs, not what it computes).
+_OWN_ARGS = ("use_fused", "jit_compile", "batch_slices")
+
+
 def _pair(units, **kwargs):
     ours = SimpleRecurrentLayer(units, **kwargs)
+    for name in _OWN_ARGS:
+        kwargs.pop(name, None)
     zero_output = kwargs.pop("zero_output_for_mask", False)
     theirs = keras.layers.SimpleRNN(units, zero_output_for_mask=zero_output, **kwargs)
     return ours, theirs
@@ -186,13 +194,7 @@ def test_equivalence_larger_shapes(fallback_calls):
 
 
 @pytest.mark.parametrize("return_sequences", [False, True])
-@pytest.mark.parametrize("chunks", [1, 4])
-def test_equivalence_long_sequences(return_sequences, chunks, fallback_calls, monkeypatch):
-    # Long enough (T >= 64) for the chunked software pipeline (RNNKIT_FUSED_CHUNKS) too.
-    from rnnkit.layers import _fused
-
-    monkeypatch.setattr(_fused, "_CHUNKS", chunks)
-    assert len(_fused._chunk_bounds(70)) == (1 if chunks == 1 else 4)
+def test_equivalence_long_sequences(return_sequences, fallback_calls):
     _check_equivalence(units=8, batch=4, steps=70, features=5, masked=True,
                        go_backwards=return_sequences, return_sequences=return_sequences,
                        return_state=True)
@@ -228,7 +230,7 @@ def test_equivalence_unknown_time_axis(steps, xla, fallback_calls, monkeypatch):
                            seed=steps + 2)
     assert fallback_calls == []
     # Each batch slice (see test_batch_streams_match_keras) runs its own bucketed loops.
-    assert len(bucketed_calls) == (3 * _fused._stream_count(None) if xla else 0)
+    assert len(bucketed_calls) == (3 * _fused.stream_count(None) if xla else 0)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -238,8 +240,7 @@ def test_batch_streams_match_keras(dynamic, fallback_calls, monkeypatch):
     # keep outputs and gradients equal to Keras's, masks and initial state included.
     from rnnkit.layers import _fused
 
-    monkeypatch.setattr(_fused, "_STREAMS_ENV", "3")
-    assert _fused._stream_count(50) == 3
+    assert _fused.stream_count(50, 3) == 3
     split_sizes = []
     original = _fused._split_sizes
 
@@ -251,7 +252,7 @@ def test_batch_streams_match_keras(dynamic, fallback_calls, monkeypatch):
     for seq in (False, True):
         _check_equivalence(units=8, batch=50, steps=9, features=5, masked=True, graph=True,
                            dynamic=dynamic, return_sequences=seq, return_state=True,
-                           go_backwards=seq, seed=11 + seq)
+                           go_backwards=seq, seed=11 + seq, batch_slices=3)
     assert fallback_calls == []
     if not dynamic:
         assert split_sizes and split_sizes[0] == [16, 16, 18]
@@ -263,14 +264,23 @@ def test_batch_streams_match_keras(dynamic, fallback_calls, monkeypatch):
 def test_batch_stream_count_rules(monkeypatch):
     from rnnkit.layers import _fused
 
-    monkeypatch.setattr(_fused, "_STREAMS_ENV", None)
+    monkeypatch.setattr(_fused, "_gpu_visible", lambda: False)
     monkeypatch.setattr(_fused, "_cpu_count", lambda: 2)
-    assert _fused._stream_count(1) == 1  # too few rows to pay
-    assert _fused._stream_count(31) == 1
-    assert _fused._stream_count(32) == 2
-    assert _fused._stream_count(512) == 2  # never more slices than cores
+    assert _fused.stream_count(1) == 1  # too few rows to pay
+    assert _fused.stream_count(31) == 1
+    assert _fused.stream_count(32) == 2
+    assert _fused.stream_count(512) == 2  # never more slices than cores
+    assert _fused.stream_count(None) == 2
     monkeypatch.setattr(_fused, "_cpu_count", lambda: 16)
-    assert _fused._stream_count(64) == 4  # at least 16 rows per slice
+    assert _fused.stream_count(64) == 4  # at least 16 rows per slice
+    assert _fused.stream_count(None) == 4  # unknown batch: at most 4
+    monkeypatch.setattr(_fused, "_gpu_visible", lambda: True)
+    assert _fused.stream_count(512) == 1  # one GPU kernel covers the batch
+    assert _fused.stream_count(None) == 1
+    # An explicit count is used as given, whatever the batch or the cores.
+    assert _fused.stream_count(1, 3) == 3
+    assert _fused.stream_count(None, 1) == 1
+    assert _fused.stream_count(512, 1) == 1
 
 
 def test_fallback_options_match_keras(fallback_calls):
@@ -300,6 +310,203 @@ def test_dropout_fast_path_trains_and_is_identity_at_inference(fallback_calls):
     # recurrent_dropout while training uses the Keras loop.
     SimpleRecurrentLayer(7, recurrent_dropout=0.3)(x, training=True)
     assert len(fallback_calls) == 1
+
+
+# ------------------------------------------------------------------------ fast-path options
+def _xla_function_names(fn_or_graph_def) -> list[str]:
+    """Names of the XLA-compiled (``_XlaMustCompile``) functions in a GraphDef's library."""
+    return [f.signature.name for f in fn_or_graph_def.library.function
+            if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+
+
+def _traced_xla_functions(layer, x) -> list[str]:
+    layer(x)  # build eagerly, outside the trace
+    fn = tf.function(lambda x: layer(x))
+    concrete = fn.get_concrete_function(tf.TensorSpec(x.shape, tf.float32))
+    return _xla_function_names(concrete.graph.as_graph_def())
+
+
+def test_use_fused_selects_the_loop(fallback_calls, monkeypatch):
+    from rnnkit.layers import _fused
+
+    fused_calls = []
+    original = _fused.elman_sequence
+
+    def spy(*args, **kwargs):
+        fused_calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_fused, "elman_sequence", spy)
+    out = _constant_layer(SimpleRecurrentLayer, use_fused=True)(GOLDEN_X)
+    assert (len(fused_calls), fallback_calls) == (1, [])
+    keras_loop = _constant_layer(SimpleRecurrentLayer, use_fused=False, name="keras_loop")
+    out_keras = keras_loop(GOLDEN_X)
+    assert (len(fused_calls), fallback_calls) == (1, ["keras_loop"])
+    for result in (out, out_keras):
+        np.testing.assert_allclose(result.numpy()[:, 0], [0.405432, 0.73605347], rtol=1e-6)
+
+
+def test_jit_compile_selects_xla_or_plain_loops(fallback_calls):
+    from rnnkit.layers import xla_loops
+
+    x = tf.constant(GOLDEN_X)
+    on = SimpleRecurrentLayer(4, jit_compile=True)
+    off = SimpleRecurrentLayer(4, jit_compile=False)
+    auto = SimpleRecurrentLayer(4)
+    assert auto.jit_compile == "auto"
+    # One XLA function per loop (forward; the backward one is traced only for gradients).
+    assert len(_traced_xla_functions(on, x)) >= 1
+    assert len(_traced_xla_functions(auto, x)) >= 1
+    assert _traced_xla_functions(off, x) == []
+    # The xla_loops context decides for every layer while it is active.
+    with xla_loops(False):
+        assert _traced_xla_functions(on, x) == []
+        assert _traced_xla_functions(auto, x) == []
+    with xla_loops(True):
+        assert len(_traced_xla_functions(off, x)) >= 1
+    assert fallback_calls == []
+
+
+def test_jit_compile_in_saved_models(tmp_path):
+    # "auto" keeps SavedModels XLA-free; True asks for XLA there too.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    found = {}
+    for jit in ("auto", True):
+        layer = SimpleRecurrentLayer(4, jit_compile=jit)
+        layer(GOLDEN_X)
+        module = tf.Module()
+        module.layer = layer
+        module.serve = tf.function(layer.__call__,
+                                   input_signature=[tf.TensorSpec((None, None, 4), tf.float32)])
+        path = tmp_path / str(jit)
+        tf.saved_model.save(module, str(path))
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        found[jit] = _xla_function_names(proto.meta_graphs[0].graph_def)
+        loaded = tf.saved_model.load(str(path))
+        np.testing.assert_allclose(loaded.serve(tf.constant(GOLDEN_X)), layer(GOLDEN_X),
+                                   atol=1e-6)
+    assert found["auto"] == []
+    assert found[True] != []
+
+
+def test_plain_loops_match_keras(fallback_calls):
+    _check_equivalence(jit_compile=False, masked=True, return_sequences=True, graph=True,
+                       go_backwards=True, return_state=True)
+    _check_equivalence(jit_compile=False, activation="relu", dynamic=True, seed=3)
+    assert fallback_calls == []
+
+
+@pytest.mark.parametrize(("batch_slices", "cores", "expected"), [
+    (1, 2, None),          # one slice: the batch is never split
+    (2, 1, [32, 32]),      # explicit: split even on one core
+    (3, 2, [21, 21, 22]),
+    ("auto", 2, [32, 32]),  # auto: one slice per core...
+    ("auto", 1, None),      # ...and none to split on one core
+])
+def test_batch_slices_selects_the_split(batch_slices, cores, expected, fallback_calls,
+                                        monkeypatch):
+    from rnnkit.layers import _fused
+
+    monkeypatch.setattr(_fused, "_gpu_visible", lambda: False)
+    monkeypatch.setattr(_fused, "_cpu_count", lambda: cores)
+    split_sizes = []
+    original = _fused._split_sizes
+
+    def spy(*args):
+        split_sizes.append(original(*args))
+        return split_sizes[-1]
+
+    monkeypatch.setattr(_fused, "_split_sizes", spy)
+    x = np.random.default_rng(12).normal(size=(64, 5, 3)).astype("float32")
+    ours = SimpleRecurrentLayer(4, batch_slices=batch_slices)
+    theirs = keras.layers.SimpleRNN(4)
+    ours(x)
+    theirs(x)
+    theirs.set_weights(ours.get_weights())
+    split_sizes.clear()
+    np.testing.assert_allclose(ours(x), theirs(x), atol=1e-5)
+    assert split_sizes == ([] if expected is None else [expected])
+    assert fallback_calls == []
+
+
+def test_fast_path_options_saved_in_keras_file(tmp_path):
+    inputs = keras.Input((None, 3))
+    x = SimpleRecurrentLayer(5, return_sequences=True, use_fused=False, name="a")(inputs)
+    x = SimpleRecurrentLayer(5, return_sequences=True, jit_compile=False, batch_slices=2,
+                             name="b")(x)
+    x = SimpleRecurrentLayer(4, jit_compile=True, name="c")(x)
+    model = keras.Model(inputs, x)
+    data = np.random.default_rng(13).normal(size=(6, 7, 3)).astype("float32")
+    expected = model.predict(data, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    options = {name: tuple(getattr(loaded.get_layer(name), key) for key in _OWN_ARGS)
+               for name in "abc"}
+    assert options == {"a": (False, "auto", "auto"), "b": (True, False, 2),
+                       "c": (True, True, "auto")}
+    np.testing.assert_allclose(loaded.predict(data, verbose=0), expected, atol=1e-6)
+
+
+def test_configs_without_fast_path_options_load_with_defaults():
+    # Configs saved before these arguments existed (or by hand) get the defaults.
+    config = SimpleRecurrentLayer(3).get_config()
+    for name in _OWN_ARGS:
+        del config[name]
+    layer = SimpleRecurrentLayer.from_config(config)
+    assert (layer.use_fused, layer.jit_compile, layer.batch_slices) == (True, "auto", "auto")
+
+
+def test_docstring_example():
+    import doctest
+
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(SimpleRecurrentLayer, globs={"SimpleRecurrentLayer":
+                                                          SimpleRecurrentLayer}):
+        runner.run(test)
+    assert runner.tries >= 5 and runner.failures == 0
+
+
+def test_private_api_shim(tmp_path):
+    # Fails when a Keras or TensorFlow release moves a private name rnnkit depends on.
+    import logging
+
+    from rnnkit.layers import _compat
+
+    # keras.layers.RNN manages dropout masks only for subclasses of this very class; its
+    # own public SimpleRNNCell is one.
+    assert issubclass(keras.layers.SimpleRNNCell, _compat.DropoutRNNCell)
+    assert issubclass(SimpleRecurrentCell, _compat.DropoutRNNCell)
+
+    seen = []
+    module = tf.Module()
+    module.f = tf.function(lambda x: (seen.append(_compat.in_save_context()), x * 2)[1],
+                           input_signature=[tf.TensorSpec((), tf.float32)])
+    module.f(tf.constant(1.0))
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    assert seen[0] is False and True in seen[1:]
+    assert _compat.in_save_context() is False
+
+    assert _compat.is_registered_op("MatMul") and _compat.is_registered_op("While")
+    assert not _compat.is_registered_op("NoSuchOpInTensorFlow")
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf.get_logger().addHandler(handler)
+    try:
+        # tf.compat.v1.to_float is deprecated and nothing else in rnnkit calls it, so its
+        # warning (printed once per process) is still due.
+        with _compat.silence_tf_deprecations():
+            tf.compat.v1.to_float(tf.constant(1))
+        silenced = [r for r in records if "deprecat" in r.getMessage().lower()]
+        tf.compat.v1.to_float(tf.constant(1))
+        warned = [r for r in records if "deprecat" in r.getMessage().lower()]
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert silenced == [] and warned != []
 
 
 # ------------------------------------------------------------------------ API
@@ -369,12 +576,14 @@ def test_get_config_round_trip():
         return_sequences=True, return_state=True, go_backwards=True, stateful=False,
         unroll=True, zero_output_for_mask=True, kernel_regularizer="l2",
         recurrent_constraint="non_neg", activity_regularizer="l1", name="rec",
+        use_fused=False, jit_compile=True, batch_slices=3,
     )
     config = layer.get_config()
     clone = SimpleRecurrentLayer.from_config(config)
     assert clone.get_config() == config
     for key in ("units", "use_bias", "dropout", "recurrent_dropout", "seed", "go_backwards",
-                "return_sequences", "return_state", "unroll", "zero_output_for_mask"):
+                "return_sequences", "return_state", "unroll", "zero_output_for_mask",
+                "use_fused", "jit_compile", "batch_slices"):
         assert getattr(clone, key) == getattr(layer, key), key
     assert clone.activation is keras.activations.relu
     assert config["activation"] == "relu"
@@ -467,6 +676,19 @@ def test_error_unknown_activation():
 def test_error_stateful_needs_fixed_batch():
     with pytest.raises(ValueError, match="stateful=True needs a fixed batch size"):
         keras.Sequential([keras.Input((5, 4)), SimpleRecurrentLayer(3, stateful=True)])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"use_fused": "no"}, "`use_fused` must be True or False, got 'no'"),
+    ({"jit_compile": "xla"}, "`jit_compile` must be 'auto', True or False, got 'xla'"),
+    ({"jit_compile": 1}, "`jit_compile` must be 'auto', True or False, got 1"),
+    ({"batch_slices": 0}, "`batch_slices` must be 'auto' or a positive integer, got 0"),
+    ({"batch_slices": "4"}, "`batch_slices` must be 'auto' or a positive integer, got '4'"),
+    ({"batch_slices": True}, "`batch_slices` must be 'auto' or a positive integer, got True"),
+])
+def test_error_bad_fast_path_options(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SimpleRecurrentLayer(3, **kwargs)
 
 
 def test_error_bad_units_and_unbuilt_step():

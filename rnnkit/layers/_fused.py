@@ -12,28 +12,26 @@ Backward (hand-written, ``tf.custom_gradient``), with ``g`` the running dL/dh:
     g       = m_t ? dz_t W_h^T : g           (dL/dh_{t-1})
 
 then ``dW_x = X^T dZ``, ``dW_h = H_prev^T dZ``, ``db = sum dZ`` and ``dX = dZ W_x^T`` as
-GEMMs/sums over all steps. Optionally (``RNNKIT_FUSED_CHUNKS=N``) long sequences are cut
-into chunks so that the GEMMs of one chunk can run (on TensorFlow's executor) while the
-loop of the next chunk runs; off by default as it did not pay on 2 shared CPU cores.
+GEMMs/sums over all steps.
 
-The two loops are XLA-compiled (for an unknown time axis: on inputs padded to a multiple
-of 32 steps, see :func:`_bucketed`), except in graphs traced for a SavedModel (see
-:func:`xla_loops`), where they are plain ``tf.while_loop``s of standard TensorFlow ops
-only (MatMul, TanhGrad, While, TensorArray, ...).
+The two loops are XLA-compiled or not as the layer's ``jit_compile`` says (see
+:func:`use_xla`; for an unknown time axis XLA runs on inputs padded to a multiple of 32
+steps, see :func:`_bucketed`). Without XLA they are plain ``tf.while_loop``s of standard
+TensorFlow ops only (MatMul, TanhGrad, While, TensorArray, ...), which is what SavedModels
+get by default. On CPU the batch may run as several independent slices (see
+:func:`stream_count`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.python.saved_model import save_context
 
-# XLA-compile the two loops (see docs/layer.md for the measurements). RNNKIT_FUSED_XLA=0
-# turns it off (plain tf.while_loop) everywhere without touching code.
-_USE_XLA = os.environ.get("RNNKIT_FUSED_XLA", "1") != "0"
+from rnnkit.layers._compat import in_save_context
 
 
 def _activate(name: str, z: tf.Tensor) -> tf.Tensor:
@@ -86,7 +84,7 @@ def _forward_loop(xw, h0, wh, mask, activation: str, steps=None):
 def _backward_loop(dhs, g_last, hs, wh, mask, activation: str, steps=None):
     """``(dZ (T, B, H), dL/dh0)`` for the upstream gradients of the states.
 
-    ``g_last`` is dL/dh of the chunk's last state coming from later steps; ``dhs`` holds
+    ``g_last`` is dL/dh of the last state from outside the outputs; ``dhs`` holds
     dL/dh_t of every step's output (``return_sequences``), or is None when only the last
     state was used. With ``steps``, only the first ``steps`` rows of time-padded
     ``hs``/``mask`` are used (``dZ`` is zero after them).
@@ -124,13 +122,18 @@ _xla_override: list[bool] = []
 
 
 @contextlib.contextmanager
-def xla_loops(enabled: bool):
+def xla_loops(enabled: bool) -> Iterator[None]:
     """Within this context, fused loops traced into graphs are (not) XLA-compiled.
 
-    Use ``with xla_loops(False):`` around tracing a serving function whose SavedModel
-    must not need XLA (TF Serving runs XLA only with ``--xla_cpu_compilation_enabled``,
-    and not at all on some GPU builds). Functions traced by ``tf.saved_model.save`` itself
-    (e.g. ``model.export()``) are detected and never use XLA.
+    Overrides every layer's ``jit_compile`` while the context is active (nested contexts:
+    the innermost wins). Use ``with xla_loops(False):`` around tracing a serving function
+    whose SavedModel must not need XLA (TF Serving runs XLA only with
+    ``--xla_cpu_compilation_enabled``, and not at all on some GPU builds). Functions traced
+    by ``tf.saved_model.save`` itself (e.g. ``model.export()``) need no context: layers with
+    ``jit_compile="auto"`` (the default) detect it and stay XLA-free.
+
+    Args:
+        enabled: Whether loops traced within the context are XLA-compiled.
     """
     _xla_override.append(bool(enabled))
     try:
@@ -139,43 +142,28 @@ def xla_loops(enabled: bool):
         _xla_override.pop()
 
 
-def _use_xla() -> bool:
+def use_xla(jit_compile: bool | str = "auto") -> bool:
+    """Whether fused loops traced now are XLA-compiled, for a layer's ``jit_compile``.
+
+    Args:
+        jit_compile: ``True``/``False`` as set on the layer, or ``"auto"``: XLA except in
+            graphs traced by ``tf.saved_model.save``. An active :func:`xla_loops` context
+            decides instead of all three.
+
+    Returns:
+        True to run the XLA-compiled loops, False for the plain ``tf.while_loop``s.
+    """
     if _xla_override:
         return _xla_override[-1]
-    if not _USE_XLA:
-        return False
-    # Graphs traced while saving a SavedModel stay XLA-free, so exports are portable.
-    return not save_context.in_save_context()
-
-
-# Steps per chunk of the software pipeline (see _chunk_bounds). RNNKIT_FUSED_CHUNKS=1
-# disables pipelining.
-_CHUNKS = max(1, int(os.environ.get("RNNKIT_FUSED_CHUNKS", "1")))
+    if jit_compile == "auto":
+        # Graphs traced while saving a SavedModel stay XLA-free, so exports are portable.
+        return not in_save_context()
+    return bool(jit_compile)
 
 
 # With an unknown time axis, the XLA loops run on inputs padded to a multiple of this many
 # steps (stopping at the real length), so XLA compiles once per bucket, not per length.
 _TIME_BUCKET = 32
-
-
-def _chunk_bounds(steps: int | None) -> list[tuple[int, int]]:
-    """Split ``steps`` into pipeline chunks: a short first chunk, then equal ones.
-
-    The GEMMs of one chunk (input projection forward; weight and input gradients backward)
-    do not depend on the recurrence of the neighbouring chunk, so TensorFlow's executor runs
-    them while that chunk's loop runs. The first chunk's GEMMs cannot overlap anything,
-    hence its small size. Unknown ``steps`` (dynamic shapes): one chunk.
-    """
-    if steps is None or _CHUNKS == 1 or steps < 64:
-        return [(0, steps)]
-    first = max(8, steps // 10)
-    rest = steps - first
-    n = _CHUNKS - 1
-    size = -(-rest // n)
-    bounds = [(0, first)]
-    for start in range(first, steps, size):
-        bounds.append((start, min(steps, start + size)))
-    return bounds
 
 
 def _bucketed(forward, backward):
@@ -204,33 +192,31 @@ def _bucketed(forward, backward):
     return forward_bucketed, backward_bucketed
 
 
-def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xla: bool):
+def _fused_run(x, h0, wx, wh, b, mask, activation: str, return_all: bool, xla: bool):
     """Projection + recurrence over time-major ``x (T, B, D)`` with the hand-written gradient.
 
     Returns every state ``hs (T, B, H)`` if ``return_all``, else only the last ``(B, H)``
     (then the backward pass needs no dense all-steps upstream gradient).
     """
-    bucketed = use_xla and x.shape[0] is None
+    # XLA compiles one program per input shape: with an unknown time axis (a dataset of
+    # varying lengths, traced once with T=None) the loops run time-bucketed.
+    bucketed = xla and x.shape[0] is None
     if bucketed:
         forward, backward = _bucketed(_forward_xla, _backward_xla)
-    elif use_xla:
+    elif xla:
         forward, backward = _forward_xla, _backward_xla
     else:
         forward, backward = _forward_loop, _backward_loop
-    bounds = _chunk_bounds(x.shape[0])
     units = wh.shape[-1]
     has_bias = b is not None
 
-    def project(xk, wx, b):
-        shape = tf.shape(xk)
-        y = tf.matmul(tf.reshape(xk, [-1, shape[2]]), wx)
+    def project(x, wx, b):
+        shape = tf.shape(x)
+        y = tf.matmul(tf.reshape(x, [-1, shape[2]]), wx)
         if b is not None:
             # BiasAdd (not AddV2): Grappler fuses MatMul+BiasAdd into one oneDNN kernel.
             y = tf.nn.bias_add(y, b)
         return tf.reshape(y, [shape[0], shape[1], units])
-
-    def chunk(t, s, e):
-        return t if len(bounds) == 1 else t[s:e]
 
     @tf.custom_gradient
     def run(*args):
@@ -238,58 +224,39 @@ def _pipelined(x, h0, wx, wh, b, mask, activation: str, return_all: bool, use_xl
         # from asking the compiled loops for their intermediates (XLA cannot export them).
         x, h0, wx, wh = (tf.stop_gradient(a) for a in args[:4])
         b = tf.stop_gradient(args[4]) if has_bias else None
-        h, h_in, hs, hs_saved = h0, [], [], []
-        for s, e in bounds:
-            xw = project(chunk(x, s, e), wx, b)
-            hk = forward(xw, h, wh, None if mask is None else chunk(mask, s, e), activation)
-            if bucketed:
-                hk, padded = hk
-                hs_saved.append(padded)
-            # Compiled functions are traced shape-generic (reduce_retracing); restore the
-            # static shape Keras needs to build the following layers.
-            hk.set_shape(xw.shape)
-            h_in.append(h)
-            hs.append(hk)
-            h = hk[-1]
-        out = (hs[0] if len(hs) == 1 else tf.concat(hs, 0)) if return_all else h
+        xw = project(x, wx, b)
+        hs = forward(xw, h0, wh, mask, activation)
+        hs_padded = None
+        if bucketed:
+            hs, hs_padded = hs
+        # Compiled functions are traced shape-generic (reduce_retracing); restore the
+        # static shape Keras needs to build the following layers.
+        hs.set_shape(xw.shape)
+        out = hs if return_all else hs[-1]
 
         def grad(upstream):
             upstream = tf.stop_gradient(upstream)
-            g = tf.zeros_like(h0) if return_all else upstream
-            dwx = dwh = db = None
-            dxs = []
+            g_last = tf.zeros_like(h0) if return_all else upstream
+            dhs = upstream if return_all else None
+            if bucketed:
+                dz, dh0 = backward(dhs, g_last, hs_padded, wh, mask, activation, tf.shape(x)[0])
+            else:
+                dz, dh0 = backward(dhs, g_last, hs, wh, mask, activation)
+            dz.set_shape(hs.shape)
+            dh0.set_shape(h0.shape)
+            # The weight gradients as GEMMs over all steps at once; dW_h pairs h_{t-1}
+            # with dz_t (slices are views, no copies).
             features = tf.shape(x)[2]
-            for k in reversed(range(len(bounds))):
-                s, e = bounds[k]
-                dhs = chunk(upstream, s, e) if return_all else None
-                mk = None if mask is None else chunk(mask, s, e)
-                if bucketed:
-                    dz, g = backward(dhs, g, hs_saved[k], wh, mk, activation, tf.shape(x)[0])
-                else:
-                    dz, g = backward(dhs, g, hs[k], wh, mk, activation)
-                dz.set_shape(hs[k].shape)
-                g.set_shape(h0.shape)
-                # Per chunk: the weight gradients as GEMMs over all its steps at once;
-                # dW_h pairs h_{t-1} with dz_t (slices are views, no copies).
-                flat_dz = tf.reshape(dz, [-1, units])
-                xk = tf.reshape(chunk(x, s, e), [-1, features])
-                parts = (
-                    tf.matmul(xk, flat_dz, transpose_a=True),
-                    tf.matmul(tf.reshape(hs[k][:-1], [-1, units]),
-                              tf.reshape(dz[1:], [-1, units]), transpose_a=True)
-                    + tf.matmul(h_in[k], dz[0], transpose_a=True),
-                    tf.reduce_sum(flat_dz, 0) if has_bias else None,
-                )
-                if dwx is None:
-                    dwx, dwh, db = parts
-                else:
-                    dwx, dwh = dwx + parts[0], dwh + parts[1]
-                    db = db + parts[2] if has_bias else None
-                # Unused (e.g. for a model's input) -> pruned from the graph.
-                dx_shape = tf.concat([tf.shape(dz)[:2], [features]], 0)
-                dxs.append(tf.reshape(tf.matmul(flat_dz, wx, transpose_b=True), dx_shape))
-            dx = dxs[0] if len(dxs) == 1 else tf.concat(dxs[::-1], 0)
-            return [dx, g, dwx, dwh] + ([db] if has_bias else [])
+            flat_dz = tf.reshape(dz, [-1, units])
+            dwx = tf.matmul(tf.reshape(x, [-1, features]), flat_dz, transpose_a=True)
+            dwh = (tf.matmul(tf.reshape(hs[:-1], [-1, units]),
+                             tf.reshape(dz[1:], [-1, units]), transpose_a=True)
+                   + tf.matmul(h0, dz[0], transpose_a=True))
+            # Unused (e.g. for a model's input) -> pruned from the graph.
+            dx_shape = tf.concat([tf.shape(dz)[:2], [features]], 0)
+            dx = tf.reshape(tf.matmul(flat_dz, wx, transpose_b=True), dx_shape)
+            grads = [dx, dh0, dwx, dwh]
+            return grads + ([tf.reduce_sum(flat_dz, 0)] if has_bias else [])
 
         return out, grad
 
@@ -301,9 +268,8 @@ def _as_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(value), dtype)
 
 
-# Rows per batch stream at least (see _stream_count); RNNKIT_FUSED_STREAMS=N forces N.
+# Rows per batch slice at least, when the slice count is chosen automatically.
 _MIN_STREAM_ROWS = 16
-_STREAMS_ENV = os.environ.get("RNNKIT_FUSED_STREAMS")
 
 
 def _cpu_count() -> int:
@@ -313,17 +279,31 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _stream_count(batch: int | None) -> int:
+def _gpu_visible() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def stream_count(batch: int | None, batch_slices: int | str = "auto") -> int:
     """How many independent batch slices ("streams") to run the recurrence in.
 
     One step of the recurrence is a small ``(B, H) x (H, H)`` GEMM that one core does
     nearly as fast as all of them (the per-step threading costs as much as it saves),
     so on CPU the batch is cut into slices whose loops TensorFlow's executor runs on
     different cores at once. On a GPU one kernel already covers the batch: one stream.
+
+    Args:
+        batch: The static batch size, or None when it is unknown at trace time.
+        batch_slices: A positive int (used as given) or ``"auto"``: 1 when TensorFlow sees
+            a GPU; otherwise one slice per CPU core this process may use, at most
+            ``batch // 16`` (at least 16 rows a slice), or for an unknown batch at most
+            4 slices (sized at run time by :func:`elman_sequence`).
+
+    Returns:
+        The number of slices, at least 1.
     """
-    if _STREAMS_ENV:
-        return max(1, int(_STREAMS_ENV))
-    if tf.config.list_physical_devices("GPU"):
+    if batch_slices != "auto":
+        return int(batch_slices)
+    if _gpu_visible():
         return 1
     if batch is None:
         # Decided at run time (see elman_sequence); at most 4 slices, as beyond that
@@ -350,7 +330,8 @@ def elman_sequence(
     go_backwards: bool = False,
     zero_output_for_mask: bool = False,
     return_sequences: bool = True,
-    _streams: int | None = None,
+    jit_compile: bool | str = "auto",
+    batch_slices: int | str = "auto",
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Run the Elman RNN over a batch-major sequence, with Keras ``backend.rnn`` semantics.
 
@@ -363,19 +344,26 @@ def elman_sequence(
         go_backwards: Iterate from the last step; outputs come in processing order.
         zero_output_for_mask: Masked steps output zeros instead of the previous output.
         return_sequences: Whether ``outputs`` holds all steps (else just the last, ``(B,1,H)``).
+        jit_compile: ``True``, ``False`` or ``"auto"``: whether the loops are XLA-compiled
+            (see :func:`use_xla`).
+        batch_slices: ``"auto"`` or a positive int: how many independent batch slices
+            run the recurrence (see :func:`stream_count`).
 
     Returns:
         ``(last_output (B, H), outputs (B, T|1, H), last_state (B, H))``.
     """
     sequences = tf.convert_to_tensor(sequences)
     batch = sequences.shape[0]
-    streams = _stream_count(batch) if _streams is None else _streams
-    if batch is None and not _use_xla():
-        # Plain (exported) loops cost several microseconds per step even on 0 rows.
+    xla = use_xla(jit_compile)
+    streams = stream_count(batch, batch_slices)
+    if batch is None and batch_slices == "auto" and not xla:
+        # Plain (exported) loops cost several microseconds per step even on 0 rows, which
+        # the run-time sizing below gives the unused slices of a small batch.
         streams = 1
     if streams > 1:
         args = (kernel, recurrent_kernel, bias, activation)
-        options = (go_backwards, zero_output_for_mask, return_sequences)
+        # Each slice runs whole (one stream) with the XLA choice made here.
+        options = (go_backwards, zero_output_for_mask, return_sequences, xla, 1)
 
         def sliced(sizes):
             # Rows are independent, so each slice runs the whole fused path; autodiff
@@ -385,8 +373,7 @@ def elman_sequence(
                 tf.split(h0, sizes),
                 tf.split(mask, sizes) if mask is not None else [None] * streams,
             )
-            results = [elman_sequence(x, h, *args, m, *options, _streams=1)
-                       for x, h, m in parts]
+            results = [elman_sequence(x, h, *args, m, *options) for x, h, m in parts]
             return tuple(tf.concat(list(r), 0) for r in zip(*results))
 
         if batch is not None:
@@ -407,9 +394,6 @@ def elman_sequence(
     if go_backwards:
         x = tf.reverse(x, [0])
     b = None if bias is None else _as_tensor(bias, dtype)
-    # XLA compiles one program per input shape: with an unknown time axis (a dataset of
-    # varying lengths, traced once with T=None) the loops run time-bucketed (_bucketed).
-    use_xla = _use_xla()
 
     time_mask = None
     if mask is not None:
@@ -418,14 +402,14 @@ def elman_sequence(
             time_mask = tf.reverse(time_mask, [0])
 
     if not return_sequences:
-        last_state = _pipelined(x, h0, wx, wh, b, time_mask, activation, False, use_xla)
+        last_state = _fused_run(x, h0, wx, wh, b, time_mask, activation, False, xla)
         last_output = last_state
         if time_mask is not None:
             keep = time_mask[-1] if zero_output_for_mask else tf.reduce_any(time_mask, axis=0)
             last_output = tf.where(keep, last_state, tf.zeros_like(last_state))
         return last_output, last_output[:, tf.newaxis], last_state
 
-    hs = _pipelined(x, h0, wx, wh, b, time_mask, activation, True, use_xla)
+    hs = _fused_run(x, h0, wx, wh, b, time_mask, activation, True, xla)
     last_state = hs[-1]
     outputs = hs
     if time_mask is not None:

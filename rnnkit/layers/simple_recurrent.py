@@ -13,14 +13,16 @@ Two public classes:
   so weights copy both ways with ``set_weights``/``get_weights``.
 
 Fast path (TensorFlow backend): :meth:`SimpleRecurrentLayer.inner_loop` replaces Keras's
-generic per-step loop with a fused kernel (see :func:`fused_elman`): one GEMM projects
-the inputs of all steps, a lean ``tf.while_loop`` runs the recurrence, and a hand-written
-backward pass (``tf.custom_gradient``) does only ``dz_t = dh_t * f'(z_t)`` and
+generic per-step loop with a fused kernel (see ``rnnkit/layers/_fused.py``): one GEMM
+projects the inputs of all steps, a lean ``tf.while_loop`` runs the recurrence, and a
+hand-written backward pass (``tf.custom_gradient``) does only ``dz_t = dh_t * f'(z_t)`` and
 ``dh_{t-1} += dz_t W_h^T`` per step, with the weight gradients computed as single GEMMs
-after the loop. The loops are XLA-compiled (CPU and GPU alike; time-bucketed when the
-time axis is unknown), except in graphs traced for a SavedModel, which stay XLA-free
-(see ``rnnkit.layers.xla_loops``). The fast path is used when all of these hold;
-otherwise the layer falls back to Keras's loop (same results, slower):
+after the loop. Three constructor arguments, saved by ``get_config``, choose how:
+``use_fused`` (fused kernel or Keras's loop), ``jit_compile`` (XLA-compiled loops or
+plain ones; by default XLA except in graphs traced for a SavedModel, see
+``rnnkit.layers.xla_loops``) and ``batch_slices`` (on CPU, independent batch slices run on
+different cores). The fast path is used when all of these hold; otherwise the layer falls
+back to Keras's loop (same results, slower):
 
 * the Keras backend is TensorFlow;
 * the activation is ``tanh``, ``sigmoid``, ``relu`` or linear (``None``/``"linear"``);
@@ -36,10 +38,7 @@ from typing import Any
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
-try:  # The mixin that gives Keras RNN cells per-sequence dropout masks (Keras 3).
-    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-except ImportError:  # pragma: no cover - only if Keras moves it
-    DropoutRNNCell = object  # type: ignore[misc,assignment]
+from rnnkit.layers._compat import DropoutRNNCell
 
 _FUSED_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
 
@@ -248,22 +247,51 @@ _CELL_ARGS = (
 )
 
 
+def _check_fast_path_options(use_fused: Any, jit_compile: Any, batch_slices: Any) -> None:
+    """Raise a ValueError naming the argument when a fast-path option has a bad value."""
+    # ValueError, as Keras raises for bad constructor arguments, also for wrong types.
+    if not isinstance(use_fused, bool):
+        raise ValueError(  # noqa: TRY004
+            f"SimpleRecurrentLayer: `use_fused` must be True or False, got {use_fused!r}."
+        )
+    if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
+        raise ValueError(
+            "SimpleRecurrentLayer: `jit_compile` must be 'auto', True or False, got "
+            f"{jit_compile!r}."
+        )
+    if batch_slices != "auto" and (
+        not isinstance(batch_slices, int) or isinstance(batch_slices, bool) or batch_slices < 1
+    ):
+        raise ValueError(
+            "SimpleRecurrentLayer: `batch_slices` must be 'auto' or a positive integer, got "
+            f"{batch_slices!r}."
+        )
+
+
 @keras.saving.register_keras_serializable(package="rnnkit")
 class SimpleRecurrentLayer(keras.layers.RNN):
     """Fully connected Elman RNN layer, a fast drop-in for ``keras.layers.SimpleRNN``.
 
     Computes ``h_t = f(x_t W_x + h_{t-1} W_h + b)`` over a ``(batch, T, D)`` sequence and
-    outputs ``h_t``. Arguments have the meaning they have in ``keras.layers.SimpleRNN``.
+    outputs ``h_t``. Arguments up to ``zero_output_for_mask`` have the meaning they have in
+    ``keras.layers.SimpleRNN``; the last three choose how the TensorFlow backend runs the
+    recurrence and never change the results beyond float rounding.
 
     Args:
         units: Positive integer, size ``H`` of the state/output.
         activation: ``tanh`` (default), ``sigmoid``, ``relu``, None/linear, or any Keras
             activation (others than these four run on the Keras fallback loop).
         use_bias: Whether to use the bias ``b``.
-        kernel_initializer, recurrent_initializer, bias_initializer: Initializers.
-        kernel_regularizer, recurrent_regularizer, bias_regularizer: Regularizers.
+        kernel_initializer: Initializer of ``kernel`` (``W_x``, shape ``(D, H)``).
+        recurrent_initializer: Initializer of ``recurrent_kernel`` (``W_h``, ``(H, H)``).
+        bias_initializer: Initializer of ``bias`` (``(H,)``).
+        kernel_regularizer: Regularizer of ``kernel``.
+        recurrent_regularizer: Regularizer of ``recurrent_kernel``.
+        bias_regularizer: Regularizer of ``bias``.
         activity_regularizer: Regularizer of the layer output.
-        kernel_constraint, recurrent_constraint, bias_constraint: Constraints.
+        kernel_constraint: Constraint on ``kernel``.
+        recurrent_constraint: Constraint on ``recurrent_kernel``.
+        bias_constraint: Constraint on ``bias``.
         dropout: Input dropout rate (one mask per sequence), fused path supported.
         recurrent_dropout: Recurrent dropout rate; while training it uses the fallback loop.
         seed: Dropout seed.
@@ -275,7 +303,24 @@ class SimpleRecurrentLayer(keras.layers.RNN):
         unroll: Use Keras's statically unrolled loop (short fixed ``T`` only; fallback).
         zero_output_for_mask: With a mask and ``return_sequences``, masked steps output 0
             (instead of repeating the previous output).
-        use_fused: Use the fused fast path when the options allow it (default True).
+        use_fused: ``True`` (default): run the fused fast path whenever the other options
+            allow it (TensorFlow backend, activation ``tanh``/``sigmoid``/``relu``/linear,
+            ``unroll=False``, no ``recurrent_dropout`` while training). ``False``: always
+            run Keras's generic loop, as ``keras.layers.SimpleRNN`` does.
+        jit_compile: Whether the fused loops are XLA-compiled: ``"auto"`` (default) compiles
+            them except in graphs traced by ``tf.saved_model.save`` (``model.export()``),
+            so SavedModels need no XLA to serve; ``True`` always compiles them (a SavedModel
+            traced with it needs XLA on the server); ``False`` never does (plain
+            ``tf.while_loop``s). Inside ``with rnnkit.layers.xla_loops(enabled):`` that
+            context decides instead, for every layer.
+        batch_slices: On how many independent batch slices the fused recurrence runs;
+            TensorFlow's executor runs the slices' loops on different CPU cores at once.
+            ``"auto"`` (default) decides when the layer is traced: one slice when
+            TensorFlow sees a GPU; on CPU one per core this process may use, but at least
+            16 rows per slice (a batch under 32 rows runs whole); with an unknown batch
+            size, up to 4 slices sized at run time (one when the loops are not
+            XLA-compiled). A positive integer ``N`` always cuts the batch into ``N``
+            slices (the last takes the remainder).
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -283,6 +328,23 @@ class SimpleRecurrentLayer(keras.layers.RNN):
         initial_state: Optional ``(batch, H)`` tensor (or a list holding one).
         mask: Optional ``(batch, T)`` boolean mask; a masked step carries the state forward.
         training: Whether dropout applies.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(32, 10, 8)).astype("float32")
+    >>> layer = SimpleRecurrentLayer(4)
+    >>> layer(x).shape
+    TensorShape([32, 4])
+    >>> seq = SimpleRecurrentLayer(4, return_sequences=True, return_state=True)
+    >>> outputs, state = seq(x)
+    >>> tuple(outputs.shape), tuple(state.shape)
+    ((32, 10, 4), (32, 4))
+    >>> # Keras's loop instead of the fused kernel; or fused without XLA, batch whole:
+    >>> keras_loop = SimpleRecurrentLayer(4, use_fused=False)
+    >>> plain = SimpleRecurrentLayer(4, jit_compile=False, batch_slices=1)
+    >>> plain.get_config()["jit_compile"], plain.get_config()["batch_slices"]
+    (False, 1)
     """
 
     def __init__(
@@ -310,9 +372,12 @@ class SimpleRecurrentLayer(keras.layers.RNN):
         unroll: bool = False,
         zero_output_for_mask: bool = False,
         use_fused: bool = True,
+        jit_compile: bool | str = "auto",
+        batch_slices: int | str = "auto",
         **kwargs: Any,
     ) -> None:
         kwargs.pop("cell", None)  # configs of the earlier SimpleRNN-based shim may carry it
+        _check_fast_path_options(use_fused, jit_compile, batch_slices)
         cell = SimpleRecurrentCell(
             units,
             activation=activation,
@@ -344,7 +409,9 @@ class SimpleRecurrentLayer(keras.layers.RNN):
             activity_regularizer=activity_regularizer,
             **kwargs,
         )
-        self.use_fused = bool(use_fused)
+        self.use_fused = use_fused
+        self.jit_compile = jit_compile
+        self.batch_slices = batch_slices
 
     # ----------------------------------------------------------------- properties
     units = property(lambda self: self.cell.units)
@@ -436,7 +503,8 @@ class SimpleRecurrentLayer(keras.layers.RNN):
     def inner_loop(self, sequences: Any, initial_state: Any, mask: Any, training: Any = False):
         """Run the recurrence; returns ``(last_output, outputs, states)`` like ``backend.rnn``.
 
-        Uses :func:`fused_elman` when :meth:`_fused_supported`, else Keras's loop.
+        Uses the fused kernel (``_fused.elman_sequence``) when :meth:`_fused_supported`,
+        else Keras's loop.
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
@@ -460,6 +528,8 @@ class SimpleRecurrentLayer(keras.layers.RNN):
             go_backwards=self.go_backwards,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
+            jit_compile=self.jit_compile,
+            batch_slices=self.batch_slices,
         )
         return last, outputs, [state]
 
@@ -499,6 +569,8 @@ class SimpleRecurrentLayer(keras.layers.RNN):
             **cell_config,
             "activity_regularizer": regularizers.serialize(self.activity_regularizer),
             "use_fused": self.use_fused,
+            "jit_compile": self.jit_compile,
+            "batch_slices": self.batch_slices,
         }
 
     @classmethod
