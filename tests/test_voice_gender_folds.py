@@ -46,8 +46,8 @@ def test_real_speakers_every_one_tested_once_and_groups_kept(k, seed):
 
 
 def test_real_speakers_every_fold_tests_both_sexes():
-    # Five groups hold a female speaker, so up to five folds can each test both sexes.
-    for k in (2, 3, 4, 5):
+    # Six groups hold a female speaker, so up to six folds can each test both sexes.
+    for k in (2, 3, 4, 5, 6):
         by_id = {s.id: s for s in SPEAKERS}
         for f in vfolds.grouped_folds(SPEAKERS, k, 1337):
             assert {by_id[s].sex for s in f.test} == {"female", "male"}, (k, f)
@@ -74,20 +74,29 @@ def test_same_seed_same_folds_other_seed_may_differ():
 
 def test_a_leaked_speaker_fails_the_check():
     folds = vfolds.grouped_folds(SPEAKERS, 4, 1337)
-    victim = folds[0].test[0]
+    victim = "klettres-en"  # a group of its own: only the speaker-level checks can fire
+    home = next(i for i, f in enumerate(folds) if victim in f.test)
+    other = (home + 1) % len(folds)
+
+    def with_fold(i, fold):
+        return [fold if j == i else f for j, f in enumerate(folds)]
+
     # The speaker also appears on the training side of its own test fold.
-    leaked = [replace(folds[0], train=tuple(sorted(folds[0].train + (victim,))))] + folds[1:]
+    f = folds[home]
     with pytest.raises(vfolds.FoldLeakError, match=f"{victim}.*both test and train"):
-        vfolds.check_folds(leaked, SPEAKERS)
-    # The speaker is tested in two folds (and so trained on nowhere else).
-    twice = [folds[0], replace(folds[1], test=tuple(sorted(folds[1].test + (victim,))),
-                               train=tuple(s for s in folds[1].train if s != victim))] + folds[2:]
-    with pytest.raises(vfolds.FoldLeakError, match="exactly one fold"):
-        vfolds.check_folds(twice, SPEAKERS)
-    # A speaker dropped from one fold altogether.
-    dropped = [replace(folds[1], train=tuple(s for s in folds[1].train if s != victim))]
+        vfolds.check_folds(with_fold(home, replace(f, train=tuple(sorted(f.train + (victim,))))),
+                           SPEAKERS)
+    # The speaker is tested in a second fold too.
+    f = folds[other]
+    twice = replace(f, test=tuple(sorted(f.test + (victim,))),
+                    train=tuple(s for s in f.train if s != victim))
+    with pytest.raises(vfolds.FoldLeakError, match=f"exactly one fold; {victim}: 2 folds"):
+        vfolds.check_folds(with_fold(other, twice), SPEAKERS)
+    # The speaker is dropped from a fold altogether.
+    dropped = replace(f, train=tuple(s for s in f.train if s != victim))
     with pytest.raises(vfolds.FoldLeakError, match="neither side"):
-        vfolds.check_folds(folds[:1] + dropped + folds[2:], SPEAKERS)
+        vfolds.check_folds(with_fold(other, dropped), SPEAKERS)
+    vfolds.check_folds(folds, SPEAKERS)  # the untouched folds pass
 
 
 def test_a_split_group_fails_the_check():

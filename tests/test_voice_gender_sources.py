@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from apps.voice_gender import sources
-from apps.voice_gender.sources import base, drascula, klettres
+from apps.voice_gender.sources import amazon_queen, base, drascula, klettres
 from apps.voice_gender.speakers import EXCLUDED, SPEAKERS, is_reserved, speaker
 
 
@@ -122,6 +122,48 @@ def test_drascula_casts_decode_and_share_no_recording():
     # A decoded line loads at the app's rate.
     audio = sources.load(clips[0])
     assert audio.dtype == np.float32 and len(audio) > 16_000 // 4
+
+
+# ----------------------------------------------------------------------------- Amazon Queen
+
+
+@pytest.fixture(scope="module")
+def queen_data():
+    return (base.fetch_package(amazon_queen.PACKAGE) / amazon_queen.RESOURCE).read_bytes()
+
+
+def test_amazon_queen_index_and_dialogue_keys(queen_data):
+    index = amazon_queen.read_index(queen_data)
+    assert sum(n.endswith(".SB") for n in index) == 6745  # ../shared/DATA.md's count
+    keys = amazon_queen.talk_keys(queen_data, index)
+    assert keys[18] == "FAYE2.DOG" and keys[2] == "AND1.DOG"
+    assert set(keys.values()) == {n for n in index if n.endswith(".DOG")}
+    with pytest.raises(base.SourceError, match="QTBL"):
+        amazon_queen.read_index(b"RIFF" + queen_data[4:100])
+
+
+def test_amazon_queen_line_speakers(queen_data):
+    keys = amazon_queen.talk_keys(queen_data, amazon_queen.read_index(queen_data))
+    assert amazon_queen.line_character("180006P1.SB", keys) == "faye"     # FAYE2.DOG person
+    assert amazon_queen.line_character("18XXXXP1.SB", keys) == "faye"
+    assert amazon_queen.line_character("180006J1.SB", keys) == "joe"      # Joe's reply
+    assert amazon_queen.line_character("JOE02431.SB", keys) == "joe"
+    assert amazon_queen.line_character("020006P1.SB", keys) is None       # AND1: not admitted
+    assert amazon_queen.line_character("C21T_042.SB", keys) is None       # cutaway
+    assert amazon_queen.line_character("18SSSSSS.SB", keys) is None
+
+
+def test_amazon_queen_clips_decode(queen_data):
+    clips = amazon_queen.clips()
+    by_speaker = Counter(c.speaker for c in clips)
+    assert set(by_speaker) == {s.id for s in SPEAKERS if s.source == "amazon_queen"}
+    assert by_speaker["amazon_queen-faye"] > 50 and by_speaker["amazon_queen-joe"] > 1000
+    assert {c.group for c in clips} == {"amazon_queen"}
+    faye = next(c for c in clips if c.speaker == "amazon_queen-faye")
+    data, rate = sf.read(faye.path, dtype="int16")
+    assert rate == 11_025 and np.abs(data).max() > 3000
+    audio = sources.load(faye)
+    assert audio.dtype == np.float32 and abs(len(audio) / 16_000 - len(data) / rate) < 0.01
 
 
 # ----------------------------------------------------------------------------- all

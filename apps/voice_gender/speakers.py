@@ -29,6 +29,9 @@ KLETTRES_HANDBOOK = "klettres-data: usr/share/doc/HTML/en/klettres/index.docbook
 KLETTRES_GIT = "KDE klettres git history (github.com/KDE/klettres)"
 DRASCULA_TEXT = "drascula: usr/share/scummvm/drascula/en/drascula.dat (the game's text, all languages)"
 DRASCULA_TALK = "ScummVM engines/drascula/talk.cpp (file prefix of each talk_* function)"
+QUEEN_DATA = "flight-of-the-amazon-queen: queen.1c"
+QUEEN_TALK = ("ScummVM engines/queen/talk.cpp (a dialogue file's lines play '<talkKey><id>P<n>' for "
+              "the person talked to and '...J<n>' for Joe)")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,40 @@ _DRASCULA_CHARACTERS = (
      "(hombre lobo: wolf man)"),
 )
 
+# Flight of the Amazon Queen: (character, dialogue files whose person lines are theirs, sex,
+# document). Joe's lines are every dialogue's J lines plus the JOE*.SB descriptions.
+_QUEEN_CHARACTERS = (
+    ("joe", (), "male",
+     f"{QUEEN_TALK}; Joe's own line in {QUEEN_DATA} C18A.CUT 'Just because I'm a guy?'; "
+     "FRANK.DOG 'The answer is quite simple Mr. King.'"),
+    ("faye", ("FAYE2.DOG", "FAYE3.DOG", "FAYE4.DOG", "FAYE5.DOG", "FAYE6.DOG"), "female",
+     f"{QUEEN_DATA} C70D.CUT 'I will fly Faye to the Amazon for her photo shoot'; SPARKY3.DOG "
+     "'Where's Faye?! I told you to look after her!'"),
+    ("azura", ("PRIN1.DOG", "PRIN2.DOG", "PRIN4.DOG"), "female",
+     f"{QUEEN_DATA} PRIN2.DOG (Joe) 'Don't worry Azura, I'll get us out of this mess.'; "
+     "BOB5.DOG 'But Princess Azura may die if we don't help her.'"),
+    ("naomi", ("NAOMI.DOG", "NAOMI2.DOG"), "female",
+     f"{QUEEN_DATA} C21P.CUT 'Naomi likes flowers and all, but she's allergic to that "
+     "particular type.'"),
+    ("lola", ("LOLA1.DOG",), "female",
+     f"{QUEEN_DATA} LARIS.DOG 'That key belongs to Miss Lola and she doesn't like strangers "
+     "dropping in on her.'"),
+    ("marylou", ("TAM1.DOG", "TAM2.DOG", "TAM3.DOG", "TAM4.DOG"), "female",
+     f"{QUEEN_DATA} TAM1.DOG (her own line) 'Howdy Joe, I'm Mary-Lou Cook. My husband Jimmy "
+     "and I run this mission.'; TAM4.DOG (Joe) 'Hello Mary-Lou.'"),
+    ("frank", ("FRANK.DOG",), "male",
+     f"{QUEEN_DATA} C69G.CUT 'With Frank gone, the world is a much safer place. If only he'd "
+     "used his powers for niceness'"),
+    ("sparky", tuple(f"SPARKY{i}.DOG" for i in range(1, 9)), "male",
+     f"{QUEEN_DATA} C3G.CUT (his reply) 'I'm a grown man Joe, so treat me like one!'; C69A.CUT "
+     "'Joe, what have you done to Sparky?! ... I think I just turned him into a dinosaur'"),
+    ("chief", ("CHIEF1.DOG", "CHIEF2.DOG", "CHIEF3.DOG", "CHIEF4.DOG"), "male",
+     f"{QUEEN_DATA} BOB3.DOG 'The Chief's our local expert, try asking him.'; BOB1.DOG 'She "
+     "lives in a house with her dad the chief.'"),
+)
+# Dialogue file -> character, for the reader.
+QUEEN_DIALOGUES = {dog: character for character, dogs, _, _ in _QUEEN_CHARACTERS for dog in dogs}
+
 # File prefix -> character, for the reader. "E" (talk_mus), "F" and "S" (sound effects) are
 # not here: see EXCLUDED.
 DRASCULA_PREFIXES = {prefix: character for character, prefix, _, _ in _DRASCULA_CHARACTERS}
@@ -173,6 +210,10 @@ SPEAKERS: tuple[Speaker, ...] = (
     # ---- Drascula: two separate casts (English and Spanish), characters by file prefix.
     *(_drascula(cast, character, sex, document, _CAST_NOTE)
       for cast in ("en", "es") for character, _, sex, document in _DRASCULA_CHARACTERS),
+    # ---- Flight of the Amazon Queen (CD version): one cast, no cast list -> one group.
+    *(Speaker(f"amazon_queen-{character}", "amazon_queen", "flight-of-the-amazon-queen", "en",
+              sex, document, "amazon_queen", _CAST_NOTE)
+      for character, _, sex, document in _QUEEN_CHARACTERS),
 )
 
 EXCLUDED: tuple[Excluded, ...] = (
@@ -218,6 +259,11 @@ EXCLUDED: tuple[Excluded, ...] = (
     Excluded("drascula-F", "drascula, drascula-spanish",
              "'F<n>.als' (3 files): no talk_* function names this prefix"),
     Excluded("drascula-S", "drascula, drascula-spanish", "'S<n>.als': sound effects"),
+    Excluded("amazon_queen-others", "flight-of-the-amazon-queen",
+             "the other dialogue persons (Bob, Henry, Ian, Lou, Laris, the pygmies, the "
+             "witch, the oracle, ...) and all cutaway (C*.SB) lines: not admitted, since no "
+             "line of the text collected so far states their sex or the cutaway speaker tables "
+             "are not read yet"),
     Excluded("drascula-italian", "drascula-italian",
              "reuses the English audio (../shared/DATA.md): the same speakers twice"),
 )
