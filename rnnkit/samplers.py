@@ -56,6 +56,12 @@ captioner's ImageNet prior) can keep pointing at the same word after saying it; 
 training text never repeats a word back to back this is a safe, model-agnostic fix. The
 start token is never blocked on the first step, and ``end_token`` is never blocked.
 
+Choosing the search
+-------------------
+:func:`generate` is the one entry point the apps call: ``method="greedy"`` (or a beam
+width of 1) runs :func:`greedy_search`, ``method="beam"`` runs :func:`beam_search`. The
+special ids default to :mod:`rnnkit.modeling.vocabulary`'s.
+
 Beam search algorithm
 ---------------------
 At every step each example's ``K`` alive hypotheses are expanded over the vocabulary and
@@ -74,10 +80,14 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from rnnkit.modeling.vocabulary import END, PAD, START
+
 __all__ = [
+    "METHODS",
     "SamplerOutput",
     "StepFn",
     "beam_search",
+    "generate",
     "greedy_search",
     "length_penalty_factor",
     "tile_for_beam",
@@ -439,3 +449,62 @@ def beam_search(
         token_log_probs=fin_tlp[:, 0, :width],
         attention=fin_att[:, 0, :width] if has_att else None,
     )
+
+
+#: The decoding methods :func:`generate` accepts.
+METHODS = ("greedy", "beam")
+
+
+def generate(
+    step_fn: StepFn,
+    initial_state: Any,
+    context: Any = (),
+    *,
+    max_length: Any,
+    method: str = "beam",
+    beam_width: int = 4,
+    length_penalty: float = 0.6,
+    block_repeats: bool = False,
+    start_token: int | None = None,
+    end_token: int | None = None,
+    pad_token: int | None = None,
+) -> SamplerOutput:
+    """Decode with greedy or beam search: the one place where the choice is made.
+
+    Args:
+        step_fn: the model's step function (interface in the module docstring).
+        initial_state: nest of ``[B, ...]`` tensors, the decoder state before the first step.
+        context: nest of ``[B, ...]`` constant tensors passed to every step (or ``()``).
+        max_length: int or int tensor, scalar or ``[B]``: the most tokens per example
+            (end token included).
+        method: ``"greedy"`` or ``"beam"``.
+        beam_width: hypotheses kept per example by beam search; 1 means greedy search
+            (a width-1 beam would only re-rank finished hypotheses differently).
+        length_penalty: GNMT alpha ranking beam hypotheses (greedy choices do not depend
+            on it, and greedy ``scores`` are raw log-probabilities).
+        block_repeats: never emit the token emitted on the previous step (module docs).
+        start_token: id fed on the first step (default ``rnnkit.modeling.vocabulary.START``).
+        end_token: id that finishes a sequence (default ``END``).
+        pad_token: id written after the end (default ``PAD``).
+
+    Returns:
+        :class:`SamplerOutput`.
+
+    Raises:
+        ValueError: for an unknown ``method`` or a beam width below 1.
+    """
+    if method not in METHODS:
+        raise ValueError(f"decoding method must be one of {METHODS}, got {method!r}")
+    if int(beam_width) < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    kwargs = {
+        "start_token": START if start_token is None else start_token,
+        "end_token": END if end_token is None else end_token,
+        "pad_token": PAD if pad_token is None else pad_token,
+        "max_length": max_length,
+        "block_repeats": block_repeats,
+    }
+    if method == "greedy" or int(beam_width) == 1:
+        return greedy_search(step_fn, initial_state, context, **kwargs)
+    return beam_search(step_fn, initial_state, context, beam_width=int(beam_width),
+                       length_penalty=length_penalty, **kwargs)

@@ -254,3 +254,43 @@ def test_saved_model_roundtrip_without_rnnkit(tmp_path):
 def test_length_penalty_factor():
     assert float(samplers.length_penalty_factor(1, 1.0)) == pytest.approx(1.0)
     assert float(samplers.length_penalty_factor(7, 0.6)) == pytest.approx(math.pow(2.0, 0.6))
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def test_generate_chooses_greedy_or_beam_with_the_shared_special_ids():
+    """``generate`` is greedy search for method "greedy" or a width-1 beam, beam search
+    otherwise, and its default special ids are the vocabulary's (0 pad, 1 start, 2 end)."""
+    w = make_weights(3)
+    h0, mem, mask, max_len = random_batch(3)
+    step = tf_step(w)
+    state, context = {"h": tf.constant(h0)}, (tf.constant(mem), tf.constant(mask))
+    ids = {"start_token": START, "end_token": END, "pad_token": PAD}
+    greedy = samplers.greedy_search(step, state, context, max_length=max_len, **ids)
+    beam = samplers.beam_search(step, state, context, max_length=max_len, beam_width=3,
+                                length_penalty=0.6, **ids)
+    by_method = samplers.generate(step, state, context, max_length=max_len, method="greedy")
+    by_width = samplers.generate(step, state, context, max_length=max_len, beam_width=1)
+    by_beam = samplers.generate(step, state, context, max_length=max_len, beam_width=3,
+                                length_penalty=0.6)
+    for out in (by_method, by_width):
+        np.testing.assert_array_equal(out.tokens.numpy(), greedy.tokens.numpy())
+        np.testing.assert_allclose(out.scores.numpy(), greedy.scores.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(by_beam.tokens.numpy(), beam.tokens.numpy())
+    np.testing.assert_allclose(by_beam.scores.numpy(), beam.scores.numpy(), rtol=1e-6)
+    for b in range(len(h0)):
+        ref_step = lambda tok, h, b=b: np_step(w, tok, h, mem[b], mask[b])
+        toks, _ = ref_greedy(ref_step, h0[b], int(max_len[b]), START, END)
+        n = int(by_method.lengths[b])
+        assert by_method.tokens[b, :n].numpy().tolist() == toks
+
+
+def test_generate_rejects_an_unknown_method_or_width():
+    step = tf_step(make_weights(0))
+    h0, mem, mask, _ = random_batch(0, batch=2)
+    args = (step, {"h": tf.constant(h0)}, (tf.constant(mem), tf.constant(mask)))
+    with pytest.raises(ValueError, match="decoding method"):
+        samplers.generate(*args, max_length=5, method="sampling")
+    with pytest.raises(ValueError, match="beam_width"):
+        samplers.generate(*args, max_length=5, beam_width=0)
