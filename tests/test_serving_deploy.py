@@ -1,8 +1,14 @@
 """Deployment files: model configs parse with the tensorflow-serving-api protos, compose
-files have the structure TF Serving needs, batching parameters are a valid text proto."""
+files have the structure TF Serving needs (pinned image matching the installed TensorFlow,
+loopback ports, metrics, a healthcheck that works against the REST API), batching and
+monitoring parameters are valid text protos."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -10,7 +16,9 @@ import yaml
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from rnnkit.serving import testing
 from rnnkit.serving.config import load_model_config_file
+from rnnkit.serving.metrics import load_monitoring_config
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 APPS = ["sentiment", "voice_gender", "translation", "captioning"]
@@ -81,15 +89,24 @@ def test_batching_config_is_valid():
         text_format.Parse("max_batch_sise { value: 3 }", cls())  # the check can fail
 
 
-@pytest.mark.parametrize("name, image", [
-    ("docker-compose.yml", "tensorflow/serving:latest"),
-    ("docker-compose.gpu.yml", "tensorflow/serving:latest-gpu"),
-])
-def test_compose_files(name, image):
+def _image_tag(suffix: str) -> str:
+    """The tensorflow/serving tag that matches the installed TensorFlow (2.21.x -> 2.21.0)."""
+    major, minor = version("tensorflow").split(".")[:2]
+    return f"tensorflow/serving:{major}.{minor}.0{suffix}"
+
+
+def _service(name: str) -> dict:
     doc = yaml.safe_load((DEPLOY / name).read_text())
     (svc,) = doc["services"].values()
-    assert svc["image"] == image
-    assert set(svc["ports"]) == {"8500:8500", "8501:8501"}
+    return svc
+
+
+@pytest.mark.parametrize("name, suffix", [("docker-compose.yml", ""), ("docker-compose.gpu.yml", "-gpu")])
+def test_compose_files(name, suffix):
+    svc = _service(name)
+    assert svc["image"] == _image_tag(suffix)  # pinned, never :latest
+    # loopback unless the operator sets RNNKIT_SERVING_BIND
+    assert set(svc["ports"]) == {"${RNNKIT_SERVING_BIND:-127.0.0.1}:8500:8500", "${RNNKIT_SERVING_BIND:-127.0.0.1}:8501:8501"}
     mounts = {}
     for v in svc["volumes"]:
         host, container, *_mode = v.split(":")
@@ -100,9 +117,51 @@ def test_compose_files(name, image):
     flags = dict(f.lstrip("-").split("=", 1) for f in svc["command"])
     assert flags["enable_batching"] == "true"
     # every file the server reads is mounted from deploy/
-    for flag, local in [("model_config_file", "models.config"), ("batching_parameters_file", "batching.config")]:
+    for flag, local in [("model_config_file", "models.config"), ("batching_parameters_file", "batching.config"),
+                        ("monitoring_config_file", "monitoring.config")]:
         container_path = flags[flag]
         assert container_path in mounts and (DEPLOY / mounts[container_path]).resolve() == (DEPLOY / local).resolve()
+    hc = svc["healthcheck"]
+    assert hc["test"][0] == "CMD" and hc["retries"] >= 1
+    # the healthcheck asks for every served model
+    script = hc["test"][-1]
+    names = re.search(r"for m in ([\w ]+); do", script)[1].split()
+    assert names == [c.name for c in _parse_config("models.config").model_config_list.config]
     if "gpu" in name:
         (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
         assert dev["driver"] == "nvidia" and "gpu" in dev["capabilities"]
+
+
+def test_monitoring_config_is_valid():
+    assert load_monitoring_config(DEPLOY / "monitoring.config") == "/monitoring/prometheus/metrics"
+
+
+def test_compose_healthcheck_against_rnnkit_serve(tmp_path):
+    """The healthcheck script run against `rnnkit serve` (same REST API as TF Serving):
+    unhealthy while one model has no version, healthy once every model has one."""
+    script = _service("docker-compose.yml")["healthcheck"]["test"][-1].replace("$$", "$")  # compose unescapes $$
+    names = re.search(r"for m in ([\w ]+); do", script)[1].split()
+    for n in names[:-1]:
+        testing.export_text_model(tmp_path / n, version=1)
+    (tmp_path / names[-1]).mkdir()
+    cfg = tmp_path / "models.config"
+    cfg.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{n}" base_path: "{n}" model_platform: "tensorflow" }}\n' for n in names) + "}\n")
+    rest = testing.free_port()
+    script = script.replace("/8501", f"/{rest}")
+    proc = testing.start_server(
+        ["--port", "0", "--rest_api_port", str(rest), "--model_config_file", str(cfg),
+         "--file_system_poll_wait_seconds", "0.2"], rest, names[0],
+    )
+    try:
+        def healthy() -> bool:
+            return subprocess.run(["bash", "-c", script], check=False, timeout=30).returncode == 0
+
+        assert not healthy()
+        testing.export_text_model(tmp_path / names[-1], version=1)
+        deadline = time.time() + 60
+        while not healthy():
+            assert time.time() < deadline, "healthcheck never passed"
+            time.sleep(0.3)
+    finally:
+        testing.stop_server(proc)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.serving.errors import ServingError
+from rnnkit.serving.errors import ServingError, overloaded
 
 log = logging.getLogger("rnnkit.serving")
 
@@ -99,7 +99,7 @@ def load_batching_parameters(path: str | Path) -> BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("callback", "done", "error", "inputs", "key", "result", "rows")
+    __slots__ = ("callback", "cancelled", "done", "error", "inputs", "key", "result", "rows")
 
     def __init__(self, inputs: dict[str, np.ndarray], callback: Callable | None = None, pad: bool = False):
         self.inputs = inputs
@@ -114,6 +114,8 @@ class _Task:
         self.error: BaseException | None = None
         # called as callback(result, error) from the batch thread instead of setting `done`
         self.callback = callback
+        # set when the caller stopped waiting (its deadline passed): not run if still queued
+        self.cancelled = False
 
     def finish(self, result: dict[str, np.ndarray] | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -154,13 +156,25 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run ``inputs`` as part of a batch; blocks until its own outputs are ready."""
+    def submit(self, inputs: dict[str, np.ndarray], timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run ``inputs`` as part of a batch; blocks until its own outputs are ready.
+
+        Args:
+            inputs: checked input arrays.
+            timeout: seconds to wait at most (the caller's deadline); None waits as long as
+                it takes. A request still queued when it passes is dropped, not run.
+
+        Raises:
+            ServingError: DEADLINE_EXCEEDED when ``timeout`` passes first; RESOURCE_EXHAUSTED
+                when the queue is full; the model's own errors.
+        """
         task = _Task(inputs, pad=self.options.pad_variable_length_inputs)
         if not task.batchable():
             return self._run(inputs)  # scalars / unequal batch dims: run alone
         self._enqueue(task)
-        task.done.wait()
+        if not task.done.wait(timeout):
+            task.cancelled = True
+            raise ServingError("DEADLINE_EXCEEDED", "deadline passed while the request waited for its batch")
         if task.error is not None:
             raise task.error
         return task.result  # type: ignore[return-value]
@@ -196,7 +210,10 @@ class Batcher:
             if self._stopped:
                 raise ServingError("UNAVAILABLE", "model version is being unloaded; retry")
             if len(self._queue) >= self.options.max_enqueued_batches * self.options.max_batch_size:
-                raise ServingError("UNAVAILABLE", "batch queue is full; retry later")
+                raise overloaded(
+                    f"batch queue is full ({len(self._queue)} requests waiting; max_enqueued_batches x "
+                    "max_batch_size); retry later"
+                )
             self._queue.append(task)
             self._cv.notify()
 
@@ -214,12 +231,16 @@ class Batcher:
                     return None
                 self._cv.wait()
             first = self._queue.popleft()
+            if first.cancelled:
+                return []
             batch, rows = [first], first.rows
             timeout = o.batch_timeout_micros / 1e6 if self._last_batch_tasks > 1 or self._queue else 0.0
             deadline = time.perf_counter() + timeout
             while rows < o.max_batch_size:
                 for t in list(self._queue):
-                    if t.key == first.key and rows + t.rows <= o.max_batch_size:
+                    if t.cancelled:
+                        self._queue.remove(t)
+                    elif t.key == first.key and rows + t.rows <= o.max_batch_size:
                         self._queue.remove(t)
                         batch.append(t)
                         rows += t.rows
@@ -237,7 +258,8 @@ class Batcher:
             batch = self._take_batch()
             if batch is None:
                 return
-            self._execute(batch)
+            if batch:
+                self._execute(batch)
 
     def _execute(self, batch: list[_Task]) -> None:
         if len(batch) == 1:

@@ -4,7 +4,13 @@ Mirrors TF Serving's file-system source: a model's base path holds integer-named
 directories; the version policy (default: the highest one) picks which to serve; new
 versions are loaded before old ones are unloaded, so a rollout never has a gap. Anything not
 named by an integer (``.tmp-3-1234``, ``tmp``) is ignored, which is what makes "export to a
-temp dir, then rename" safe: a version only exists once it is complete.
+temp dir, then rename" safe: a version only exists once it is complete. A version that
+fails to load (copied in by hand and caught half-way, say) is retried as TF Serving does
+(``--max_num_load_retries`` times, ``--load_retry_interval_micros`` apart), and after that
+whenever any of its files changes.
+
+Messages meant for clients (request errors, a failed version's status) never name server
+paths: ``errors.public_message`` replaces them; the log keeps them.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from rnnkit.serving.batching import Batcher, BatchingOptions
 from rnnkit.serving.codec import tensor_proto_to_array
 from rnnkit.serving.config import ModelSpecConfig
-from rnnkit.serving.errors import ServingError, invalid, not_found
+from rnnkit.serving.errors import ServingError, invalid, not_found, public_message
 
 log = logging.getLogger("rnnkit.serving")
 
@@ -30,6 +36,50 @@ _VERSION_DIR = re.compile(r"^\d+$")
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+DEFAULT_MAX_ROWS = 1000  # rows (batch size) one request may carry; --max_rows_per_request
+
+
+def check_rows(inputs: dict[str, np.ndarray], max_rows: int | None) -> None:
+    """Refuse a request whose batch dimension exceeds ``max_rows`` (RESOURCE_EXHAUSTED).
+
+    Args:
+        inputs: decoded input arrays.
+        max_rows: the limit; None or 0 for none.
+    """
+    if not max_rows:
+        return
+    for name, arr in inputs.items():
+        if arr.ndim > 0 and arr.shape[0] > max_rows:
+            raise ServingError(
+                "RESOURCE_EXHAUSTED",
+                f"input {name!r} has {arr.shape[0]} rows; the server takes at most {max_rows} per request "
+                "(--max_rows_per_request): split it",
+            )
+
+
+def _fingerprint(path: Path) -> tuple[int, int, float]:
+    """(file count, total bytes, newest mtime) of everything under ``path``: changes while a
+    copy is in progress even when the version directory's own mtime does not (files written
+    into ``variables/``)."""
+    count, size, newest = 0, 0, 0.0
+    for p in path.rglob("*"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        count += 1
+        size += st.st_size if p.is_file() else 0
+        newest = max(newest, st.st_mtime)
+    return count, size, newest
+
+
+@dataclass
+class _Failure:
+    """Retry book-keeping for a version that failed to load."""
+
+    fingerprint: tuple[int, int, float]
+    retries: int  # retries done so far (the first attempt is not a retry)
+    next_try: float  # time.monotonic() of the next timed retry
 
 
 def _short_tf_message(exc: Exception) -> str:
@@ -60,9 +110,13 @@ class LoadedVersion:
         version: version number.
         path: the version directory.
         batching: batch concurrent requests (``--enable_batching``) with these options.
+        max_rows: refuse requests with more rows than this (None: no limit).
     """
 
-    def __init__(self, name: str, version: int, path: Path, batching: BatchingOptions | None = None):
+    def __init__(
+        self, name: str, version: int, path: Path, batching: BatchingOptions | None = None,
+        max_rows: int | None = None,
+    ):
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
 
@@ -73,12 +127,13 @@ class LoadedVersion:
         sm.ParseFromString((path / "saved_model.pb").read_bytes())
         serve = [mg for mg in sm.meta_graphs if "serve" in mg.meta_info_def.tags]
         if not serve:
-            raise ValueError(f"{path}: no meta graph tagged 'serve'")
+            raise ValueError("saved_model.pb has no meta graph tagged 'serve'")
         # The proto's SignatureDefs are what GetModelMetadata reports, with TF's tensor names.
         self.signature_defs = dict(serve[0].signature_def)
         self._obj = tf.saved_model.load(str(path), tags=["serve"])
         self._fns = dict(self._obj.signatures)
         self._batching = batching
+        self.max_rows = max_rows
         self._batchers: dict[str, Batcher] = {}
         self._batchers_lock = threading.Lock()
 
@@ -96,6 +151,7 @@ class LoadedVersion:
         signature_name: str,
         inputs: dict[str, np.ndarray],
         output_filter: Iterable[str] = (),
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Run a signature on checked input arrays.
 
@@ -103,10 +159,14 @@ class LoadedVersion:
             signature_name: signature key ('' = serving_default).
             inputs: input name -> array, exactly the signature's inputs (already dtype/shape checked).
             output_filter: if non-empty, only these outputs are returned.
+            deadline: ``time.monotonic()`` after which the caller no longer waits (a gRPC
+                deadline, the REST timeout): past it the model is not run, and a batched
+                request stops waiting for its batch.
 
         Raises:
             ServingError: INVALID_ARGUMENT when the model rejects the data (e.g. a corrupt image
-                makes a decode op fail), INTERNAL for other TensorFlow errors.
+                makes a decode op fail), INTERNAL for other TensorFlow errors,
+                DEADLINE_EXCEEDED when ``deadline`` has passed.
         """
 
         key, sig = self.signature(signature_name)
@@ -122,8 +182,15 @@ class LoadedVersion:
         bad = sorted(set(wanted) - set(sig.outputs))
         if bad:
             raise invalid(f"output_filter names unknown output(s) {bad}; signature {key!r} outputs {sorted(sig.outputs)}")
+        check_rows(inputs, self.max_rows)
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                # it waited in a queue past its deadline: nobody wants the answer any more
+                raise ServingError("DEADLINE_EXCEEDED", "deadline passed before the model ran")
         if self._batching is not None:
-            result = self._batcher(key).submit(inputs)
+            result = self._batcher(key).submit(inputs, timeout)
         else:
             result = self._call(key, inputs)
         return {k: v for k, v in result.items() if not wanted or k in wanted}
@@ -139,6 +206,7 @@ class LoadedVersion:
         key, sig = self.signature(signature_name)
         if self._batching is None or set(inputs) != set(sig.inputs):
             return None
+        check_rows(inputs, self.max_rows)
         return self._batcher(key).submit_async(inputs)
 
     def _call(self, key: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -223,6 +291,10 @@ class ModelRegistry:
         servable_check: refuse a version that TF Serving itself could not serve
             (``rnnkit.servable.check_servable``: non-core ops, variables its loader would
             not restore, failing warmup records), so both servers accept the same exports.
+        max_num_load_retries: retries of a version that failed to load (TF Serving's flag,
+            default 5); after them it is retried only when its files change.
+        load_retry_interval_seconds: seconds between those retries (TF Serving: 60).
+        max_rows_per_request: refuse requests with more rows (0: no limit).
     """
 
     def __init__(
@@ -231,6 +303,9 @@ class ModelRegistry:
         poll_wait_seconds: float = 1.0,
         batching: BatchingOptions | None = None,
         servable_check: bool = True,
+        max_num_load_retries: int = 5,
+        load_retry_interval_seconds: float = 60.0,
+        max_rows_per_request: int = DEFAULT_MAX_ROWS,
     ):
         self.specs = {s.name: s for s in specs}
         self.batching = batching
@@ -240,8 +315,13 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # (model, version) pairs that failed to load: not retried until the directory changes.
-        self._failed: dict[tuple[str, int], float] = {}
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval_seconds = load_retry_interval_seconds
+        self.max_rows_per_request = max_rows_per_request
+        # (model, version) pairs that failed to load, with their retry state.
+        self._failed: dict[tuple[str, int], _Failure] = {}
+        # (model, "OK" | "ERROR") -> load attempts, for the monitoring endpoint.
+        self.load_attempts: dict[tuple[str, str], int] = {}
 
     # ---- lookups -------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -274,7 +354,7 @@ class ModelRegistry:
                 if not avail:
                     failed = sorted((v, s.error_message) for v, s in states.items() if s.error_message)
                     why = f"; version {failed[-1][0]} failed to load: {failed[-1][1]}" if failed else ""
-                    raise not_found(f"model {name!r}: no version available under {self.specs[name].base_path}{why}")
+                    raise not_found(f"model {name!r}: no version available yet{why}")
                 return states[max(avail)].loaded  # type: ignore[return-value]
             st = states.get(version)
             if st is None or st.state != "AVAILABLE":
@@ -293,7 +373,7 @@ class ModelRegistry:
             if not items:
                 raise not_found(f"model {name!r} has no version {version}")
         if not items:
-            raise not_found(f"model {name!r}: no versions found under {self.specs[name].base_path}")
+            raise not_found(f"model {name!r}: no versions found in its base path")
         return items
 
     # ---- polling -------------------------------------------------------------------------
@@ -330,10 +410,9 @@ class ModelRegistry:
                 st = current.get(v)
                 if st is not None and st.state == "AVAILABLE":
                     continue
-                mtime = on_disk[v].stat().st_mtime
-                if self._failed.get((spec.name, v)) == mtime:
+                if not self._due(spec.name, v, on_disk[v]):
                     continue
-                self._load(spec.name, v, on_disk[v], mtime)
+                self._load(spec.name, v, on_disk[v])
             # Unload what is no longer wanted only once a wanted version is up: a rollout has
             # no gap, and a new version that fails to load leaves the old one serving.
             with self._lock:
@@ -348,7 +427,17 @@ class ModelRegistry:
                         st.loaded = None  # in-flight requests keep their own reference
                         st.state = "END"
 
-    def _load(self, name: str, version: int, path: Path, mtime: float) -> None:
+    def _due(self, name: str, version: int, path: Path) -> bool:
+        """Whether a version that is not loaded should be (re)tried now."""
+        failure = self._failed.get((name, version))
+        if failure is None:
+            return True
+        if failure.retries < self.max_num_load_retries:
+            return time.monotonic() >= failure.next_try
+        # Retries used up: try again only once the files have changed (a copy went on).
+        return _fingerprint(path) != failure.fingerprint
+
+    def _load(self, name: str, version: int, path: Path) -> None:
         with self._lock:
             self._states[name][version] = VersionState(state="LOADING")
         t0 = time.perf_counter()
@@ -359,26 +448,42 @@ class ModelRegistry:
                 try:
                     check_servable(path)
                 except NotServableError as exc:
-                    self._mark_failed(name, version, mtime, f"TF Serving could not serve it: {exc}")
+                    self._mark_failed(name, version, path, f"TF Serving could not serve it: {exc}")
                     return
-            loaded = LoadedVersion(name, version, path, self.batching)
+            loaded = LoadedVersion(name, version, path, self.batching, self.max_rows_per_request)
             n = loaded.warmup()
         except ServingError as exc:
-            self._mark_failed(name, version, mtime, f"warmup request failed: {exc.message}")
+            self._mark_failed(name, version, path, f"warmup request failed: {exc.message}")
             return
         except Exception as exc:  # noqa: BLE001 - any load failure must leave the server serving the rest
-            self._mark_failed(name, version, mtime, f"{type(exc).__name__}: {_short_tf_message(exc)}")
+            self._mark_failed(name, version, path, f"{type(exc).__name__}: {_short_tf_message(exc)}")
             return
         dt = time.perf_counter() - t0
+        self._failed.pop((name, version), None)
         with self._lock:
             self._states[name][version] = VersionState(state="AVAILABLE", loaded=loaded, load_seconds=dt)
+            self.load_attempts[(name, "OK")] = self.load_attempts.get((name, "OK"), 0) + 1
         log.info("loaded %s version %d from %s in %.2fs (%d warmup requests)", name, version, path, dt, n)
 
-    def _mark_failed(self, name: str, version: int, mtime: float, message: str) -> None:
-        log.error("failed to load %s version %d: %s", name, version, message)
-        self._failed[(name, version)] = mtime
+    def _mark_failed(self, name: str, version: int, path: Path, message: str) -> None:
+        prev = self._failed.get((name, version))
+        fingerprint = _fingerprint(path)
+        if prev is None or (prev.retries >= self.max_num_load_retries and fingerprint != prev.fingerprint):
+            retries = 0  # a first failure, or files changed after the retries were used up
+        else:
+            retries = prev.retries + 1
+        self._failed[(name, version)] = _Failure(
+            fingerprint, retries, time.monotonic() + self.load_retry_interval_seconds
+        )
+        left = self.max_num_load_retries - retries
+        when = (f"retrying in {self.load_retry_interval_seconds:g} s ({left} retries left)" if left > 0
+                else "no retries left; retried when its files change")
+        log.error("failed to load %s version %d from %s: %s; %s", name, version, path, message, when)
         with self._lock:
-            self._states[name][version] = VersionState(state="END", error_code="UNKNOWN", error_message=message)
+            self._states[name][version] = VersionState(
+                state="END", error_code="UNKNOWN", error_message=public_message(message)
+            )
+            self.load_attempts[(name, "ERROR")] = self.load_attempts.get((name, "ERROR"), 0) + 1
 
     def start(self) -> None:
         """Poll once now (so models are up before the ports open), then poll in a thread."""

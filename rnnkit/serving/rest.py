@@ -19,6 +19,14 @@ int without it; an integer input rejects it either way. The model never runs
 on the event loop: without batching, decoding, the model call and encoding run in one of
 ``num_threads`` worker threads; with batching a small request is decoded on the loop and
 handed straight to the batch threads.
+
+Limits (what keeps an overloaded or abused server answering): at most ``max_pending``
+predict requests are admitted at once (reading their body, waiting for a worker thread or
+a batch, running); the next one gets 503 with ``Retry-After`` at once, without its body
+being read. Each predict request has ``timeout_seconds`` (``--rest_api_timeout_in_ms``) from
+its arrival: a client that has not sent its whole body by then gets 408 and its connection
+is closed; a request not answered by then gets 504 (a request still queued is then
+dropped, one already running finishes in its thread and keeps its slot until it does).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,7 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rnnkit.serving.codec import decode_rest_predict, encode_rest_predict, has_non_finite
-from rnnkit.serving.errors import ServingError, invalid, not_found
+from rnnkit.serving.errors import ServingError, invalid, not_found, overloaded, public_message
 from rnnkit.serving.registry import ModelRegistry
 from rnnkit.serving.status import metadata_response, status_response
 
@@ -101,13 +111,24 @@ def dumps_json(obj: Any, allow_orjson: bool = True) -> bytes:
 
 
 def _error_body(exc: ServingError) -> bytes:
-    return dumps_json({"error": exc.message})
+    return dumps_json({"error": public_message(exc.message)})
+
+
+def default_max_pending(num_threads: int) -> int:
+    """Requests admitted at once by default (REST predict; gRPC calls): four per worker
+    thread, at least 64, so a burst waits briefly in a short queue instead of being refused,
+    and a flood is refused at once instead of queueing without bound."""
+    return max(64, 4 * num_threads)
 
 
 def build_app(
     registry: ModelRegistry,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     num_threads: int | None = None,
+    max_pending: int | None = None,
+    timeout_seconds: float | None = 30.0,
+    metrics=None,
+    metrics_path: str | None = None,
 ) -> ASGIApp:
     """The ASGI app serving ``registry`` with TF Serving's REST routes.
 
@@ -116,8 +137,25 @@ def build_app(
         max_body_bytes: requests with a larger body get 413 and are not read further.
         num_threads: worker threads that run predict calls without batching (TF Serving's
             ``--rest_api_num_threads``); None: ``default_num_threads()``.
+        max_pending: predict requests admitted at once; more get 503 (retryable). None:
+            ``default_max_pending(num_threads)``.
+        timeout_seconds: per predict request, from arrival to answer (TF Serving's
+            ``--rest_api_timeout_in_ms``); None or <= 0: no limit.
+        metrics: a ``rnnkit.serving.metrics.Metrics`` to count requests in, or None.
+        metrics_path: GET path answering the Prometheus text (needs ``metrics``).
     """
-    executor = ThreadPoolExecutor(max_workers=num_threads or default_num_threads(), thread_name_prefix="rnnkit-rest")
+    threads = num_threads or default_num_threads()
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rnnkit-rest")
+    limit = max_pending or default_max_pending(threads)
+    timeout = timeout_seconds if timeout_seconds and timeout_seconds > 0 else None
+    admitted = [0]  # predict requests admitted and not finished (event loop and worker threads)
+    admitted_lock = threading.Lock()
+
+    def release() -> None:
+        with admitted_lock:
+            admitted[0] -= 1
+        if metrics is not None:
+            metrics.in_flight.labels("REST").dec()
 
     def resolve(m: re.Match) -> tuple[str, int | None, str | None]:
         name, version, label = m["name"], m["version"], m["label"]
@@ -143,12 +181,22 @@ def build_app(
     def encode(outputs, fmt: str) -> bytes:
         return dumps_json(encode_rest_predict(outputs, fmt), allow_orjson=not has_non_finite(outputs))
 
-    def predict_sync(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
+    def predict_sync(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
         model, key, inputs, fmt = decode(name, version, label, raw)
-        return encode(model.run(key, inputs), fmt)
+        return encode(model.run(key, inputs, deadline=deadline), fmt)
 
-    async def predict(name: str, version: int | None, label: str | None, raw: bytes) -> bytes:
-        loop = asyncio.get_running_loop()
+    async def in_thread(fn, *args, deadline: float | None):
+        """Run ``fn(*args)`` in a worker thread, waiting at most until ``deadline``."""
+        fut = asyncio.wrap_future(executor.submit(fn, *args))
+        if deadline is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            # a queued call was cancelled with the wait; a running one finishes unobserved
+            raise ServingError("DEADLINE_EXCEEDED", f"no answer within the request timeout ({timeout:g} s)") from None
+
+    async def predict(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
         # With batching, a small request is decoded on the event loop and queued for the
         # batch threads directly: no worker-thread hop per request. The model call itself
         # never runs on the loop. Everything else (large bodies, no batching) goes to a
@@ -157,12 +205,16 @@ def build_app(
             model, key, inputs, fmt = decode(name, version, label, raw)
             pending = model.submit_async(key, inputs)
             if pending is not None:
-                outputs = await pending
+                try:
+                    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                    outputs = await asyncio.wait_for(pending, left)
+                except TimeoutError:
+                    raise ServingError("DEADLINE_EXCEEDED", f"no answer within the request timeout ({timeout:g} s)") from None
                 if sum(v.size for v in outputs.values()) <= _INLINE_OUTPUT_VALUES:
                     return encode(outputs, fmt)
-                return await loop.run_in_executor(executor, encode, outputs, fmt)
-            return await loop.run_in_executor(executor, lambda: encode(model.run(key, inputs), fmt))
-        return await loop.run_in_executor(executor, predict_sync, name, version, label, raw)
+                return await in_thread(encode, outputs, fmt, deadline=None)
+            return await in_thread(lambda: encode(model.run(key, inputs, deadline=deadline), fmt), deadline=deadline)
+        return await in_thread(predict_sync, name, version, label, raw, deadline, deadline=deadline)
 
     async def read_body(scope: dict, receive) -> bytes | None:
         """The request body, refusing more than ``max_body_bytes`` without buffering the
@@ -191,26 +243,82 @@ def build_app(
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def send_json(send, status: int, payload: bytes) -> None:
+    async def send_json(send, status: int, payload: bytes, extra_headers: tuple = ()) -> None:
         await send({
             "type": "http.response.start", "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                        *extra_headers],
         })
         await send({"type": "http.response.body", "body": payload})
 
     async def predict_endpoint(m: re.Match, scope: dict, receive, send) -> None:
+        t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + timeout
+        headers: tuple = ()
+        code = "OK"
+        with admitted_lock:
+            full = admitted[0] >= limit
+            if not full:
+                admitted[0] += 1
+        if full:
+            exc = overloaded(f"server busy: {limit} predict requests in progress (--rest_api_max_pending_requests); retry")
+            if metrics is not None:
+                metrics.observe(m["name"], "predict", "REST", exc.code, time.monotonic() - t0)
+            await send_json(send, exc.http_status, _error_body(exc), ((b"retry-after", b"1"),))
+            return
+        if metrics is not None:
+            metrics.in_flight.labels("REST").inc()
+        released = False
         try:
             name, version, label = resolve(m)
-            raw = await read_body(scope, receive)
-            if raw is None:
-                return  # the client disconnected: nobody to answer
-            status, payload = 200, await predict(name, version, label, raw)
+            try:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                raw = await asyncio.wait_for(read_body(scope, receive), left)
+            except TimeoutError:
+                code = "DEADLINE_EXCEEDED"
+                # a stalled upload: answer, and close the connection it holds
+                exc = ServingError("DEADLINE_EXCEEDED", f"request body not received within the request timeout ({timeout:g} s)",
+                                   http_status=408)
+                status, payload, headers = 408, _error_body(exc), ((b"connection", b"close"),)
+            else:
+                if raw is None:
+                    code = "CANCELLED"
+                    return  # the client disconnected: nobody to answer
+                if registry.batching is None or len(raw) > _INLINE_BODY_BYTES:
+                    # the worker thread releases the slot when it really ends (below)
+                    released = True
+                    status, payload = 200, await _run_counted(name, version, label, raw, deadline)
+                else:
+                    status, payload = 200, await predict(name, version, label, raw, deadline)
         except ServingError as exc:
+            code = exc.code
             status, payload = exc.http_status, _error_body(exc)
+            if exc.retryable:
+                headers = ((b"retry-after", b"1"),)
         except Exception as exc:  # never let one request take the server down
             log.exception("unexpected error for %s", scope["path"])
-            status, payload = 500, dumps_json({"error": f"internal error: {type(exc).__name__}: {exc}"})
-        await send_json(send, status, payload)
+            code = "INTERNAL"
+            status, payload = 500, dumps_json({"error": public_message(f"internal error: {type(exc).__name__}: {exc}")})
+        finally:
+            if not released:
+                release()
+            if metrics is not None:
+                metrics.observe(m["name"], "predict", "REST", code, time.monotonic() - t0)
+        await send_json(send, status, payload, headers)
+
+    async def _run_counted(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
+        """``predict`` in a worker thread whose admission slot is released when the thread
+        finishes (or the queued call is cancelled), not when the client is answered: a
+        timed-out call still running keeps counting against the limit."""
+        cf = executor.submit(predict_sync, name, version, label, raw, deadline)
+        cf.add_done_callback(lambda _f: release())
+        fut = asyncio.wrap_future(cf)
+        if deadline is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", f"no answer within the request timeout ({timeout:g} s)") from None
 
     async def models(request: Request) -> Response:
         m = _PATH.match(request.path_params["path"])
@@ -234,16 +342,26 @@ def build_app(
                 version = registry.get(name, None, label).version
             return JSONResponse(status_response(registry, name, version, as_json=True))
         except ServingError as exc:
-            return JSONResponse({"error": exc.message}, status_code=exc.http_status)
+            return JSONResponse({"error": public_message(exc.message)}, status_code=exc.http_status)
         except Exception as exc:  # never let one request take the server down
             log.exception("unexpected error for %s", request.url.path)
-            return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+            return JSONResponse({"error": public_message(f"internal error: {type(exc).__name__}: {exc}")}, status_code=500)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path}"}, status_code=exc.status_code)
 
     routes = [Route("/v1/models/{path:path}", models, methods=["GET", "POST"])]
     starlette_app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    async def serve_metrics(send) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = metrics.exposition()
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
 
     async def app(scope: dict, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -253,7 +371,11 @@ def build_app(
                 if m is not None:
                     await predict_endpoint(m, scope, receive, send)
                     return
+        elif scope["type"] == "http" and metrics_path and scope["path"] == metrics_path and scope["method"] == "GET":
+            await serve_metrics(send)
+            return
         await starlette_app(scope, receive, send)
 
     app.executor = executor  # type: ignore[attr-defined]  (shut down by the server on exit)
+    app.admitted = lambda: admitted[0]  # type: ignore[attr-defined]  (requests not finished, for the exit)
     return app

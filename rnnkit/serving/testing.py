@@ -148,6 +148,43 @@ def export_sequence_model(base: Path, version: int = 1) -> Path:
     return _export(m, {"serving_default": m.serve}, Path(base), version)
 
 
+def export_sleep_model(base: Path, version: int = 1) -> Path:
+    """A model that takes as long as it is told, without using the CPU while it waits:
+    ``x`` (float32 [batch]) and ``sleep_ms`` (int64 [batch]) -> ``y`` = 2 x (float32
+    [batch]), answered after the largest ``sleep_ms`` of the request has passed. For testing
+    what a server does with requests in flight (shutdown, full queues, timeouts).
+
+    The wait is a one-element tf.data pipeline through ``SleepDataset``, a core kernel, so
+    TF Serving could load this model too. Concurrent calls of one loaded model take turns in
+    the wait (tf.data's reduce kernel runs on one background thread per kernel), so N
+    concurrent requests of ``sleep_ms`` each are answered over N x ``sleep_ms``: they are all
+    in flight at once, and leave one by one.
+    """
+    import tensorflow as tf
+    from tensorflow.python.data.experimental.ops import (
+        testing as data_testing,  # the public alias was removed
+    )
+
+    class SleepModel(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="x"),
+                tf.TensorSpec([None], tf.int64, name="sleep_ms"),
+            ]
+        )
+        def serve(self, x, sleep_ms):
+            # the dataset sleeps before each of its two fetches (the element, then the end)
+            micros = tf.reduce_max(tf.concat([sleep_ms, tf.zeros([1], tf.int64)], 0)) * 500
+            waited = tf.data.Dataset.range(1).apply(data_testing.sleep(micros)).reduce(
+                tf.constant(0, tf.int64), lambda acc, v: acc + v
+            )
+            # `waited` is 0; using it makes the output depend on the wait
+            return {"y": 2.0 * x + tf.cast(waited, tf.float32)}
+
+    m = SleepModel()
+    return _export(m, {"serving_default": m.serve}, Path(base), version)
+
+
 def export_keras_in_module(base: Path, version: int = 1, track_variables: bool = True) -> Path:
     """A Keras 3 model inside a tf.Module: ``x`` float32 [batch, 4] -> ``y`` float32 [batch, 2].
 
