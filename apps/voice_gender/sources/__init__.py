@@ -36,7 +36,7 @@ from apps.voice_gender.speakers import SPEAKERS, Speaker, speaker
 
 __all__ = [
     "READERS", "Clip", "ProvenanceRow", "SourceError", "as_data_clips", "fold_speakers", "load",
-    "provenance_markdown", "provenance_rows", "real_clips", "records",
+    "provenance_markdown", "provenance_rows", "real_clips", "records", "summary_markdown",
 ]
 
 READERS: dict[str, Callable[[], list[Clip]]] = {
@@ -141,16 +141,42 @@ def provenance_rows(clips: Sequence[Clip]) -> list[ProvenanceRow]:
 
 
 def provenance_markdown(rows: Sequence[ProvenanceRow]) -> str:
-    """The provenance table as Markdown (the one in docs/voice_gender.md).
+    """The provenance table as Markdown (the one in docs/voice_gender.md), notes below it.
 
     Args:
         rows: from :func:`provenance_rows`.
     """
     lines = ["| speaker | package | language | sex | document | clips | minutes | fold group |",
              "|---|---|---|---|---|---|---|---|"]
+    notes = {}
     for r in rows:
         s = r.speaker
-        doc = s.document + (f" ({s.note})" if s.note and s.source != "drascula" else "")
-        lines.append(f"| `{s.id}` | `{s.package}` | {s.language} | {s.sex} | {doc} | "
+        lines.append(f"| `{s.id}` | `{s.package}` | {s.language} | {s.sex} | {s.document} | "
                      f"{r.clips} | {r.minutes:.1f} | `{s.group}` |")
+        if s.note:
+            notes.setdefault(s.note, []).append(s.id)
+    if notes:
+        lines.append("")
+        for note, ids in notes.items():
+            lines.append(f"- {', '.join(f'`{i}`' for i in ids)}: {note}.")
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: Sequence[ProvenanceRow]) -> str:
+    """Speakers, clips and minutes per source and sex, as a Markdown table.
+
+    Args:
+        rows: from :func:`provenance_rows`.
+    """
+    agg: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for r in rows:
+        a = agg[r.speaker.source, r.speaker.sex]
+        a[0] += 1
+        a[1] += r.clips
+        a[2] += r.minutes
+    lines = ["| source | sex | speakers | clips | minutes |", "|---|---|---|---|---|"]
+    for (source, sex), (n, clips, minutes) in sorted(agg.items()):
+        lines.append(f"| {source} | {sex} | {n} | {clips} | {minutes:.1f} |")
+    tot = [sum(a[i] for a in agg.values()) for i in range(3)]
+    lines.append(f"| all | both | {tot[0]} | {tot[1]} | {tot[2]:.1f} |")
     return "\n".join(lines)
