@@ -236,7 +236,7 @@ def _flow(model, task, x, y, loss_fn):
 
 
 def run_cell(task: str, config: str, length: int, seed: int, max_steps: int,
-             max_seconds: float, eval_every: int) -> Cell:
+             max_seconds: float, eval_every: int, clip_norm: float = CLIP_NORM) -> Cell:
     """Train one cell until solved or out of budget; return its :class:`Cell`.
 
     Args:
@@ -247,6 +247,7 @@ def run_cell(task: str, config: str, length: int, seed: int, max_steps: int,
         max_steps: training steps at most.
         max_seconds: wall seconds at most (model building and compilation included).
         eval_every: steps between test evaluations.
+        clip_norm: clip the gradients to this global norm (0: no clipping).
     """
     import keras
     import tensorflow as tf
@@ -258,7 +259,7 @@ def run_cell(task: str, config: str, length: int, seed: int, max_steps: int,
     x_test, y_test = TASK_BATCH[task](test_rng, TEST_SIZE, length)
     model = build_model(task, config, length, seed)
     loss_fn = loss_function(task)
-    optimizer = keras.optimizers.Adam(LEARNING_RATE, global_clipnorm=CLIP_NORM)
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, global_clipnorm=clip_norm or None)
     variables = model.trainable_variables
 
     @tf.function
@@ -286,7 +287,8 @@ def run_cell(task: str, config: str, length: int, seed: int, max_steps: int,
     cell.curve.append((0, round(time.perf_counter() - started, 2), metric))
     best = metric
     step = 0
-    while step < max_steps and time.perf_counter() - started < max_seconds:
+    # At least one step, even when building and compiling ate the time budget.
+    while step < max_steps and (step == 0 or time.perf_counter() - started < max_seconds):
         x, y = TASK_BATCH[task](train_rng, BATCH, length)
         loss = float(train_step(tf.constant(x), tf.constant(y)))
         step += 1
@@ -446,6 +448,63 @@ def plot_flow(cells: list[Cell], task: str, length: int, path: Path) -> bool:
     _save(fig, path)
     return True
 
+SWEEP = (("tanh", (0.5, 0.9, 1.0, 1.5, 3.0)), ("sigmoid", (1.0, 3.0, 6.0)),
+         ("relu", (0.5, 0.9, 1.0, 1.1, "identity")))
+
+
+def spectral_sweep(path: Path, length: int, seed: int) -> dict[str, dict]:
+    """Gradient flow at initialisation against the spectral radius of ``W_h``.
+
+    For each activation, ``W_h`` = gain x a random orthogonal matrix (its eigenvalues all
+    have modulus = gain, so the spectral radius is the gain) or the identity; 64 adding-
+    problem sequences of ``length`` steps through an untrained layer and Dense head.
+    Draws one panel per activation (gradient norm against distance) and returns each
+    curve's :meth:`rnnkit.gradient_flow.LayerFlow.summary`, keyed ``"<activation> <gain>"``.
+
+    Args:
+        path: the PNG to write.
+        length: sequence length T.
+        seed: seed of the data and the weights.
+    """
+    import keras
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnnkit import SimpleRecurrentLayer
+    from rnnkit.gradient_flow import gradient_flow
+
+    x, y = adding_batch(np.random.default_rng([seed, 99]), FLOW_SIZE, length)
+    results: dict[str, dict] = {}
+    fig, axes = plt.subplots(1, len(SWEEP), figsize=(5.0 * len(SWEEP), 3.9), squeeze=False)
+    for ax, (activation, gains) in zip(axes[0], SWEEP):
+        for gain in gains:
+            keras.utils.set_random_seed(seed)
+            init = (keras.initializers.Identity() if gain == "identity"
+                    else keras.initializers.Orthogonal(gain=gain, seed=seed))
+            inputs = keras.Input((length, 2))
+            rnn = SimpleRecurrentLayer(UNITS, activation=activation, recurrent_initializer=init)
+            model = keras.Model(inputs, keras.layers.Dense(1)(rnn(inputs)))
+            flow = gradient_flow(model, x, y, loss_fn=keras.losses.MeanSquaredError()).layers[0]
+            key = f"{activation} {gain}"
+            results[key] = flow.summary()
+            keep = flow.grad_norm > 0
+            label = ("identity W_h (IRNN)" if gain == "identity" else f"gain {gain}")
+            ax.semilogy(flow.distance[keep], flow.grad_norm[keep], lw=1.5,
+                        label=f"{label}: rho={flow.spectral_radius:.2f}, "
+                              f"sat={flow.saturation:.0%}, x{flow.decay_per_step():.3f}/step")
+        ax.set_title(f"{activation}, untrained, T = {length}", fontsize=10)
+        ax.set_xlabel("distance from the last step")
+        ax.set_ylabel("mean ||dL/da_t|| (log)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("gradient flow at initialisation against the spectral radius of W_h "
+                 "(adding problem inputs)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return results
+
 
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -462,6 +521,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run the longer T after a configuration failed")
     parser.add_argument("--flow-length", type=int, default=None,
                         help="T of the gradient-flow figures (default 100; quick: 25)")
+    parser.add_argument("--clip-norm", type=float, default=CLIP_NORM,
+                        help="clip gradients to this global norm (0: no clipping)")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the gradient-flow sweep over the spectral radius of W_h")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--output", default="runs/memory_horizon")
     args = parser.parse_args(argv)
@@ -485,6 +548,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"every length must be at least {2 * COPY_SYMBOLS} (the copy task)")
     if args.flow_length is None:
         args.flow_length = 25 if args.quick else 100
+    if args.clip_norm < 0:
+        parser.error("--clip-norm must be >= 0 (0: no clipping)")
     if args.max_steps < 1 or args.max_seconds <= 0 or args.eval_every < 1:
         parser.error("--max-steps, --max-seconds and --eval-every must be positive")
     return args
@@ -507,14 +572,22 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["benchmarks/memory_horizon.py"] + (argv or sys.argv[1:])),
             "budget": {"max_steps": args.max_steps, "max_seconds": args.max_seconds,
                        "eval_every": args.eval_every, "batch": BATCH, "units": UNITS,
-                       "learning_rate": LEARNING_RATE, "clip_global_norm": CLIP_NORM,
+                       "learning_rate": LEARNING_RATE, "clip_global_norm": args.clip_norm,
                        "skip_after_failure": not args.no_skip},
             "seed": args.seed,
             "wall_seconds": round(time.perf_counter() - started, 1),
             "cells": [asdict(c) for c in cells],
+            "sweep": sweep,
         }
         atomic_write_json(out / "results.json", payload)
 
+    sweep: dict[str, Any] = {}
+    if not args.no_sweep:
+        sweep_length = 50 if args.quick else 200
+        sweep.update(spectral_sweep(out / "gradient_flow_sweep.png", sweep_length, args.seed))
+        print(f"gradient-flow sweep at T={sweep_length}: decay per step "
+              + ", ".join(f"{k}={v['decay_per_step']:.3f}" for k, v in sweep.items()),
+              flush=True)
     for task in args.tasks:
         for config in args.configs:
             failed_at = None
@@ -524,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                                       note=f"failed at T={failed_at}"))
                     continue
                 cell = run_cell(task, config, length, args.seed, args.max_steps,
-                                args.max_seconds, args.eval_every)
+                                args.max_seconds, args.eval_every, args.clip_norm)
                 cells.append(cell)
                 print(f"{task:6s} {config:7s} T={length:<4d} {cell.status:7s} "
                       f"metric={cell.metric:.4f} steps={cell.steps} {cell.seconds:.1f}s"
@@ -538,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     header = (f"budget per cell: {args.max_steps} steps or {args.max_seconds:.0f} s "
               f"(stops when solved); batch {BATCH}, {UNITS} units, Adam {LEARNING_RATE}, "
-              f"clip {CLIP_NORM}; wall time {wall / 60:.1f} min\n\n")
+              f"clip {args.clip_norm or 'none'}; wall time {wall / 60:.1f} min\n\n")
     atomic_write_text(out / "table.md", header + table)
     for task in args.tasks:
         plot_curves(cells, task, args.lengths, out / f"curves_{task}.png")

@@ -95,7 +95,7 @@ def test_table_marks_solved_failed_and_skipped():
 def test_quick_benchmark_end_to_end(tmp_path):
     """Every configuration and task through training, gradient flow, table and figures."""
     out = tmp_path / "mh"
-    assert mh.main(["--quick", "--lengths", "10,25", "--max-seconds", "3",
+    assert mh.main(["--quick", "--lengths", "10,25",
                     "--output", str(out)]) == 0
     result = json.loads((out / "results.json").read_text())
     cells = result["cells"]
