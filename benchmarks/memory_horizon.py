@@ -32,11 +32,17 @@ are skipped (marked "skip" in the table; ``--no-skip`` runs them anyway).
 For the Elman configurations, the gradient flow through time (``rnnkit.gradient_flow``) is
 measured on 64 test sequences at initialisation and after training, for every cell.
 
+Also, before training (and cheap: no training), the gradient flow at initialisation
+against the spectral radius of ``W_h`` (``W_h`` = gain x orthogonal, or the identity) for
+tanh, sigmoid and ReLU at T = 200 (``--sweep-only`` draws just that; ``--no-sweep`` skips it).
+
 Outputs, under ``--output`` (default ``runs/memory_horizon``): ``results.json`` (every
 cell: solved, final and best metric, steps, seconds, learning curve, gradient-flow
-summaries), ``table.md``, ``curves_<task>.png`` (learning curves, one panel per T) and
-``gradient_flow_<task>.png`` (gradient norm against distance, at initialisation and after
-training, at ``--flow-length``).
+summaries; the sweep), ``table.md``, ``curves_<task>.png`` (learning curves, one panel per
+T), ``gradient_flow_<task>.png`` (gradient norm against distance, at initialisation and
+after training, at ``--flow-length``) and ``gradient_flow_sweep.png``.
+
+``--clip-norm 0`` trains without gradient clipping (to see what clipping changes).
 
 Run (queue behind other heavy jobs on a shared machine):
 
@@ -525,6 +531,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="clip gradients to this global norm (0: no clipping)")
     parser.add_argument("--no-sweep", action="store_true",
                         help="skip the gradient-flow sweep over the spectral radius of W_h")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="only draw the spectral-radius sweep (no training)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--output", default="runs/memory_horizon")
     args = parser.parse_args(argv)
@@ -582,12 +590,16 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out / "results.json", payload)
 
     sweep: dict[str, Any] = {}
-    if not args.no_sweep:
+    if not args.no_sweep or args.sweep_only:
         sweep_length = 50 if args.quick else 200
         sweep.update(spectral_sweep(out / "gradient_flow_sweep.png", sweep_length, args.seed))
         print(f"gradient-flow sweep at T={sweep_length}: decay per step "
               + ", ".join(f"{k}={v['decay_per_step']:.3f}" for k, v in sweep.items()),
               flush=True)
+        if args.sweep_only:
+            atomic_write_json(out / "sweep.json", {"length": sweep_length, "sweep": sweep})
+            print(f"wrote {out}/gradient_flow_sweep.png, sweep.json")
+            return 0
     for task in args.tasks:
         for config in args.configs:
             failed_at = None
