@@ -3,6 +3,11 @@
 PredictionService: Predict, GetModelMetadata (Classify / Regress / MultiInference answer
 UNIMPLEMENTED). ModelService: GetModelStatus.
 
+Shutdown drains first: calls already inside a handler finish, calls that start after the
+signal are answered UNAVAILABLE at once, and only then is grpcio's server stopped. (Stopping
+it straight away would cancel calls that grpcio had received but not yet handed to a
+thread: their clients would see CANCELLED, which they do not retry.)
+
 Limits: grpcio's ``maximum_concurrent_rpcs`` bounds the calls admitted at once (running on
 a worker thread or queued for one); beyond it grpcio answers RESOURCE_EXHAUSTED without
 running anything. A call's deadline is honoured: a call that waited in the queue past it is
@@ -43,11 +48,14 @@ def _lookup(registry: ModelRegistry, spec):
 
 
 class InFlight:
-    """Calls inside a handler right now (the server's exit waits for, or abandons, them)."""
+    """Calls inside a handler right now (the server's exit waits for, or abandons, them),
+    and whether the server is draining: then a call that has not started yet is answered
+    UNAVAILABLE (retryable) instead of being run."""
 
     def __init__(self) -> None:
         self._n = 0
         self._lock = threading.Lock()
+        self.draining = False
 
     def add(self, d: int) -> None:
         with self._lock:
@@ -79,6 +87,8 @@ def _guard(fn):
         if metrics is not None:
             metrics.in_flight.labels("GRPC").inc()
         try:
+            if self.in_flight.draining:
+                raise ServingError("UNAVAILABLE", "server is shutting down; retry")
             left = context.time_remaining()
             if left is not None and left <= 0:
                 raise ServingError("DEADLINE_EXCEEDED", "deadline passed before the call was started")

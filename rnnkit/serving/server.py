@@ -221,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
                 metrics=metrics,
             )
             grpc_server.start()
-            # grpcio stops accepting at once and lets accepted calls run up to `grace`
-            stopping.on_stop(lambda force: grpc_server.stop(0 if force else grace))
+
+            def stop_grpc(force: bool) -> None:
+                # drain: calls in handlers finish, new ones get UNAVAILABLE; grpcio's server
+                # is stopped once they are done (below)
+                grpc_server.in_flight.draining = True
+                if force:
+                    grpc_server.stop(0)
+
+            stopping.on_stop(stop_grpc)
             log.info("gRPC (tensorflow.serving.PredictionService, ModelService) on %s:%d", args.host, gport)
         if args.rest_api_port:
             app = build_app(
@@ -271,10 +278,13 @@ def main(argv: list[str] | None = None) -> int:
             stopping.wait()
     finally:
         if grpc_server is not None:
-            left = grace - stopping.elapsed() if stopping.requested else 0.0
-            # stop() again only returns the first call's event; without a signal (an error
-            # above) this stops gRPC now
-            if not grpc_server.stop(max(left, 0.0)).wait(max(left, 0.0) + 1.0):
+            grpc_server.in_flight.draining = True
+            end = time.monotonic() + (grace - stopping.elapsed() if stopping.requested and not stopping.forced else 0.0)
+            while grpc_server.in_flight.count and time.monotonic() < end:
+                time.sleep(0.05)
+            # calls still queued for a thread get their UNAVAILABLE within this second;
+            # without a signal (an error above) this stops gRPC now
+            if not grpc_server.stop(1.0 if stopping.requested else 0).wait(2.0):
                 abandoned += 1
             # cancelled calls whose handler is still inside a model call
             abandoned += grpc_server.in_flight.count
