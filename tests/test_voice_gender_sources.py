@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from apps.voice_gender import sources
-from apps.voice_gender.sources import amazon_queen, base, drascula, klettres
+from apps.voice_gender.sources import amazon_queen, base, drascula, klettres, ktuberling
 from apps.voice_gender.speakers import EXCLUDED, SPEAKERS, is_reserved, speaker
 
 
@@ -164,6 +164,27 @@ def test_amazon_queen_clips_decode(queen_data):
     assert rate == 11_025 and np.abs(data).max() > 3000
     audio = sources.load(faye)
     assert audio.dtype == np.float32 and abs(len(audio) / 16_000 - len(data) / rate) < 0.01
+
+
+# ----------------------------------------------------------------------------- KTuberling
+
+
+def test_ktuberling_reads_only_the_documented_german_set(tmp_path):
+    root = base.fetch_package(ktuberling.PACKAGE)
+    clips = ktuberling.clips(root)
+    assert len(clips) == 72 and {c.speaker for c in clips} == {"ktuberling-de"}
+    assert {c.label for c in clips} == {"male"}
+    audio = sources.load(clips[0])
+    assert audio.dtype == np.float32 and 0.2 < len(audio) / 16_000 < 5.0
+    # A set that is not byte-for-byte the documented one is refused, not labelled.
+    copy = tmp_path / ktuberling.SOUNDS_DIR / "de"
+    copy.mkdir(parents=True)
+    for c in clips:
+        (copy / c.path.name).write_bytes(c.path.read_bytes())
+    assert len(ktuberling.clips(tmp_path)) == 72
+    (copy / "ball.ogg").write_bytes((copy / "bow.ogg").read_bytes())
+    with pytest.raises(base.SourceError, match="not the 72 its recording credit documents"):
+        ktuberling.clips(tmp_path)
 
 
 # ----------------------------------------------------------------------------- all

@@ -85,6 +85,17 @@ def _drascula(cast: str, character: str, sex: str, document: str, note: str = ""
                    f"drascula-{cast}", note)
 
 
+FILLETS_SCRIPT = "fillets-ng-data: usr/share/games/fillets-ng/script"
+_FILLETS_SMALL = (f"{FILLETS_SCRIPT}/bathroom/dialogs_cs.lua lines 50-51: the small fish (file "
+                  "code 'm') says 'Viděla jsem tu hodně zbytečností' (Czech feminine past tense; "
+                  "16 such first-person forms in her Czech lines, no masculine one)")
+_FILLETS_BIG = (f"{FILLETS_SCRIPT}/cave/dialogs_cs.lua lines 26-27: the big fish (file code 'v') "
+                "says 'Myslel jsem, že je to jen kámen' (Czech masculine past tense; 12 such "
+                "first-person forms in his Czech lines, no feminine one)")
+_FILLETS_NOTE = ("file codes from ../shared/DATA.md; the Dutch actors voice the same two fish; "
+                 "the dialogue scripts are in the package fillets-ng-data, which the reader does "
+                 "not need")
+
 _CAST_NOTE = ("no cast list ships with the game, and one actor may voice several characters: "
               "the whole cast is one fold group")
 
@@ -164,18 +175,9 @@ DRASCULA_PREFIXES = {prefix: character for character, prefix, _, _ in _DRASCULA_
 
 SPEAKERS: tuple[Speaker, ...] = (
     # ---- Fish Fillets NG: one actor per language and fish (the app's original data).
-    Speaker("fillets-cs-female", "fillets", "fillets-ng-data-cs", "cs", "female",
-            "../shared/DATA.md 'Voice gender: real speech': file code 'm' = the small fish, "
-            "a female voice", "fillets-cs-female"),
-    Speaker("fillets-cs-male", "fillets", "fillets-ng-data-cs", "cs", "male",
-            "../shared/DATA.md 'Voice gender: real speech': file code 'v' = the big fish, "
-            "a male voice", "fillets-cs-male"),
-    Speaker("fillets-nl-female", "fillets", "fillets-ng-data-nl", "nl", "female",
-            "../shared/DATA.md 'Voice gender: real speech': file code 'm' = the small fish, "
-            "a female voice", "fillets-nl-female"),
-    Speaker("fillets-nl-male", "fillets", "fillets-ng-data-nl", "nl", "male",
-            "../shared/DATA.md 'Voice gender: real speech': file code 'v' = the big fish, "
-            "a male voice", "fillets-nl-male"),
+    *(Speaker(f"fillets-{lang}-{sex}", "fillets", f"fillets-ng-data-{lang}", lang, sex,
+              doc, f"fillets-{lang}-{sex}", _FILLETS_NOTE)
+      for lang in ("cs", "nl") for sex, doc in (("female", _FILLETS_SMALL), ("male", _FILLETS_BIG))),
     # ---- KLettres: letters and syllables, one credited recorder per language.
     _klettres("cs", "female",
               f"{KLETTRES_HANDBOOK} line 615 'Czech sounds: Eva Mikulčíková'; the same credit in "
@@ -207,6 +209,13 @@ SPEAKERS: tuple[Speaker, ...] = (
               "klettres-data: usr/share/klettres/lt/sounds.xml line 15 'Made by Liudas "
               "Ališauskas'",
               "sex from the credited given name"),
+    # ---- KTuberling: single words; only a set whose recorder a document names.
+    Speaker("ktuberling-de", "ktuberling", "ktuberling-data", "de", "male",
+            "KDE ktuberling git tree at commit 63fe5cb (2022-10-17), sounds/de/README: 'A big "
+            "thanks goes to Helmut Pozimski <mailinglist@pozimski.eu>, who recorded the files.' "
+            "(the package's 72 German files are byte-identical to that commit's)",
+            "ktuberling-de", "sex from the credited given name; the README is not in the Debian "
+            "package, so the reader checks the files against the documented set"),
     # ---- Drascula: two separate casts (English and Spanish), characters by file prefix.
     *(_drascula(cast, character, sex, document, _CAST_NOTE)
       for cast in ("en", "es") for character, _, sex, document in _DRASCULA_CHARACTERS),
@@ -253,6 +262,10 @@ EXCLUDED: tuple[Excluded, ...] = (
     Excluded("klettres-uk", "klettres-data", "no credit or comment names a speaker"),
     Excluded("klettres-ml", "klettres-data", "no credit or comment names a speaker"),
     Excluded("klettres-tn", "klettres-data", "no credit or comment names a speaker"),
+    Excluded("ktuberling-others", "ktuberling-data",
+             "no credits in the package; in the source tree only sounds/el/README names a "
+             "recorder ('korgman', a handle that gives no sex) and sounds/nn is text-to-speech "
+             "(README.md: CereVoice); the other sets have no document"),
     Excluded("drascula-musician", "drascula, drascula-spanish",
              "'E<n>.als' (talk_mus): no line of the game's text found that gives this "
              "character's sex"),

@@ -6,6 +6,7 @@ Readers (all fetch through :func:`rnnkit.fetch.apt_package`, cached under ``$RNN
 * ``klettres`` KLettres letters and syllables, one credited voice per language.
 * ``drascula`` Drascula, the English and Spanish casts, characters by file prefix.
 * ``amazon_queen`` Flight of the Amazon Queen (CD), Joe and the documented dialogue persons.
+* ``ktuberling`` KTuberling words, only the German set (its recorder is named in the source tree).
 
 Each returns :class:`Clip` records (path, label, speaker, source, language, group). Who is
 admitted, with the document that gives each sex, is :mod:`apps.voice_gender.speakers`;
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apps.voice_gender.sources import amazon_queen, drascula, fillets, klettres
+from apps.voice_gender.sources import amazon_queen, drascula, fillets, klettres, ktuberling
 from apps.voice_gender.sources.base import Clip, SourceError, load
 from apps.voice_gender.speakers import SPEAKERS, Speaker, speaker
 
@@ -44,6 +45,7 @@ READERS: dict[str, Callable[[], list[Clip]]] = {
     "klettres": klettres.clips,
     "drascula": drascula.clips,
     "amazon_queen": amazon_queen.clips,
+    "ktuberling": ktuberling.clips,
 }
 
 
