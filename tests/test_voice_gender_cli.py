@@ -1,13 +1,15 @@
 """voice_gender end to end through the CLI on a small real subset (24 Fillets clips per
 language): prepare -> train -> evaluate -> export -> predict, then the export served by
-`rnnkit serve` over REST (raw waveform rows and base64 WAV files). The figures of such a
-tiny run mean nothing; the test checks the machinery, files and formats."""
+`rnnkit serve` over REST (raw waveform rows and base64 WAV files), and the gradient-flow
+probe on the trained fold model. The figures of such a tiny run mean nothing; the test
+checks the machinery, files and formats."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +42,7 @@ def _ok(*args: str) -> str:
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vg_cli")
     out = _ok("prepare", *SMALL)
-    assert "cs: 24 clips" in out and "nl: 24 clips" in out
+    assert re.search(r"\bcs\s+24 clips", out) and re.search(r"\bnl\s+24 clips", out), out
     _ok("train", *SMALL, "--epochs", "2", "--output", str(tmp / "run"))
     _ok("evaluate", *SMALL, "--output", str(tmp / "run"))
     out = _ok("export", "--output", str(tmp / "run"), "--export-dir", str(tmp / "saved"))
@@ -61,9 +63,21 @@ def test_train_and_evaluate_outputs(run):
         assert 0.0 <= fold["baseline_mfcc_logreg"]["balanced_accuracy"] <= 1.0
         assert np.array(fold["confusion_matrix"]).sum() == 24
     assert "mean_balanced_accuracy" in metrics["headline"]
-    for name in ("confusion_cs_to_nl", "confusion_nl_to_cs", "roc_cs_to_nl", "history_nl_to_cs"):
+    for name in ("confusion_cs_to_nl", "confusion_nl_to_cs", "roc_cs_to_nl", "history_nl_to_cs",
+                 "training_curves"):
         png = r / "reports" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # One run-metadata file: run.json holds what evaluate and export read.
+    config = json.loads((r / "run.json").read_text())
+    summary = config["train"]
+    assert summary["class_names"] == ["female", "male"]
+    assert set(summary["folds"]) == {"cs_to_nl", "nl_to_cs", "final"}
+    assert summary["folds"]["final"]["model"] == "model.keras"
+    for name in ("cs_to_nl", "nl_to_cs"):
+        assert summary["folds"][name]["model"] == f"folds/{name}/model.keras"
+        assert summary["folds"][name]["test"] == [name[-2:]]
+    assert config["options"]["limit"] == 24 and summary["recipe"]["epochs"] == 2
+    assert not list(r.rglob("train_done.json"))
 
 
 def test_train_resumes_instead_of_retraining(run):
@@ -94,7 +108,44 @@ def test_predict_files(run, tmp_path):
         assert fields[0] == str(path) and fields[1] in ("female", "male") and fields[3] == "ok"
         assert 0.5 <= float(fields[2]) <= 1.0
     bad = _cli("predict", "--model", str(run / "saved" / "1"), str(tmp_path / "missing.wav"))
-    assert bad.returncode == 2 and "no such audio file" in bad.stderr
+    assert bad.returncode == 2 and "missing.wav: no such file" in bad.stderr
+
+
+def test_predict_refuses_nan_audio(run, tmp_path):
+    """A float WAV holding NaN samples is one `error:` line naming the file, exit 2."""
+    import soundfile as sf
+
+    nan_wav = tmp_path / "nan.wav"
+    clip = np.full(16000, 0.1, np.float32)
+    clip[::7] = np.nan
+    sf.write(nan_wav, clip, 16000, subtype="FLOAT")
+    r = _cli("predict", "--model", str(run / "saved" / "1"), str(nan_wav))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"error: {nan_wav}: the audio contains NaN or Inf samples" in r.stderr
+    assert "Traceback" not in r.stderr and "InvalidArgument" not in r.stderr
+
+
+def test_gradient_probe_on_held_out_clips(run, tmp_path):
+    """The probe is the cs_to_nl model on Dutch (test-side) clips, with the training loss;
+    the gradient-flow report runs on it."""
+    from apps.voice_gender.app import VoiceGenderApp
+    from rnnkit.gradient_flow import write_gradient_flow_report
+
+    app = VoiceGenderApp()
+    probe = app.gradient_probe(app.parse(["evaluate", *SMALL, "--output", str(run / "run")]))
+    assert probe.model.name == "voice_classifier"
+    waves, lengths = probe.inputs["waveform"].numpy(), probe.inputs["length"].numpy()
+    assert waves.shape[0] == lengths.shape[0] == 24  # the whole 24-clip test split fits
+    assert np.all(lengths <= 4 * 16000) and np.all(lengths > 0)
+    assert sorted(set(probe.targets.numpy().tolist())) == [0, 1]
+    loss = float(probe.loss(probe.targets, probe.model(probe.inputs, training=False)))
+    assert np.isfinite(loss) and loss > 0
+    summary = write_gradient_flow_report(probe.model, probe.inputs, probe.targets, tmp_path,
+                                         loss_fn=probe.loss)
+    assert (tmp_path / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["loss"] == pytest.approx(loss, rel=1e-3)
+    (layer,) = summary["layers"].values()  # the one SimpleRecurrentLayer
+    assert layer["max_distance"] > 50  # frames of up to 4 s of real speech (50 per second)
 
 
 def test_bad_data_spec_is_one_line_error():

@@ -1,4 +1,5 @@
-"""voice_gender data: Fillets labels, the TFDS builder on real clips, user formats by speaker."""
+"""voice_gender data: Fillets labels, the TFDS builder on real clips, user formats by speaker
+(``formats.py``); their errors are the project's ``DataError``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from test_voice_gender_fixtures import synthesize
 
 from apps.voice_gender import data as vdata
+from apps.voice_gender import formats
+from rnnkit.errors import DataError
 
 
 @pytest.mark.parametrize("name,label", [
@@ -25,17 +28,18 @@ def test_fillets_label(name, label):
 
 
 def test_bad_specs_name_the_problem(tmp_path):
-    with pytest.raises(vdata.DataError, match="FORMAT:PATH"):
-        vdata.parse_spec("nonsense:/x")
-    with pytest.raises(vdata.DataError, match="does not exist"):
-        vdata.parse_spec(f"folder:{tmp_path / 'missing'}")
+    assert vdata.DataError is DataError  # the app raises the project's data error
+    with pytest.raises(DataError, match="FORMAT:PATH"):
+        formats.parse_spec("nonsense:/x")
+    with pytest.raises(DataError, match="does not exist"):
+        formats.parse_spec(f"folder:{tmp_path / 'missing'}")
     (tmp_path / "only").mkdir()
-    with pytest.raises(vdata.DataError, match="at least two class folders"):
-        vdata.user_clips("folder", tmp_path)
+    with pytest.raises(DataError, match="at least two class folders"):
+        formats.user_clips("folder", tmp_path)
     bad_csv = tmp_path / "x.csv"
     bad_csv.write_text("file,gender\na.wav,male\n")
-    with pytest.raises(vdata.DataError, match="path,label,speaker"):
-        vdata.user_clips("csv", bad_csv)
+    with pytest.raises(DataError, match="path,label,speaker"):
+        formats.user_clips("csv", bad_csv)
 
 
 def test_fillets_builder_on_real_subset():
@@ -76,7 +80,7 @@ def espeak_folder(tmp_path_factory):
 
 def test_folder_format_splits_by_speaker(espeak_folder):
     root, rows = espeak_folder
-    clips = vdata.user_clips("folder", root)
+    clips = formats.user_clips("folder", root)
     assert sorted({c.label for c in clips}) == ["female", "male"]  # from the folder names
     assert len(clips) == len(rows)
     split_of = {}
@@ -95,7 +99,7 @@ def test_csv_and_corpus_formats(espeak_folder, tmp_path):
         w.writerow(["path", "label", "speaker"])
         for path, label, spk in rows:
             w.writerow([path, label, spk])
-    clips = vdata.user_clips("csv", tmp_path / "list.csv")
+    clips = formats.user_clips("csv", tmp_path / "list.csv")
     assert {(c.path, c.label, c.speaker) for c in clips} == {(p, lab, s) for p, lab, s in rows}
 
     # Common Voice: validated.tsv + clips/, newer gender values, unlabelled rows dropped.
@@ -107,7 +111,7 @@ def test_csv_and_corpus_formats(espeak_folder, tmp_path):
         lines.append(f"{spk}\t{i}.wav\ttext\t{label}_{'masculine' if label == 'male' else 'feminine'}")
     lines.append("anon\tnone.wav\ttext\t")
     (cv / "validated.tsv").write_text("\n".join(lines) + "\n")
-    clips = vdata.user_clips("commonvoice", cv)
+    clips = formats.user_clips("commonvoice", cv)
     assert len(clips) == len(rows) and {c.label for c in clips} == {"female", "male"}
 
     # LibriSpeech: SPEAKERS.TXT + subset/speaker/chapter/*.flac
@@ -125,6 +129,22 @@ def test_csv_and_corpus_formats(espeak_folder, tmp_path):
         out.mkdir(parents=True)
         sf.write(out / f"{100 + n}-1-0000.flac", audio, sr)
     (ls / "SPEAKERS.TXT").write_text("\n".join(txt) + "\n")
-    clips = vdata.user_clips("librispeech", ls)
+    clips = formats.user_clips("librispeech", ls)
     assert len(clips) == len(speakers)
     assert {c.label for c in clips} == {"female", "male"}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_load_audio_names_non_finite_samples(tmp_path, bad):
+    """A float WAV with NaN or Inf samples is a data error naming the file, not a crash
+    inside the model's graph."""
+    import soundfile as sf
+
+    path = tmp_path / "bad.wav"
+    clip = np.full(8000, 0.1, np.float32)
+    clip[100] = bad
+    sf.write(path, clip, 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=f"{path}: the audio contains NaN or Inf samples"):
+        vdata.load_audio(path)
+    sf.write(path, np.nan_to_num(clip, posinf=0.0), 16000, subtype="FLOAT")
+    assert np.isfinite(vdata.load_audio(path)).all()

@@ -21,7 +21,7 @@ from test_voice_gender_fixtures import synthesize
 from apps.voice_gender import data as vdata
 from apps.voice_gender.export import VoiceServing, resample_to_16k, warmup_requests
 from apps.voice_gender.model import build_model, classify
-from apps.voice_gender.train import train_dataset
+from apps.voice_gender.pipeline import train_dataset
 from rnnkit.export import export_saved_model
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
     model = build_model(2, units=32, proj=32, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   weighted_metrics=[])
-    batches = train_dataset(ds, 12, seed=0, num_classes=2, class_weight=np.ones(2))
+    batches = train_dataset(ds, 12, seed=0, class_weight=np.ones(2))
     history = model.fit(batches, epochs=8, verbose=0).history["loss"]
     module = VoiceServing(model, ["female", "male"])
     path = export_saved_model(

@@ -2,6 +2,6 @@
 
 import sys
 
-from apps.voice_gender.cli import main
+from rnnkit.cli import main
 
-sys.exit(main())
+sys.exit(main(["voice_gender", *sys.argv[1:]]))

@@ -15,22 +15,25 @@ Signatures (core TF ops only, checked by ``rnnkit.servable.check_servable``):
 Clips of any length are classified whole: 4 s windows every 2 s, probabilities averaged
 (see ``model.classify``). NaN/Inf samples fail with ``InvalidArgumentError: waveform
 contains NaN or Inf samples``.
+
+``predict`` decodes each file with librosa (any format it reads) and runs
+``serving_default`` on it; a file that cannot be decoded, or whose samples are not all
+finite, is refused with one ``error:`` line before the graph runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from apps.voice_gender.features import SAMPLE_RATE
-from apps.voice_gender.model import classify
+from rnnkit.app import LoadedExport, Run, Servable
+from rnnkit.export import ServingModule
 
-log = logging.getLogger(__name__)
+from . import data
+from .features import SAMPLE_RATE
+from .model import classify
 
 MIN_WAV_RATE = 8_000
 MAX_WAV_RATE = 192_000
@@ -78,15 +81,16 @@ def _decode(wav: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return mono, rate
 
 
-class VoiceServing(tf.Module):
-    """The exported module: a trained Keras model plus the class names, two signatures."""
+class VoiceServing(ServingModule):
+    """The exported module: a trained Keras model plus the class names, two signatures.
+
+    Args:
+        model: the trained classifier (``model.build_model``).
+        class_names: the class names in label order.
+    """
 
     def __init__(self, model, class_names: list[str]):
-        super().__init__()
-        self.model = model
-        # Keras 3 weights wrap tf.Variables that a tf.Module does not track by itself; TF
-        # Serving's loader only restores tracked ones (keras-team/keras#20095).
-        self.model_variables = [w.value for w in model.weights]
+        super().__init__({"model": model}, name="voice_gender")
         self.class_names = tf.constant(class_names, tf.string)
 
     def _outputs(self, waveform: tf.Tensor, length: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -137,62 +141,32 @@ def warmup_requests() -> list[dict[str, np.ndarray]]:
     return out
 
 
-def export(args: argparse.Namespace) -> int:
-    """``export`` verb: ``<output>/model.keras`` -> ``<export-dir>/<version>``."""
-    from apps.voice_gender.train import load_model
-    from rnnkit.export import export_saved_model
-
-    output = Path(args.output)
-    model = load_model(output / "model.keras")
-    done = output / "train_done.json"
-    if not done.exists():
-        raise FileNotFoundError(f"{done} not found: run `rnnkit voice_gender train` first")
-    names = json.loads(done.read_text())["class_names"]
-    metrics_path = output / "reports" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-    if metrics is None:
-        log.warning("no %s: exporting without evaluation metrics", metrics_path)
-    module = VoiceServing(model, names)
-    path = export_saved_model(
-        module, args.export_dir,
-        {"serving_default": module.serve_waveform, "serving_wav": module.serve_wav},
-        version=args.version, metrics=metrics, warmup_requests=warmup_requests())
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    print(f"exported {path} ({size / 1e6:.2f} MB, classes {names})")
-    return 0
+def servable(run: Run) -> Servable:
+    """The ``export`` verb's module: the final model and the class names it was trained on."""
+    model = run.load_model()
+    module = VoiceServing(model, run.run_config()["train"]["class_names"])
+    return Servable(module, {"serving_default": module.serve_waveform,
+                             "serving_wav": module.serve_wav},
+                    warmup=warmup_requests())
 
 
-def load_audio_batch(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode files with librosa to 16 kHz mono and zero-pad them into one batch."""
-    from apps.voice_gender.data import load_audio
+def predict(export: LoadedExport, files: list[str]) -> Iterator[str]:
+    """One line per file: ``path, label, probability, status, per-class probabilities``
+    (tab-separated).
 
-    clips = [load_audio(f) for f in files]
-    width = max(1, max(len(c) for c in clips))
-    wave = np.zeros((len(clips), width), np.float32)
-    for i, c in enumerate(clips):
-        wave[i, : len(c)] = c
-    return wave, np.array([len(c) for c in clips], np.int64)
-
-
-def predict(args: argparse.Namespace) -> int:
-    """``predict`` verb: classify audio files (any format librosa reads) with an export."""
-    from rnnkit.app_cli import AppError
-    from rnnkit.export import latest_export
-
-    if not args.inputs:
-        raise AppError("give one or more audio files: rnnkit voice_gender predict FILE...")
-    missing = [f for f in args.inputs if not Path(f).is_file()]
-    if missing:
-        raise AppError(f"no such audio file: {missing[0]}")
-    model_dir = Path(args.model) if args.model else latest_export(args.export_dir)
-    fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    for f in args.inputs:  # one file per call: very different lengths waste no padding
-        wave, length = load_audio_batch([f])
-        out = fn(waveform=tf.constant(wave), length=tf.constant(length))
+    Args:
+        export: the loaded export.
+        files: audio files (any format librosa reads).
+    """
+    fn = export.signature("serving_default")
+    for path in files:  # one file per call: very different lengths waste no padding
+        clip = data.load_audio(path)  # DataError names a bad file (NaN samples too)
+        wave = np.zeros((1, max(1, len(clip))), np.float32)  # a header-only file: 0 samples
+        wave[0, : len(clip)] = clip
+        out = fn(waveform=tf.constant(wave), length=tf.constant([len(clip)], tf.int64))
         names = [n.decode() for n in out["class_names"].numpy()[0]]
         probs = out["probabilities"].numpy()[0]
         label = out["label"].numpy()[0].decode() or "-"
         status = out["status"].numpy()[0].decode()
         detail = " ".join(f"{n}={p:.3f}" for n, p in zip(names, probs))
-        print(f"{f}\t{label}\t{probs.max():.3f}\t{status}\t{detail}")
-    return 0
+        yield f"{path}\t{label}\t{probs.max():.3f}\t{status}\t{detail}"

@@ -236,3 +236,30 @@ def pitch_features(waveform: tf.Tensor, cfg: FrontEndConfig) -> tf.Tensor:
     lag = tf.cast(best + lo, tf.float32)
     log_f0 = tf.math.log(cfg.sample_rate / lag / F0_REF_HZ) / tf.math.log(2.0)
     return tf.stack([log_f0 * voicing, voicing], axis=-1)
+
+
+VOICED = 0.5  # voicing strength above which a frame's pitch counts (see clip_f0)
+MIN_VOICED_FRAMES = 10  # 0.2 s of voiced frames: fewer and the clip's F0 is "unknown"
+
+
+def clip_f0(audio: tf.Tensor, cfg: FrontEndConfig | None = None) -> tf.Tensor:
+    """Median F0 in Hz of a clip's voiced frames (0 when it has too few of them).
+
+    The same autocorrelation estimator as the model's pitch features
+    (:func:`pitch_features`): a frame counts as voiced when its voicing strength is at
+    least :data:`VOICED` (Boersma's default voicing threshold is 0.45), and the clip needs
+    :data:`MIN_VOICED_FRAMES` of them. The median ignores the odd octave error. Used to
+    measure voices (the Festival extra voices' pitch targets), not by the model.
+
+    Args:
+        audio: float32 1-D waveform at 16 kHz.
+        cfg: front-end settings (default ``FrontEndConfig()``).
+    """
+    cfg = cfg or FrontEndConfig()
+    feats = pitch_features(tf.convert_to_tensor(audio, tf.float32)[None], cfg)[0]
+    voicing = feats[:, 1]
+    voiced = voicing >= VOICED
+    log_f0 = tf.sort(tf.boolean_mask(feats[:, 0] / tf.maximum(voicing, 1e-6), voiced))
+    n = tf.size(log_f0)
+    median = tf.cond(n > 0, lambda: log_f0[n // 2], lambda: tf.constant(0.0))
+    return tf.where(n >= MIN_VOICED_FRAMES, F0_REF_HZ * tf.pow(2.0, median), 0.0)

@@ -40,6 +40,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit.errors import DataError
+
 # Bump when the voices, texts or prosody change: a new cache key and a retrain.
 EXTRA_VERSION = "festival-v3-population-f0"
 # Utterances per voice (full run): 400 clips, 85 % train and 15 % early stopping. Run 3
@@ -52,7 +54,7 @@ RATE_RANGE = (0.9, 1.12)  # Duration_Stretch factor (>1 slower), log-uniform
 # (Baken & Orlikoff, "Clinical Measurement of Speech and Voice", 2nd ed. 2000, p. 177:
 # women 165-255 Hz, men 85-155 Hz). Festival's voices come with one fixed pitch setting
 # each, and as shipped the five male voices sit at 75-114 Hz (below most men) and the
-# Finnish female at ~140 Hz (run 3, measured by `train.clip_f0`): the population they drew
+# Finnish female at ~140 Hz (run 3, measured by `features.clip_f0`): the population they drew
 # put the F0 boundary near 130 Hz, where real men speak. Spreading each voice over its
 # sex's range puts it where the published ranges meet (~160 Hz).
 TARGET_F0_HZ = {"female": (165.0, 255.0), "male": (85.0, 155.0)}
@@ -74,7 +76,7 @@ class ExtraVoice:
         encoding: the byte encoding its Festival front end reads (Festival is 8-bit).
         folder: its folder under /usr/share/festival/voices.
         natural_f0: its median F0 in Hz as shipped (60 utterances, measured with
-            ``train.clip_f0``), the base of the pitch factor; ``None`` for the HTS voices,
+            ``features.clip_f0``), the base of the pitch factor; ``None`` for the HTS voices,
             whose pitch Festival cannot move (they keep their own ~170-180 Hz).
         f0_power: how the voice's F0 responds to the factor (F0 ~ factor ** f0_power):
             2 for the Finnish voices, whose scaled targets and scaled Fujisaki range both
@@ -117,7 +119,7 @@ EXTRA_VOICES: tuple[ExtraVoice, ...] = (
 FESTIVAL_PACKAGES = ("festival",) + tuple(v.package for v in EXTRA_VOICES)
 
 
-class FestivalError(RuntimeError):
+class FestivalError(DataError):
     """Festival or a voice is missing, or synthesis failed; the message names the fix."""
 
 

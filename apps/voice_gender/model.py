@@ -7,8 +7,8 @@ KerasHub-style split:
   standardisation of the log-mel values over the valid frames so that loudness does not
   matter;
 * backbone      per-frame ``Dense`` projection -> :class:`rnnkit.SimpleRecurrentLayer` over
-  time (the mask makes it skip the zero padding of shorter clips) -> :class:`MaskedPooling`
-  (mean and max over the valid frames only);
+  time (the mask makes it skip the zero padding of shorter clips) ->
+  :class:`rnnkit.modeling.pooling.MaskedPooling` (mean then max over the valid frames only);
 * task head     dropout -> ``Dense`` -> softmax over the classes.
 
 The network is trained on crops of at most :data:`WINDOW_SECONDS`; :func:`classify`
@@ -27,8 +27,10 @@ import math
 import keras
 import tensorflow as tf
 
-from apps.voice_gender.features import FrontEndConfig, log_mel, mel_filter_bank, pitch_features
 from rnnkit import SimpleRecurrentLayer
+from rnnkit.modeling.pooling import MaskedPooling
+
+from .features import FrontEndConfig, log_mel, mel_filter_bank, pitch_features
 
 WINDOW_SECONDS = 4.0  # training crop and inference window
 HOP_SECONDS = 2.0  # inference window hop (50% overlap)
@@ -70,32 +72,6 @@ class LogMelFrontEnd(keras.layers.Layer):
         return {**super().get_config(), "frontend": self.cfg.to_dict()}
 
 
-@keras.saving.register_keras_serializable(package="voice_gender")
-class MaskedPooling(keras.layers.Layer):
-    """(sequence (B, T, H), mask (B, T)) -> (B, 2H): mean and max over valid steps only.
-
-    A row without valid steps pools to zeros (instead of NaN / -inf).
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True  # the mask is consumed here (explicit argument)
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-    def call(self, seq, mask):
-        weight = tf.cast(mask, seq.dtype)[:, :, None]
-        count = tf.reduce_sum(weight, axis=1)
-        mean = tf.reduce_sum(seq * weight, axis=1) / tf.maximum(count, 1.0)
-        masked = tf.where(weight > 0, seq, tf.fill(tf.shape(seq), tf.constant(-1e9, seq.dtype)))
-        peak = tf.where(count > 0, tf.reduce_max(masked, axis=1), tf.zeros_like(mean))
-        return tf.concat([mean, peak], axis=-1)
-
-    def compute_output_shape(self, seq_shape, mask_shape=None):
-        return (seq_shape[0], 2 * seq_shape[-1])
-
-
 def build_model(
     num_classes: int,
     *,
@@ -123,7 +99,7 @@ def build_model(
     feats, mask = LogMelFrontEnd(frontend, name="log_mel")(waveform, length)
     x = keras.layers.Dense(proj, activation="relu", name="frame_proj")(feats)
     x = SimpleRecurrentLayer(units, return_sequences=True, seed=seed, name="rnn")(x, mask=mask)
-    x = MaskedPooling(name="pool")(x, mask)
+    x = MaskedPooling(("mean", "max"), name="pool")(x, mask=mask)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     x = keras.layers.Dense(64, activation="relu", name="hidden")(x)
     probs = keras.layers.Dense(num_classes, activation="softmax", name="classes")(x)
