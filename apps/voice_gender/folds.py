@@ -5,8 +5,8 @@ the others. The unit that is assigned is the speaker's ``group`` (speakers who m
 voice: one game cast without a cast list is one group), so a voice can never be on both sides
 of a fold. Groups are placed greedily, the ones holding the scarcer sex first, each into the
 fold where it adds least imbalance over the counts of female speakers, male speakers, speakers
-of each source, of each (sex, source) pair and speakers in all (sex weighted highest); ties go to a seeded random fold, so
-a seed gives the same folds on every machine.
+of each source, of each (sex, source) pair and speakers in all (sex weighted highest); ties
+go to a seeded random fold, so a seed gives the same folds on every machine.
 
 :func:`check_folds` is the guard the evaluation runs before it trains anything: it raises
 :class:`FoldLeakError` when a speaker (or a group) is on both sides of a fold, missing from a
@@ -114,23 +114,26 @@ def grouped_folds(speakers: Sequence[SpeakerLike], k: int, seed: int = 1337) -> 
     members: list[list[str]] = [[] for _ in range(k)]
     for g in names:
         add = counts(groups[g])
-
-        def cost(i: int) -> float:
-            # Increase of the weighted squared distance from the per-fold targets.
-            c = fold_counts[i]
-            return sum(w * ((c[key] + add[key] - targets[key]) ** 2 - (c[key] - targets[key]) ** 2)
-                       for key, w in weights.items())
-
         order = list(range(k))
         rng.shuffle(order)
-        best = min(order, key=cost)
+        best = min(order, key=lambda i, add=add: _added_cost(fold_counts[i], add, targets, weights))
         fold_counts[best] += add
         members[best].extend(s.id for s in groups[g])
 
     all_ids = set(ids)
-    folds = [Fold(i, tuple(sorted(m)), tuple(sorted(all_ids - set(m)))) for i, m in enumerate(members)]
+    folds = [Fold(i, tuple(sorted(m)), tuple(sorted(all_ids - set(m))))
+             for i, m in enumerate(members)]
     check_folds(folds, speakers)
     return folds
+
+
+def _added_cost(current: Counter, add: Counter, targets: dict, weights: dict) -> float:
+    # Increase of the weighted squared distance from the per-fold targets if `add` joins.
+    total = 0.0
+    for key, w in weights.items():
+        before = current[key] - targets[key]
+        total += w * ((before + add[key]) ** 2 - before ** 2)
+    return total
 
 
 def check_folds(folds: Sequence[Fold], speakers: Sequence[SpeakerLike]) -> None:

@@ -27,11 +27,12 @@ RESERVED_PACKAGES = ("codec2-examples",)
 
 KLETTRES_HANDBOOK = "klettres-data: usr/share/doc/HTML/en/klettres/index.docbook"
 KLETTRES_GIT = "KDE klettres git history (github.com/KDE/klettres)"
-DRASCULA_TEXT = "drascula: usr/share/scummvm/drascula/en/drascula.dat (the game's text, all languages)"
+DRASCULA_TEXT = ("drascula: usr/share/scummvm/drascula/en/drascula.dat "
+                 "(the game's text, all languages)")
 DRASCULA_TALK = "ScummVM engines/drascula/talk.cpp (file prefix of each talk_* function)"
 QUEEN_DATA = "flight-of-the-amazon-queen: queen.1c"
-QUEEN_TALK = ("ScummVM engines/queen/talk.cpp (a dialogue file's lines play '<talkKey><id>P<n>' for "
-              "the person talked to and '...J<n>' for Joe)")
+QUEEN_TALK = ("ScummVM engines/queen/talk.cpp (a dialogue file's lines play "
+              "'<talkKey><id>P<n>' for the person talked to and '...J<n>' for Joe)")
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,9 @@ def _drascula(cast: str, character: str, sex: str, document: str, note: str = ""
 
 
 FILLETS_SCRIPT = "fillets-ng-data: usr/share/games/fillets-ng/script"
-_FILLETS_SMALL = (f"{FILLETS_SCRIPT}/bathroom/dialogs_cs.lua lines 50-51: the small fish (file "
-                  "code 'm') says 'Viděla jsem tu hodně zbytečností' (Czech feminine past tense; "
-                  "16 such first-person forms in her Czech lines, no masculine one)")
+_FILLETS_SMALL = (f"{FILLETS_SCRIPT}/bathroom/dialogs_cs.lua lines 50-51: the small fish "
+                  "(file code 'm') says 'Viděla jsem tu hodně zbytečností' (Czech feminine "
+                  "past tense; 16 such first-person forms in her Czech lines, no masculine one)")
 _FILLETS_BIG = (f"{FILLETS_SCRIPT}/cave/dialogs_cs.lua lines 26-27: the big fish (file code 'v') "
                 "says 'Myslel jsem, že je to jen kámen' (Czech masculine past tense; 12 such "
                 "first-person forms in his Czech lines, no feminine one)")
@@ -102,69 +103,70 @@ _CAST_NOTE = ("no cast list ships with the game, and one actor may voice several
 _DRASCULA_CHARACTERS = (
     # (character, file prefix, sex, document)
     ("hacker", "", "male",
-     f"{DRASCULA_TALK}: talk() plays '<n>.als' with _text (John Hacker, the player); "
+     (f"{DRASCULA_TALK}: talk() plays '<n>.als' with _text (John Hacker, the player); "
      f"{DRASCULA_TEXT}: his Spanish line 'ESTOY PREPARADO PARA ENFRENTARME A SU PRUEBA' "
-     "(masculine 'preparado'); B.J.: 'OH JOHNNY, HONEY, THANK GOD YOU'RE HERE'"),
+     "(masculine 'preparado'); B.J.: 'OH JOHNNY, HONEY, THANK GOD YOU'RE HERE'")),
     ("bj", "BJ", "female",
-     f"{DRASCULA_TALK}: talk_bj/talk_bj_bed play 'BJ<n>.als' with _textbj; "
+     (f"{DRASCULA_TALK}: talk_bj/talk_bj_bed play 'BJ<n>.als' with _textbj; "
      f"{DRASCULA_TEXT}: 'B.J. IS IN THERE... SHE IS A REALLY HOT CHICK!', "
-     "'WHY DID YOU TAKE MY ONLY LOVE, B.J., AWAY FROM ME?. LIFE HAS NO MEANING FOR ME WITHOUT HER'"),
+     "'WHY DID YOU TAKE MY ONLY LOVE, B.J., AWAY FROM ME?. LIFE HAS NO MEANING FOR ME "
+     "WITHOUT HER'")),
     ("d", "D", "male",
-     f"{DRASCULA_TALK}: 'd<n>.als' is Drascula (talk_drascula), and also the blind man "
+     (f"{DRASCULA_TALK}: 'd<n>.als' is Drascula (talk_drascula), and also the blind man "
      "(talk_blind, from TEXTD_START = 68) and a few lines of John (talk_hacker, talk_trunk); "
      f"{DRASCULA_TEXT}: 'YOU HAVE TO BE EXTRA CAREFUL WITH DRASCULA, HIS FRISISNOTIC POWERS HAVE "
      "MADE OF HIM THE MOST POWERFUL VAMPIRE', 'YO SOY EL MALO Y SOY TODO LO MACHISTA QUE QUIERA', "
-     "'IT'S A BLIND MAN WHO CAN'T SEE'"),
+     "'IT'S A BLIND MAN WHO CAN'T SEE'")),
     ("igor", "I", "male",
-     f"{DRASCULA_TALK}: talk_igor plays 'I<n>.als'; {DRASCULA_TEXT}: 'IGOR LISTEN CAREFULLY MAN, "
-     "WE ARE GOING TO START WITH PHASE NUMBER ONE OF MY PLAN TO CONQUER THE WORLD'"),
+     (f"{DRASCULA_TALK}: talk_igor plays 'I<n>.als'; {DRASCULA_TEXT}: 'IGOR LISTEN CAREFULLY MAN, "
+     "WE ARE GOING TO START WITH PHASE NUMBER ONE OF MY PLAN TO CONQUER THE WORLD'")),
     ("vonbraun", "VB", "male",
-     f"{DRASCULA_TALK}: talk_vonBraun plays 'VB<n>.als'; {DRASCULA_TEXT}: 'JOHN HACKER? SOY EL "
-     "DOCTOR VON BRAUN', 'WHO IS THIS GUY NAMED VON BRAUN?'"),
+     (f"{DRASCULA_TALK}: talk_vonBraun plays 'VB<n>.als'; {DRASCULA_TEXT}: 'JOHN HACKER? SOY EL "
+     "DOCTOR VON BRAUN', 'WHO IS THIS GUY NAMED VON BRAUN?'")),
     ("pianist", "P", "male",
-     f"{DRASCULA_TALK}: talk_pianist plays 'P<n>.als'; {DRASCULA_TEXT}: 'EL PIANISTA NO ESTA', "
-     "'QUE HA PASADO CON EL PIANISTA?' (masculine article)"),
+     (f"{DRASCULA_TALK}: talk_pianist plays 'P<n>.als'; {DRASCULA_TEXT}: 'EL PIANISTA NO ESTA', "
+     "'QUE HA PASADO CON EL PIANISTA?' (masculine article)")),
     ("drunk", "B", "male",
-     f"{DRASCULA_TALK}: talk_drunk plays 'B<n>.als'; {DRASCULA_TEXT}: 'YO ERA EL BORRACHO DEL "
-     "PUEBLO' (masculine article)"),
+     (f"{DRASCULA_TALK}: talk_drunk plays 'B<n>.als'; {DRASCULA_TEXT}: 'YO ERA EL BORRACHO DEL "
+     "PUEBLO' (masculine article)")),
     ("bartender", "T", "male",
-     f"{DRASCULA_TALK}: talk_bartender plays 'T<n>.als'; {DRASCULA_TEXT}: 'EL TABERNERO NO COMPRA "
-     "MAS PARTITURAS' (masculine article)"),
+     (f"{DRASCULA_TALK}: talk_bartender plays 'T<n>.als'; {DRASCULA_TEXT}: 'EL TABERNERO NO COMPRA "
+     "MAS PARTITURAS' (masculine article)")),
     ("werewolf", "L", "male",
-     f"{DRASCULA_TALK}: talk_werewolf plays 'L<n>.als'; {DRASCULA_TEXT}: 'AHHH, UN HOMBRE LOBO!' "
-     "(hombre lobo: wolf man)"),
+     (f"{DRASCULA_TALK}: talk_werewolf plays 'L<n>.als'; {DRASCULA_TEXT}: 'AHHH, UN HOMBRE LOBO!' "
+     "(hombre lobo: wolf man)")),
 )
 
 # Flight of the Amazon Queen: (character, dialogue files whose person lines are theirs, sex,
 # document). Joe's lines are every dialogue's J lines plus the JOE*.SB descriptions.
 _QUEEN_CHARACTERS = (
     ("joe", (), "male",
-     f"{QUEEN_TALK}; Joe's own line in {QUEEN_DATA} C18A.CUT 'Just because I'm a guy?'; "
-     "FRANK.DOG 'The answer is quite simple Mr. King.'"),
+     (f"{QUEEN_TALK}; Joe's own line in {QUEEN_DATA} C18A.CUT 'Just because I'm a guy?'; "
+     "FRANK.DOG 'The answer is quite simple Mr. King.'")),
     ("faye", ("FAYE2.DOG", "FAYE3.DOG", "FAYE4.DOG", "FAYE5.DOG", "FAYE6.DOG"), "female",
-     f"{QUEEN_DATA} C70D.CUT 'I will fly Faye to the Amazon for her photo shoot'; SPARKY3.DOG "
-     "'Where's Faye?! I told you to look after her!'"),
+     (f"{QUEEN_DATA} C70D.CUT 'I will fly Faye to the Amazon for her photo shoot'; SPARKY3.DOG "
+     "'Where's Faye?! I told you to look after her!'")),
     ("azura", ("PRIN1.DOG", "PRIN2.DOG", "PRIN4.DOG"), "female",
-     f"{QUEEN_DATA} PRIN2.DOG (Joe) 'Don't worry Azura, I'll get us out of this mess.'; "
-     "BOB5.DOG 'But Princess Azura may die if we don't help her.'"),
+     (f"{QUEEN_DATA} PRIN2.DOG (Joe) 'Don't worry Azura, I'll get us out of this mess.'; "
+     "BOB5.DOG 'But Princess Azura may die if we don't help her.'")),
     ("naomi", ("NAOMI.DOG", "NAOMI2.DOG"), "female",
-     f"{QUEEN_DATA} C21P.CUT 'Naomi likes flowers and all, but she's allergic to that "
-     "particular type.'"),
+     (f"{QUEEN_DATA} C21P.CUT 'Naomi likes flowers and all, but she's allergic to that "
+     "particular type.'")),
     ("lola", ("LOLA1.DOG",), "female",
-     f"{QUEEN_DATA} LARIS.DOG 'That key belongs to Miss Lola and she doesn't like strangers "
-     "dropping in on her.'"),
+     (f"{QUEEN_DATA} LARIS.DOG 'That key belongs to Miss Lola and she doesn't like strangers "
+     "dropping in on her.'")),
     ("marylou", ("TAM1.DOG", "TAM2.DOG", "TAM3.DOG", "TAM4.DOG"), "female",
-     f"{QUEEN_DATA} TAM1.DOG (her own line) 'Howdy Joe, I'm Mary-Lou Cook. My husband Jimmy "
-     "and I run this mission.'; TAM4.DOG (Joe) 'Hello Mary-Lou.'"),
+     (f"{QUEEN_DATA} TAM1.DOG (her own line) 'Howdy Joe, I'm Mary-Lou Cook. My husband Jimmy "
+     "and I run this mission.'; TAM4.DOG (Joe) 'Hello Mary-Lou.'")),
     ("frank", ("FRANK.DOG",), "male",
-     f"{QUEEN_DATA} C69G.CUT 'With Frank gone, the world is a much safer place. If only he'd "
-     "used his powers for niceness'"),
+     (f"{QUEEN_DATA} C69G.CUT 'With Frank gone, the world is a much safer place. If only he'd "
+     "used his powers for niceness'")),
     ("sparky", tuple(f"SPARKY{i}.DOG" for i in range(1, 9)), "male",
-     f"{QUEEN_DATA} C3G.CUT (his reply) 'I'm a grown man Joe, so treat me like one!'; C69A.CUT "
-     "'Joe, what have you done to Sparky?! ... I think I just turned him into a dinosaur'"),
+     (f"{QUEEN_DATA} C3G.CUT (his reply) 'I'm a grown man Joe, so treat me like one!'; C69A.CUT "
+     "'Joe, what have you done to Sparky?! ... I think I just turned him into a dinosaur'")),
     ("chief", ("CHIEF1.DOG", "CHIEF2.DOG", "CHIEF3.DOG", "CHIEF4.DOG"), "male",
-     f"{QUEEN_DATA} BOB3.DOG 'The Chief's our local expert, try asking him.'; BOB1.DOG 'She "
-     "lives in a house with her dad the chief.'"),
+     (f"{QUEEN_DATA} BOB3.DOG 'The Chief's our local expert, try asking him.'; BOB1.DOG 'She "
+     "lives in a house with her dad the chief.'")),
 )
 # Dialogue file -> character, for the reader.
 QUEEN_DIALOGUES = {dog: character for character, dogs, _, _ in _QUEEN_CHARACTERS for dog in dogs}
@@ -177,7 +179,8 @@ SPEAKERS: tuple[Speaker, ...] = (
     # ---- Fish Fillets NG: one actor per language and fish (the app's original data).
     *(Speaker(f"fillets-{lang}-{sex}", "fillets", f"fillets-ng-data-{lang}", lang, sex,
               doc, f"fillets-{lang}-{sex}", _FILLETS_NOTE)
-      for lang in ("cs", "nl") for sex, doc in (("female", _FILLETS_SMALL), ("male", _FILLETS_BIG))),
+      for lang in ("cs", "nl")
+      for sex, doc in (("female", _FILLETS_SMALL), ("male", _FILLETS_BIG))),
     # ---- KLettres: letters and syllables, one credited recorder per language.
     _klettres("cs", "female",
               f"{KLETTRES_HANDBOOK} line 615 'Czech sounds: Eva Mikulčíková'; the same credit in "

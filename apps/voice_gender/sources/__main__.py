@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     speakers = sources.fold_speakers(clips)
     print(folds.describe(folds.grouped_folds(speakers, args.folds, args.seed), speakers))
-    print(f"\n{len(clips)} clips from {len(speakers)} speakers, fetched and decoded in {took:.1f} s",
-          file=sys.stderr)
+    print(f"\n{len(clips)} clips from {len(speakers)} speakers, fetched and decoded in "
+          f"{took:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -46,7 +46,8 @@ def read_index(data: bytes) -> dict[str, tuple[int, int]]:
         SourceError: not a rebuilt (``QTBL``) resource file, or an entry outside the file.
     """
     if data[:4] != b"QTBL":
-        raise SourceError(f"{RESOURCE.name}: no QTBL magic; not a rebuilt Amazon Queen resource file")
+        raise SourceError(f"{RESOURCE.name}: no QTBL magic; not a rebuilt Amazon Queen "
+                          "resource file")
     (count,) = struct.unpack_from(">H", data, 13)
     index = {}
     for i in range(count):
