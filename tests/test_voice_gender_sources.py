@@ -202,3 +202,11 @@ def test_real_clips_cover_every_documented_speaker():
     assert "`klettres-cs`" in table and "Eva Mikulčíková" in table
     with pytest.raises(base.SourceError, match="unknown voice source"):
         sources.real_clips(["nonsense"])
+    # One clip of each source through the record and builder-row conversions.
+    sample = [next(c for c in clips if c.source == name) for name in sources.READERS]
+    for (audio, label, spk, source, language), c in zip(sources.records(sample), sample):
+        assert audio.dtype == np.float32 and audio.ndim == 1 and len(audio) > 1600
+        assert (label, spk, source, language) == (c.label, c.speaker, c.source, c.language)
+    rows = sources.as_data_clips(sample)
+    assert [(r.path, r.label, r.speaker, r.group) for r in rows] == \
+        [(c.path, c.label, c.speaker, c.source) for c in sample]
