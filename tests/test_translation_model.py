@@ -1,6 +1,7 @@
 """Translation model: the in-graph codec, a short real training whose loss falls, in-graph
 greedy/beam decoding against a numpy reference decoder on the same weights, the export
-reloaded in a fresh process (rnnkit blocked) with bad inputs, and the CLI end to end."""
+reloaded in a fresh process (rnnkit blocked) with bad inputs, the gradient probe, and the
+CLI end to end (another app's export refused)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,23 @@ import pytest
 import tensorflow as tf
 from reference_decoders import ref_beam, ref_greedy
 
-from apps.translation import data
 from apps.translation import train as T
+from apps.translation.app import TranslationApp, main
 from apps.translation.model import (
     END,
-    SOURCE_SPECIALS,
+    SOURCE_END,
     START,
-    TARGET_SPECIALS,
+    UNK,
     TextCodec,
     detokenize,
+    make_translate_fn,
+    max_output_length,
     tokenize,
 )
+from rnnkit.modeling.vocabulary import Vocabulary
 
-SMALL = dict(embedding_dim=32, encoder_units=32, decoder_units=64, learning_rate=3e-3)
+SMALL = ["--embedding-dim", "32", "--encoder-units", "32", "--decoder-units", "64",
+         "--learning-rate", "3e-3"]
 
 
 def _strings(t):
@@ -51,13 +56,14 @@ def test_detokenize():
 
 
 def test_codec_copy_ids_and_decoding():
-    src_vocab = SOURCE_SPECIALS + ["abre", "el"]
-    tgt_vocab = TARGET_SPECIALS + ["Opens", "the", ".", "42"]
+    src_vocab = Vocabulary(["abre", "el"])
+    tgt_vocab = Vocabulary(["Opens", "the", ".", "42"])
     V = len(tgt_vocab)
     codec = TextCodec(src_vocab, tgt_vocab)
     enc = codec.encode_source(tf.constant(["Abre el Navegador 42 ."]))
-    assert _strings(enc["tokens"][0]) == ["Abre", "el", "Navegador", "42", ".", "</s>"]
-    assert enc["ids"][0].numpy().tolist() == [1, 4, 1, 1, 1, 2]  # unknowns -> <unk>=1
+    assert _strings(enc["tokens"][0]) == ["Abre", "el", "Navegador", "42", ".", SOURCE_END]
+    el = src_vocab.stoi["el"]
+    assert enc["ids"][0].numpy().tolist() == [UNK, el, UNK, UNK, UNK, END]  # unknowns -> <unk>
     # Copy ids: English vocabulary id when English has the word, else V + position.
     assert enc["ext"][0].numpy().tolist() == [V + 0, V + 1, V + 2, 7, 6, END]
     dec = codec.encode_target(tf.constant(["Opens the Navigator 42 ."]), enc["tokens"])
@@ -74,12 +80,17 @@ def test_codec_copy_ids_and_decoding():
 # --------------------------------------------------------------------------- training
 
 
+def _run(verb: str, *args: str):
+    return TranslationApp().parse([verb, *args])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    summary = T.train(data.parse_spec("help"), out, epochs=4, batch_size=32, seed=3,
-                      limit=400, patience=10, overrides=SMALL)
-    model, codec, vocab = T.load_trained(out)
+    run = _run("train", "--output", str(out), "--epochs", "4", "--batch-size", "32",
+               "--seed", "3", "--limit", "400", "--patience", "10", *SMALL)
+    summary = T.train(run)
+    model, codec = T.load_trained(run)
     return out, summary, model, codec
 
 
@@ -98,7 +109,7 @@ def _np_weights(model):
         "emb": g(model.target_embedding.embeddings),
         "Wx": g(model.decoder.cell.kernel), "Wh": g(model.decoder.cell.recurrent_kernel),
         "b": g(model.decoder.cell.bias),
-        "Wq": g(model.attention_query.kernel),
+        "Wq": g(model.attention.query_projection.kernel),
         "Wc": g(model.combine.kernel), "bc": g(model.combine.bias),
         "Wo": g(model.vocab_logits.kernel), "bo": g(model.vocab_logits.bias),
         "Wg": g(model.copy_gate.kernel), "bg": g(model.copy_gate.bias),
@@ -136,9 +147,9 @@ def test_in_graph_decoding_matches_numpy_reference(trained):
     h0, (mem, mask, ext) = model.decode_context(enc["ids"], enc["ext"])
     w = _np_weights(model)
     V = codec.target_size
-    max_len = T.max_output_length(enc["length"]).numpy()
-    greedy = T.make_translate_fn(model, codec, beam_width=1)(tf.constant(texts))
-    beam = T.make_translate_fn(model, codec, beam_width=3, length_penalty=0.6)(tf.constant(texts))
+    max_len = max_output_length(enc["length"]).numpy()
+    greedy = make_translate_fn(model, codec, beam_width=1)(tf.constant(texts))
+    beam = make_translate_fn(model, codec, beam_width=3, length_penalty=0.6)(tf.constant(texts))
     for i in range(len(texts)):
         m, mk, ex = mem[i].numpy().astype(np.float64), mask[i].numpy(), ext[i].numpy()
 
@@ -181,11 +192,11 @@ print(json.dumps({
 
 
 @pytest.mark.slow
-def test_export_reloads_in_fresh_process_and_handles_bad_inputs(trained, tmp_path):
-    from apps.translation.export import export
-
+def test_export_reloads_in_fresh_process_and_handles_bad_inputs(trained, tmp_path, capsys):
     out, _, _, _ = trained
-    path = export(out, tmp_path / "sm")
+    assert main(["export", "--output", str(out), "--export-dir", str(tmp_path / "sm")]) == 0
+    assert "MiB" in capsys.readouterr().out
+    path = tmp_path / "sm" / "1"
     assert path.name == "1" and (path / "assets.extra" / "tf_serving_warmup_requests").exists()
     from rnnkit.servable import check_servable
 
@@ -201,7 +212,7 @@ def test_export_reloads_in_fresh_process_and_handles_bad_inputs(trained, tmp_pat
     assert all(np.isfinite(got["score"]))
     # The 1,000-word input is cut to 200 tokens; output at most 300 tokens.
     assert got["token_scores_shape"][1] <= 300
-    assert got["src"][-1] == "</s>" and got["att_shape"][2] == len(got["src"])
+    assert got["src"][-1] == SOURCE_END and got["att_shape"][2] == len(got["src"])
     assert got["att_shape"][1] == len(got["words"])
 
 
@@ -209,11 +220,28 @@ def test_export_reloads_in_fresh_process_and_handles_bad_inputs(trained, tmp_pat
 
 
 @pytest.mark.slow
-def test_cli_end_to_end(tmp_path, capsys):
-    from apps.translation.cli import main
+def test_gradient_probe_measures_both_recurrent_layers(trained):
+    from rnnkit.gradient_flow import gradient_flow
 
+    out, _, model, _ = trained
+    probe = TranslationApp().gradient_probe(_run("evaluate", "--output", str(out),
+                                                 "--limit", "400"))
+    assert probe.inputs[0].shape[0] == 32 and probe.targets.shape == probe.inputs[3].shape
+    nll = probe.model(probe.inputs)
+    assert float(probe.loss(probe.targets, nll)) > 0
+    flow = gradient_flow(probe.model, probe.inputs, probe.targets, loss_fn=probe.loss)
+    names = " ".join(layer.name for layer in flow.layers)
+    assert "encoder" in names and "decoder" in names, names
+    assert np.isfinite(flow.loss)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path, capsys):
     run, sm = tmp_path / "run", tmp_path / "sm"
     small = ["--embedding-dim", "32", "--encoder-units", "32", "--decoder-units", "48"]
+    # Before training: a clear error naming the missing model, not a traceback.
+    assert main(["evaluate", "--limit", "200", "--output", str(run)]) == 2
+    assert "run `rnnkit translation train` first" in capsys.readouterr().err
     assert main(["prepare", "--limit", "200"]) == 0
     assert "kept" in capsys.readouterr().out
     assert main(["train", "--limit", "200", "--epochs", "1", "--output", str(run), *small]) == 0
@@ -224,7 +252,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     for key in ("greedy", "beam", "translation_memory"):
         assert set(metrics[key]) >= {"bleu_cased", "bleu_lowercased", "chrf"}
     assert metrics["test_pairs"] == 200
-    for png in ("curves.png", "attention.png"):
+    for png in ("training_curves.png", "attention.png"):
         assert (run / "reports" / png).stat().st_size > 1000
     assert main(["export", "--output", str(run), "--export-dir", str(sm)]) == 0
     assert main(["predict", "--export-dir", str(sm), "--plot", str(tmp_path / "a.png"),
@@ -234,3 +262,25 @@ def test_cli_end_to_end(tmp_path, capsys):
     # Bad input: a clear error, exit code 2.
     assert main(["train", "--data", "anki:/nope.txt", "--output", str(run)]) == 2
     assert "anki file not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_refuses_another_apps_text_export(tmp_path, capsys):
+    """An export whose serving_default also takes ``text`` but has no translation output
+    (the sentiment export's layout) is refused with one error line, not a KeyError."""
+    from rnnkit.export import export_saved_model
+
+    class Labeller(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, text):
+            probability = tf.sigmoid(tf.cast(tf.strings.length(text), tf.float32) - 5.0)
+            label = tf.where(probability >= 0.5, "positive", "negative")
+            return {"label": label, "probability": probability}
+
+    module = Labeller()
+    path = export_saved_model(module, tmp_path / "sentiment", {"serving_default": module.serve},
+                              check=False)
+    assert main(["predict", "--model", str(path), "Abre el documento."]) == 2
+    err = capsys.readouterr().err
+    assert "not a translation export" in err and "translation" in err
+    assert "Traceback" not in err

@@ -2,6 +2,6 @@
 
 import sys
 
-from apps.translation.cli import main
+from rnnkit.cli import main
 
-sys.exit(main())
+sys.exit(main(["translation", *sys.argv[1:]]))

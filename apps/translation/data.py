@@ -36,6 +36,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from rnnkit.atomic import atomic_write_json
+from rnnkit.errors import DataError
 from rnnkit.fetch import apt_package
 from rnnkit.libreoffice_help import help_paragraphs, help_text_root
 from rnnkit.paths import cache_dir, tfds_dir
@@ -43,6 +44,7 @@ from rnnkit.paths import cache_dir, tfds_dir
 __all__ = [
     "LENGTH_BOUNDS",
     "SPLIT_FRACTIONS",
+    "DataError",
     "DataSpec",
     "TranslationPairs",
     "anki_pairs",
@@ -65,10 +67,6 @@ BIBLE_LENGTH_BOUNDS = {"target_words": (2, 40), "source_words": (1, 50), "max_ra
 SPLIT_FRACTIONS = {"test": 0.08, "validation": 0.05}
 
 HELP_VERSION = None  # the Debian candidate (4:7.4.7-1+deb12u14 on bookworm)
-
-
-class DataError(ValueError):
-    """A data spec or data file the user gave is unusable; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Signatures (``saved_models/translation/<N>/``):
     (length-normalised log-probability of the beam), ``token_scores`` float ``[B, T]``
     (log-probability of each output token; 0 after the end).
 ``attention``
-    input ``text`` -> ``translation``, ``source_tokens`` string ``[B, S]`` (``</s>`` closes
+    input ``text`` -> ``translation``, ``source_tokens`` string ``[B, S]`` (``<end>`` closes
     each source), ``output_tokens`` string ``[B, T]`` and ``attention`` float ``[B, T, S]``.
 
 Defined answers: an empty (or all-blank) input gives ``""``; inputs are cut to 200
@@ -17,40 +17,52 @@ with U+FFFD; words the model does not know (any script) are copied from the sour
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from apps.translation.model import TextCodec, Translator
-from apps.translation.train import BEAM_WIDTH, LENGTH_PENALTY, load_trained, make_translate_fn
-from rnnkit.export import export_saved_model
+from rnnkit.app import LoadedExport, Run, Servable
+from rnnkit.errors import ModelError
+from rnnkit.export import ServingModule
+
+from .figures import plot_attention
+from .model import BEAM_WIDTH, LENGTH_PENALTY, TextCodec, Translator, make_translate_fn
+from .train import load_trained
+
+#: The outputs ``predict`` reads from ``serving_default``.
+OUTPUTS = ("translation", "score")
+#: Keys of reports/metrics.json kept in the export's card.
+METRICS_KEYS = ("app", "data", "test_pairs", "greedy", "beam", "translation_memory",
+                "parameters")
+WARMUP_TEXTS = ["Abre un documento nuevo.", "Vaya a Ver ▸ Barra de herramientas"]
 
 
-class TranslationServable(tf.Module):
-    """The exported module: the trained network, the codec tables and two signatures."""
+class TranslationServing(ServingModule):
+    """The exported module: the trained network, the codec tables and two signatures.
+
+    Args:
+        model: the trained translator.
+        codec: its codec (its lookup tables are tracked with the module).
+        beam_width: beam search width.
+        length_penalty: GNMT alpha.
+    """
 
     def __init__(self, model: Translator, codec: TextCodec, beam_width: int = BEAM_WIDTH,
                  length_penalty: float = LENGTH_PENALTY) -> None:
-        super().__init__(name="translation")
-        # Keras 3 variables wrap tf.Variables that tf.Module does not track on its own;
-        # without this TF Serving's loader cannot restore them (keras-team/keras#20095).
-        # The Keras model itself is deliberately NOT an attribute: it would save every
-        # weight a second time (its own object graph) and double the export's size.
-        self.model_variables = [w.value for w in model.weights]
+        super().__init__({"model": model}, name="translation")
         self.codec = codec
         self._translate = make_translate_fn(model, codec, beam_width, length_penalty)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serve(self, text):
+    def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         res = self._translate(text)
         return {"translation": res["translation"], "score": res["score"],
                 "token_scores": res["token_scores"]}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serve_attention(self, text):
+    def serve_attention(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         res = self._translate(text)
         words = self.codec.words(res["tokens"], res["lengths"], res["source_tokens"],
                                  res["attention"])
@@ -58,22 +70,39 @@ class TranslationServable(tf.Module):
                 "output_tokens": words, "attention": res["attention"]}
 
 
-def export(output: Path, export_base: Path, version: int | None = None) -> Path:
-    """Export the trained model of run folder ``output`` as ``export_base/<version>``.
+def servable(run: Run) -> Servable:
+    """The ``export`` verb's module for the trained model of ``run``."""
+    model, codec = load_trained(run)
+    module = TranslationServing(model, codec)
+    return Servable(module, {"serving_default": module.serve,
+                             "attention": module.serve_attention},
+                    warmup=[{"text": np.array(WARMUP_TEXTS, dtype=object)}],
+                    metrics_keys=METRICS_KEYS)
 
-    The evaluate metrics (``<output>/reports/metrics.json``), when present, are copied to
-    ``assets.extra/metrics.json``; a warmup request is written for TF Serving.
+
+def predict(export: LoadedExport, texts: list[str], plot: str | Path | None = None
+            ) -> Iterator[str]:
+    """One line per text: the translation and its score; optionally the attention heat
+    map of the first text.
+
+    Raises:
+        ModelError: the export's ``serving_default`` lacks a translation output (an export
+            of another app that also takes ``text``).
     """
-    model, codec, _ = load_trained(output)
-    module = TranslationServable(model, codec)
-    metrics_path = Path(output) / "reports" / "metrics.json"
-    metrics: dict[str, Any] | None = None
-    if metrics_path.exists():
-        full = json.loads(metrics_path.read_text())
-        metrics = {k: full[k] for k in ("data", "test_pairs", "greedy", "beam",
-                                        "translation_memory", "parameters") if k in full}
-    warmup = [{"text": np.array([b"Abre un documento nuevo.", b"Vaya a Ver \xe2\x96\xb8 Barra de herramientas"])}]
-    return export_saved_model(
-        module, export_base,
-        signatures={"serving_default": module.serve, "attention": module.serve_attention},
-        version=version, metrics=metrics, warmup_requests=warmup)
+    fn = export.signature()
+    missing = [k for k in OUTPUTS if k not in fn.structured_outputs]
+    if missing:
+        raise ModelError(f"{export.path} is not a translation export: its serving_default "
+                         f"returns {', '.join(sorted(fn.structured_outputs))}, not "
+                         f"{', '.join(missing)}")
+    out = fn(text=tf.constant(texts))
+    for translation, score in zip(out["translation"].numpy(), out["score"].numpy()):
+        yield f"{translation.decode('utf-8')}\t(score {score:.3f})"
+    if plot:
+        att = export.signature("attention")(text=tf.constant(texts[:1]))
+        source = [t.decode() for t in att["source_tokens"][0].numpy() if t]
+        words = [t.decode() for t in att["output_tokens"][0].numpy() if t]
+        weights = np.asarray(att["attention"][0])[: len(words), : len(source)]
+        plot_attention(source, words, weights, plot,
+                       title=att["translation"][0].numpy().decode())
+        yield f"attention heatmap: {plot}"

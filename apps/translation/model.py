@@ -5,6 +5,10 @@ Preprocessor (:class:`TextCodec`, core ``tf.strings`` / ``tf.lookup`` ops only)
     ``A1:B2`` and ``e-mail`` stay whole) and single punctuation marks; ``▸`` is a token.
     Case is kept: the model writes properly cased English itself.
 
+    Both vocabularies are :class:`rnnkit.modeling.vocabulary.Vocabulary` (ids 0-3 are
+    pad, start, end, unknown; the source side never uses start). Each source ends with
+    the end token, so even an empty input has one position to attend to.
+
     Out-of-vocabulary words do not vanish. Every source position ``j`` has a *copy id*:
     the target-vocabulary id of the source word when English has it (numbers, function
     names, ``LibreOffice``...) and ``V + j`` otherwise. The decoder predicts over
@@ -15,30 +19,41 @@ Preprocessor (:class:`TextCodec`, core ``tf.strings`` / ``tf.lookup`` ops only)
 Model (:class:`Translator`)
     Encoder: embedding + bidirectional ``SimpleRecurrentLayer``. Decoder: embedding +
     ``SimpleRecurrentLayer`` (initial state from the encoder's final states) stepping one
-    token at a time with Luong "general" attention over the encoder states; the
+    token at a time with Luong "general" attention
+    (:class:`rnnkit.modeling.attention.LuongAttention`) over the encoder states; the
     attentional vector ``tanh(W_c [c_t; h_t])`` gives the vocabulary logits and
     ``sigmoid(w [c_t; h_t; y_{t-1}])`` the generate-vs-copy gate. Training uses teacher
     forcing: the decoder RNN runs over the whole shifted target at once (the layer's fused
     fast path) and attention is applied to all steps in parallel, which is the same
     computation as stepping because the attention does not feed back into the RNN.
+
+Decoding (:func:`make_translate_fn`): greedy or beam search through
+:func:`rnnkit.samplers.generate`, all inside the graph, so evaluate and the export run
+the same function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from rnnkit import SimpleRecurrentLayer
+from rnnkit import SimpleRecurrentLayer, samplers
+from rnnkit.modeling.attention import LuongAttention
+from rnnkit.modeling.vocabulary import END, PAD, SPECIALS, START, UNK, Vocabulary
 
-# Target ids.
-PAD, START, END, UNK = 0, 1, 2, 3
-TARGET_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-# Source ids.
-SRC_PAD, SRC_UNK, SRC_END = 0, 1, 2
-SOURCE_SPECIALS = ["<pad>", "<unk>", "</s>"]
+__all__ = ["BEAM_WIDTH", "END", "LENGTH_PENALTY", "MAX_OUTPUT_TOKENS", "MAX_SOURCE_TOKENS", "PAD",
+           "SOURCE_END", "START", "UNK", "TextCodec", "Translator", "build_vocabulary",
+           "corpus_tokens", "detokenize", "make_translate_fn", "max_output_length", "tokenize"]
+
+#: Decoding settings of evaluate and export: common GNMT-style values fixed before any
+#: evaluation (never tuned on the test split).
+BEAM_WIDTH = 4
+LENGTH_PENALTY = 0.6
+#: The token closing every source (the vocabulary's end token).
+SOURCE_END = SPECIALS[END]
 
 #: Longer inputs are truncated to this many tokens (a defined answer for huge inputs).
 MAX_SOURCE_TOKENS = 200
@@ -70,66 +85,56 @@ def detokenize(tokens: tf.Tensor) -> tf.Tensor:
     return tf.strings.strip(text)
 
 
-def build_vocab(texts: list[str], min_count: int, max_size: int, specials: list[str]) -> list[str]:
-    """Most frequent tokens (in-graph tokeniser) with count >= ``min_count``, specials first.
+def corpus_tokens(texts: Sequence[str], batch_size: int = 4096) -> Iterator[list[str]]:
+    """The in-graph tokeniser's tokens of each text, tokenised ``batch_size`` at a time."""
+    for start in range(0, len(texts), batch_size):
+        batch = tokenize(tf.constant(list(texts[start: start + batch_size])))
+        for row in batch.to_list():
+            yield [t.decode("utf-8") for t in row]
 
-    Ties are broken alphabetically so the vocabulary is deterministic.
+
+def build_vocabulary(texts: Sequence[str], min_count: int, max_size: int) -> Vocabulary:
+    """The vocabulary of ``texts`` under the in-graph tokeniser (deterministic ids).
 
     Args:
         texts: training sentences.
         min_count: drop rarer tokens (they are copied or become ``<unk>``).
         max_size: the vocabulary size cap, specials included.
-        specials: reserved tokens, in id order.
     """
-    from collections import Counter
-
-    counts: Counter[str] = Counter()
-    for start in range(0, len(texts), 4096):
-        batch = tokenize(tf.constant(texts[start: start + 4096]))
-        counts.update(t.decode("utf-8") for t in batch.flat_values.numpy())
-    ranked = sorted((c, w) for w, c in counts.items() if c >= min_count and w not in specials)
-    ranked = sorted(ranked, key=lambda cw: (-cw[0], cw[1]))
-    return list(specials) + [w for _, w in ranked[: max_size - len(specials)]]
+    return Vocabulary.build(corpus_tokens(texts), min_count=min_count, max_size=max_size)
 
 
 class TextCodec(tf.Module):
     """Strings <-> ids, inside the graph (exported with the model).
 
     Args:
-        source_vocab: source tokens, :data:`SOURCE_SPECIALS` first.
-        target_vocab: target tokens, :data:`TARGET_SPECIALS` first.
+        source_vocab: the Spanish vocabulary.
+        target_vocab: the English vocabulary (``V = len(target_vocab)``).
     """
 
-    def __init__(self, source_vocab: list[str], target_vocab: list[str]) -> None:
+    def __init__(self, source_vocab: Vocabulary, target_vocab: Vocabulary) -> None:
         super().__init__(name="text_codec")
-        if source_vocab[:3] != SOURCE_SPECIALS or target_vocab[:4] != TARGET_SPECIALS:
-            raise ValueError("vocabularies must start with their special tokens")
-        self.source_vocab = list(source_vocab)
-        self.target_vocab = list(target_vocab)
+        self.source_vocab = source_vocab
+        self.target_vocab = target_vocab
         self.target_size = len(target_vocab)
-        self._src = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(source_vocab), tf.range(len(source_vocab), dtype=tf.int32)),
-            default_value=SRC_UNK)
-        self._tgt = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(target_vocab), tf.range(len(target_vocab), dtype=tf.int32)),
-            default_value=-1)
-        self._tgt_words = tf.constant(target_vocab)
+        self._src = source_vocab.lookup_table(default=UNK)
+        # -1 marks a word English does not have (it gets a copy id instead).
+        self._tgt = target_vocab.lookup_table(default=-1)
+        self._tgt_words = tf.constant(target_vocab.itos)
 
     def encode_source(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         """Tokenise sources: ``ids``, copy ids ``ext``, ``tokens`` (``[B, S]``), ``length``.
 
-        Each source ends with ``</s>`` (so even an empty input has one position) and is
+        Each source ends with :data:`SOURCE_END` (so even an empty input has one position) and is
         truncated to :data:`MAX_SOURCE_TOKENS` tokens first. ``length`` counts the words
-        (without ``</s>``).
+        (without the end token).
         """
         words = tokenize(texts)[:, :MAX_SOURCE_TOKENS]
         length = tf.cast(words.row_lengths(), tf.int32)
-        end = tf.fill([words.nrows(), 1], "</s>")
+        end = tf.fill([words.nrows(), 1], SOURCE_END)
         toks = tf.concat([words, tf.RaggedTensor.from_tensor(end)], axis=1)
         tokens = toks.to_tensor(default_value="")
-        ids = tf.where(tokens == "", SRC_PAD, self._src.lookup(tokens))
+        ids = tf.where(tokens == "", PAD, self._src.lookup(tokens))
         tgt_ids = self._tgt.lookup(tokens)
         positions = tf.range(tf.shape(tokens)[1], dtype=tf.int32)[None, :]
         ext = tf.where(tgt_ids >= 0, tgt_ids, self.target_size + positions)
@@ -181,7 +186,7 @@ class TextCodec(tf.Module):
             focus = tf.argmax(attention, axis=-1, output_type=tf.int32)
             focus_word = tf.gather(source_tokens, tf.clip_by_value(focus, 0, tf.maximum(s_len - 1, 0)),
                                    batch_dims=1)
-            focus_word = tf.where(focus_word == "</s>", "", focus_word)
+            focus_word = tf.where(focus_word == SOURCE_END, "", focus_word)
             words = tf.where(ids == UNK, focus_word, words)
         valid = tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None]
         return tf.where(valid, words, "")
@@ -204,10 +209,10 @@ class Translator(keras.Model):
                  encoder_units: int = 256, decoder_units: int = 512, dropout: float = 0.2,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.config = dict(source_vocab_size=source_vocab_size,
-                           target_vocab_size=target_vocab_size, embedding_dim=embedding_dim,
-                           encoder_units=encoder_units, decoder_units=decoder_units,
-                           dropout=dropout)
+        self.config = {"source_vocab_size": source_vocab_size,
+                       "target_vocab_size": target_vocab_size, "embedding_dim": embedding_dim,
+                       "encoder_units": encoder_units, "decoder_units": decoder_units,
+                       "dropout": dropout}
         self.vocab_size = target_vocab_size
         self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim,
                                                        name="source_embedding")
@@ -218,8 +223,7 @@ class Translator(keras.Model):
             name="encoder")
         self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
         self.decoder = SimpleRecurrentLayer(decoder_units, return_sequences=True, name="decoder")
-        self.attention_query = keras.layers.Dense(2 * encoder_units, use_bias=False,
-                                                  name="attention_query")
+        self.attention = LuongAttention(2 * encoder_units, name="attention")
         self.combine = keras.layers.Dense(decoder_units, activation="tanh", name="combine")
         self.vocab_logits = keras.layers.Dense(target_vocab_size, name="vocab_logits")
         self.copy_gate = keras.layers.Dense(1, name="copy_gate")
@@ -228,10 +232,27 @@ class Translator(keras.Model):
     def get_config(self) -> dict:
         return {**super().get_config(), **self.config}
 
+    def build(self, input_shape=None) -> None:
+        # Every sub-layer is built from the configuration alone, so keras.saving.load_model
+        # restores a model whose decoder can step (layer.step) before it sees data.
+        cfg = self.config
+        emb, memory = cfg["embedding_dim"], 2 * cfg["encoder_units"]
+        units = cfg["decoder_units"]
+        self.source_embedding.build((None, None))
+        self.target_embedding.build((None, None))
+        self.encoder.build((None, None, emb))
+        self.bridge.build((None, memory))
+        self.decoder.build((None, None, emb))
+        self.attention.build((None, None, units), (None, None, memory))
+        self.combine.build((None, None, memory + units))
+        self.vocab_logits.build((None, None, units))
+        self.copy_gate.build((None, None, memory + units + emb))
+        self.built = True
+
     # -- pieces shared by training and decoding --------------------------------------
     def encode(self, source_ids: tf.Tensor, training: bool = False):
         """Source ids ``[B, S]`` -> (memory ``[B,S,2E]``, mask ``[B,S]``, decoder h0 ``[B,H]``)."""
-        mask = tf.not_equal(source_ids, SRC_PAD)
+        mask = tf.not_equal(source_ids, PAD)
         x = self.dropout(self.source_embedding(source_ids), training=training)
         memory, h_fw, h_bw = self.encoder(x, mask=mask, training=training)
         h0 = self.bridge(tf.concat([h_fw, h_bw], axis=-1))
@@ -239,13 +260,7 @@ class Translator(keras.Model):
 
     def attend(self, h, memory, mask, embedded, training: bool = False):
         """Decoder states ``[B,T,H]`` -> (vocab logits, generate gate ``[B,T,1]``, attention)."""
-        # Scaled like dot-product attention: unscaled scores over 2E dimensions start out
-        # so large that the softmax is saturated (near one-hot) and learns slowly.
-        query = self.attention_query(h) * (float(memory.shape[-1]) ** -0.5)
-        scores = tf.einsum("btm,bsm->bts", query, memory)
-        scores = tf.where(mask[:, None, :], scores, -1e9)
-        weights = tf.nn.softmax(scores, axis=-1)
-        context = tf.einsum("bts,bsm->btm", weights, memory)
+        context, weights = self.attention(h, memory, keys_mask=mask)
         attentional = self.combine(tf.concat([context, h], axis=-1))
         logits = self.vocab_logits(self.dropout(attentional, training=training))
         gate = tf.sigmoid(self.copy_gate(tf.concat([context, h, embedded], axis=-1)))
@@ -300,12 +315,38 @@ class Translator(keras.Model):
         return tf.math.log(prob + 1e-12), h, weights
 
 
-def masked_mean_loss(mask: tf.Tensor, nll: tf.Tensor) -> tf.Tensor:
-    """Mean negative log-likelihood per real target token (``y_true`` is the token mask)."""
-    mask = tf.cast(mask, nll.dtype)
-    return tf.reduce_sum(nll * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+def max_output_length(source_length: tf.Tensor) -> tf.Tensor:
+    """Output token limit from the source word count: ``2 * n + 10``, at most
+    :data:`MAX_OUTPUT_TOKENS`."""
+    return tf.minimum(2 * tf.cast(source_length, tf.int32) + 10, MAX_OUTPUT_TOKENS)
 
 
-def count_params(model: keras.Model) -> int:
-    """Number of trainable parameters."""
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+def make_translate_fn(model: Translator, codec: TextCodec, beam_width: int = BEAM_WIDTH,
+                      length_penalty: float = LENGTH_PENALTY) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """A ``tf.function``: strings ``[B]`` -> dict(translation, score, tokens, attention...).
+
+    ``beam_width=1`` runs greedy search (:func:`rnnkit.samplers.generate`). Used by
+    evaluate and by the export.
+
+    Args:
+        model: the trained translator.
+        codec: its codec.
+        beam_width: hypotheses kept per sentence (1: greedy).
+        length_penalty: GNMT alpha ranking the beam's hypotheses.
+    """
+
+    def translate(texts):
+        enc = codec.encode_source(texts)
+        h0, context = model.decode_context(enc["ids"], enc["ext"])
+        out = samplers.generate(model.step, h0, context, beam_width=beam_width,
+                                length_penalty=length_penalty,
+                                max_length=max_output_length(enc["length"]))
+        text = codec.decode(out.tokens, out.lengths, enc["tokens"], out.attention)
+        # An input with no words gets an empty translation (not whatever the decoder
+        # would say about the end token).
+        text = tf.where(enc["length"] > 0, text, "")
+        return {"translation": text, "score": out.scores, "token_scores": out.token_log_probs,
+                "lengths": out.lengths, "tokens": out.tokens, "attention": out.attention,
+                "source_tokens": enc["tokens"]}
+
+    return tf.function(translate, input_signature=[tf.TensorSpec([None], tf.string)])

@@ -1,0 +1,75 @@
+"""``rnnkit translation prepare|train|evaluate|predict|export`` (also ``python -m apps.translation``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rnnkit.app import App, Evaluation, GradientProbe, LoadedExport, Run, Servable
+
+from . import data, export, train
+from .model import BEAM_WIDTH
+
+
+class TranslationApp(App):
+    """Spanish -> English translation with an Elman encoder-decoder."""
+
+    name = "translation"
+    description = (
+        "Spanish -> English translation with an Elman encoder-decoder, attention and "
+        "copying; string in, string out.\n"
+        "Typical run: prepare, train, evaluate, export, then predict \"Abre un documento.\""
+    )
+    defaults = {"data": "help", "epochs": 12, "batch_size": 64, "embedding_dim": 256,
+                "encoder_units": 256, "decoder_units": 512, "learning_rate": 2e-3,
+                "patience": 3, "beam_width": BEAM_WIDTH}
+    quick = {"epochs": 2, "limit": 800}
+    data_help = ("help (default: LibreOffice help es -> en-US), help:SRC[:TGT] (another help "
+                 "language pair, e.g. help:fr), bible (Reina-Valera 1909 -> King James), "
+                 "anki:PATH (Tatoeba/Anki English<TAB>Spanish file)")
+    inputs_help = "Spanish sentences; read from stdin (one per line) when omitted"
+    signature_inputs = ("text",)
+
+    def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
+        d = self.defaults
+        if verb == "train":
+            for flag, kind, what in (("embedding-dim", int, "embedding width"),
+                                     ("encoder-units", int, "units per encoder direction"),
+                                     ("decoder-units", int, "decoder state width"),
+                                     ("learning-rate", float, "Adam's learning rate"),
+                                     ("patience", int, "early-stopping patience (epochs)")):
+                key = flag.replace("-", "_")
+                parser.add_argument(f"--{flag}", type=kind, default=None,
+                                    help=f"{what} [default: {d[key]}]")
+        if verb == "evaluate":
+            parser.add_argument("--beam-width", type=int, default=None,
+                                help=f"beam width of the beam-search figures "
+                                     f"[default: {d['beam_width']}]")
+        if verb == "predict":
+            parser.add_argument("--plot", metavar="PNG", default=None,
+                                help="save the attention heatmap of the first input to this PNG")
+
+    def prepare(self, run: Run) -> Mapping[str, Any]:
+        # The split is fixed (seed 1337, not --seed) so every run evaluates on the same
+        # test pairs.
+        _, counts = data.prepare(data.parse_spec(run.data), limit=run.limit)
+        return counts
+
+    def train(self, run: Run) -> Mapping[str, Any]:
+        return train.train(run)
+
+    def evaluate(self, run: Run) -> Evaluation:
+        return train.evaluate(run)
+
+    def servable(self, run: Run) -> Servable:
+        return export.servable(run)
+
+    def predict(self, run: Run, loaded: LoadedExport, inputs: list[str]) -> Iterable[str]:
+        return export.predict(loaded, inputs, plot=run.get("plot"))
+
+    def gradient_probe(self, run: Run) -> GradientProbe | None:
+        return train.gradient_probe(run)
+
+
+main = TranslationApp.main
