@@ -302,7 +302,8 @@ def run_cell(task: str, config: str, length: int, seed: int, max_steps: int,
             metric = float(test_metric(x_test_t, y_test_t))
             elapsed = time.perf_counter() - started
             cell.curve.append((step, round(elapsed, 2), metric))
-            best = min(best, metric) if task == "adding" else max(best, metric)
+            if math.isfinite(metric):
+                best = min(best, metric) if task == "adding" else max(best, metric)
             if not math.isfinite(loss) or not math.isfinite(metric):
                 cell.note = "diverged (non-finite loss)"
                 break
@@ -316,6 +317,8 @@ def run_cell(task: str, config: str, length: int, seed: int, max_steps: int,
         best = min(best, metric) if task == "adding" else max(best, metric)
         if solved(task, metric):
             cell.status, cell.solved_at_step = "solved", step
+    if not math.isfinite(metric) and not cell.note:
+        cell.note = "diverged (non-finite test metric)"
     cell.metric, cell.best_metric, cell.steps = metric, best, step
     if elman:
         cell.flow_trained = _flow(model, task, x_test[:FLOW_SIZE], y_test[:FLOW_SIZE],
@@ -331,7 +334,8 @@ def _fmt_cell(cell: Cell) -> str:
     metric = f"{cell.metric:.3f}" if cell.metric is not None and math.isfinite(cell.metric) \
         else "nan"
     mark = "**" if cell.status == "solved" else ""
-    return f"{mark}{metric}{mark} ({cell.steps} st, {cell.seconds:.0f} s)"
+    diverged = ", diverged" if cell.note.startswith("diverged") else ""
+    return f"{mark}{metric}{mark} ({cell.steps} st, {cell.seconds:.0f} s{diverged})"
 
 
 def table_markdown(cells: list[Cell], lengths: list[int]) -> str:
@@ -612,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                                 args.max_seconds, args.eval_every, args.clip_norm)
                 cells.append(cell)
                 print(f"{task:6s} {config:7s} T={length:<4d} {cell.status:7s} "
-                      f"metric={cell.metric:.4f} steps={cell.steps} {cell.seconds:.1f}s"
+                      f"metric={cell.metric:.4f} steps={cell.steps} {cell.seconds:.1f}s "
+                      f"{cell.note}"
                       + (f" decay/step init={cell.flow_init['decay_per_step']:.3f} "
                          f"trained={cell.flow_trained['decay_per_step']:.3f}"
                          if cell.flow_init else ""), flush=True)

@@ -72,7 +72,8 @@ class LayerFlow:
             (over the sequences that have a step at that distance).
         count: how many sequences have a step at each distance.
         step_norms: ``(B, T)`` array of ``||dL/da_t||_2`` in input order; NaN at masked steps.
-        spectral_radius: largest absolute eigenvalue of ``W_h``.
+        spectral_radius: largest absolute eigenvalue of ``W_h`` (NaN if ``W_h`` holds
+            non-finite values, e.g. after a diverged training run).
         saturation: fraction of saturated (unit, step) pairs over unmasked steps.
         calls: how many times the layer ran in the forward pass (a shared layer called
             twice is measured over both calls, concatenated along the batch).
@@ -294,7 +295,9 @@ def _layer_flow(tap: _Tap, grads: list[Any]) -> LayerFlow:
     np.add.at(count, dist[keep], 1)
     grad_norm = np.divide(grad_norm, count, out=np.zeros_like(grad_norm), where=count > 0)
     wh = np.asarray(layer.cell.recurrent_kernel, np.float64)
-    radius = float(np.max(np.abs(np.linalg.eigvals(wh)))) if wh.size else 0.0
+    # A diverged training run leaves non-finite weights: report NaN rather than fail.
+    finite = bool(np.isfinite(wh).all())
+    radius = float(np.max(np.abs(np.linalg.eigvals(wh)))) if wh.size and finite else float("nan")
     return LayerFlow(
         name=_layer_name(layer), activation=activation, go_backwards=bool(layer.go_backwards),
         distance=distance, grad_norm=grad_norm, count=count, step_norms=step_norms,

@@ -240,3 +240,14 @@ def test_errors_name_the_problem():
         gradient_flow(model, x, y)
     with pytest.raises(ValueError, match="no SimpleRecurrentLayer named 'nope'"):
         gradient_flow(model, x, y, loss_fn=keras.losses.MeanSquaredError(), layer="nope")
+
+
+def test_diverged_weights_give_nan_not_an_error():
+    x, _, y = _data(False)
+    inputs = keras.Input((T, D))
+    rnn = _recurrent("relu")
+    model = keras.Model(inputs, keras.layers.Dense(1)(rnn(inputs)))
+    wx, wh, b = rnn.get_weights()
+    rnn.set_weights([wx, np.full_like(wh, np.nan), b])
+    f = gradient_flow(model, x, y, loss_fn=keras.losses.MeanSquaredError()).layers[0]
+    assert np.isnan(f.spectral_radius)
