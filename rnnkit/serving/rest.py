@@ -196,25 +196,23 @@ def build_app(
             # a queued call was cancelled with the wait; a running one finishes unobserved
             raise ServingError("DEADLINE_EXCEEDED", f"no answer within the request timeout ({timeout:g} s)") from None
 
-    async def predict(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
-        # With batching, a small request is decoded on the event loop and queued for the
-        # batch threads directly: no worker-thread hop per request. The model call itself
-        # never runs on the loop. Everything else (large bodies, no batching) goes to a
-        # worker thread as a whole: one hop, decode + run + encode.
-        if len(raw) <= _INLINE_BODY_BYTES and registry.batching is not None:
-            model, key, inputs, fmt = decode(name, version, label, raw)
-            pending = model.submit_async(key, inputs)
-            if pending is not None:
-                try:
-                    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                    outputs = await asyncio.wait_for(pending, left)
-                except TimeoutError:
-                    raise ServingError("DEADLINE_EXCEEDED", f"no answer within the request timeout ({timeout:g} s)") from None
-                if sum(v.size for v in outputs.values()) <= _INLINE_OUTPUT_VALUES:
-                    return encode(outputs, fmt)
-                return await in_thread(encode, outputs, fmt, deadline=None)
+    async def predict_batched(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
+        """With batching, a small request: decoded on the event loop and queued for the batch
+        threads directly, no worker-thread hop. The model call itself never runs on the loop.
+        (Everything else, large bodies or no batching, goes to a worker thread as a whole:
+        ``run_counted``.)"""
+        model, key, inputs, fmt = decode(name, version, label, raw)
+        pending = model.submit_async(key, inputs)
+        if pending is None:  # not batchable: run it alone in a worker thread
             return await in_thread(lambda: encode(model.run(key, inputs, deadline=deadline), fmt), deadline=deadline)
-        return await in_thread(predict_sync, name, version, label, raw, deadline, deadline=deadline)
+        try:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            outputs = await asyncio.wait_for(pending, left)
+        except TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", f"no answer within the request timeout ({timeout:g} s)") from None
+        if sum(v.size for v in outputs.values()) <= _INLINE_OUTPUT_VALUES:
+            return encode(outputs, fmt)
+        return await in_thread(encode, outputs, fmt, deadline=None)
 
     async def read_body(scope: dict, receive) -> bytes | None:
         """The request body, refusing more than ``max_body_bytes`` without buffering the
@@ -287,9 +285,9 @@ def build_app(
                 if registry.batching is None or len(raw) > _INLINE_BODY_BYTES:
                     # the worker thread releases the slot when it really ends (below)
                     released = True
-                    status, payload = 200, await _run_counted(name, version, label, raw, deadline)
+                    status, payload = 200, await run_counted(name, version, label, raw, deadline)
                 else:
-                    status, payload = 200, await predict(name, version, label, raw, deadline)
+                    status, payload = 200, await predict_batched(name, version, label, raw, deadline)
         except ServingError as exc:
             code = exc.code
             status, payload = exc.http_status, _error_body(exc)
@@ -306,8 +304,8 @@ def build_app(
                 metrics.observe(m["name"], "predict", "REST", code, time.monotonic() - t0)
         await send_json(send, status, payload, headers)
 
-    async def _run_counted(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
-        """``predict`` in a worker thread whose admission slot is released when the thread
+    async def run_counted(name: str, version: int | None, label: str | None, raw: bytes, deadline: float | None) -> bytes:
+        """Decode, run and encode in a worker thread whose admission slot is released when the thread
         finishes (or the queued call is cancelled), not when the client is answered: a
         timed-out call still running keeps counting against the limit."""
         cf = executor.submit(predict_sync, name, version, label, raw, deadline)
