@@ -75,20 +75,21 @@ def decoded_dir(source: str, part: str) -> Path:
 def load(clip: Clip | str | os.PathLike[str], sample_rate: int | None = None) -> np.ndarray:
     """Decode a clip to mono float32 at the app's rate (16 kHz unless given).
 
+    The app's own decoder (:func:`apps.voice_gender.data.load_audio`), so these clips go
+    through exactly what the builder does to every other clip.
+
     Args:
         clip: a :class:`Clip` or an audio path.
         sample_rate: the output rate; the app's ``features.SAMPLE_RATE`` when None.
 
     Raises:
-        SourceError: the file cannot be decoded.
+        SourceError: the file cannot be decoded or holds NaN/Inf samples.
     """
-    import librosa
-
+    from apps.voice_gender.data import DataError, load_audio
     from apps.voice_gender.features import SAMPLE_RATE
 
     path = clip.path if isinstance(clip, Clip) else Path(clip)
     try:
-        audio, _ = librosa.load(str(path), sr=sample_rate or SAMPLE_RATE, mono=True)
-    except Exception as exc:  # soundfile, audioread and EOF errors all mean "cannot decode"
-        raise SourceError(f"cannot decode audio file {path}: {exc}") from exc
-    return np.ascontiguousarray(audio, dtype=np.float32)
+        return load_audio(path, sample_rate or SAMPLE_RATE)
+    except DataError as exc:
+        raise SourceError(str(exc)) from exc
