@@ -34,6 +34,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -300,13 +301,28 @@ def _result(rows: list[dict[str, float]], monitor: str, mode: str) -> dict[str, 
             "best": best, "epochs_run": len(values)}
 
 
+def _lost_workers(text: str) -> str:
+    """Name the peers a collective-op error blames ("worker 1 stopped responding")."""
+    listed = text.split("unhealthy", 1)[1] if "unhealthy" in text else ""
+    tasks = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", listed)))
+    if not tasks:
+        return "lost contact with another worker"
+    names = ", ".join(f"{job} {index}" for job, index in tasks)
+    return f"{names} stopped responding (no heartbeats: the process died or is unreachable)"
+
+
 def _agree(strategy: tf.distribute.Strategy, value: int, checkpoints: Path) -> None:
     """Check that every worker resumes at the same epoch (they read the chief's folder)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
     mine = tf.constant([float(value), float(value) ** 2])
-    mean = strategy.reduce(tf.distribute.ReduceOp.MEAN,
-                           strategy.run(lambda: tf.identity(mine)), axis=None).numpy()
+
+    @tf.function
+    def average():
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                               strategy.run(lambda: tf.identity(mine)), axis=None)
+
+    mean = average().numpy()
     if abs(mean[1] - mean[0] ** 2) > 1e-6:
         raise RuntimeError(
             f"the workers found different checkpoints in {checkpoints} (this worker resumes "
@@ -521,11 +537,10 @@ def fit(
     except _PEER_ERRORS as err:
         if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise WorkerLostError(
-            f"lost contact with another worker during epoch {epoch + 1} "
-            f"({type(err).__name__}: {first[:300]}). Start every worker again with the same "
-            f"command: training resumes from the last checkpoint in {store.folder}") from err
+            f"{_lost_workers(str(err))} during epoch {epoch + 1} ({type(err).__name__}). "
+            f"Start every worker again with the same command: training resumes from the "
+            f"last checkpoint in {store.folder}") from err
     finally:
         board.close()
     for cb in callbacks:

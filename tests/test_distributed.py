@@ -78,8 +78,8 @@ def program(argv: list[str] | None = None) -> int:
     strategy = strategy_from_args(args)  # first: multi_worker must precede other TF work
     import keras
 
-    from apps.sentiment.model import build_classifier, make_vectorizer
-    from apps.sentiment.train import bucketed, token_dataset
+    from rnnkit_apps.sentiment.model import build_classifier, make_vectorizer
+    from rnnkit_apps.sentiment.train import bucketed, token_dataset
 
     task = _task_index()
     killer = task == args.kill_task
@@ -183,7 +183,7 @@ def imdb_subset(folder: Path) -> Path:
     path = folder / "reviews.json"
     if path.exists():
         return path
-    from apps.sentiment.data import fetch_imdb_csv, read_imdb_csv
+    from rnnkit_apps.sentiment.data import fetch_imdb_csv, read_imdb_csv
 
     texts, labels = read_imdb_csv(fetch_imdb_csv())
     chosen = {0: [], 1: []}
@@ -332,6 +332,17 @@ def test_launcher_names_the_worker_that_died(tmp_path, capfd):
     assert ok == 0
     with pytest.raises(ValueError, match="at least 1"):
         launch_local_workers(["x"], 0)
+
+
+def test_lost_worker_message_names_the_worker():
+    from rnnkit.training import _lost_workers
+
+    text = ("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/"
+            "device:CPU:0}} Collective ops is aborted by: Error reported from /job:worker/task:1:"
+            " The following tasks are unhealthy (stopped sending heartbeats):\n"
+            "/job:worker/replica:0/task:1\n/job:worker/replica:0/task:3\nThe tasks have crashed.")
+    assert _lost_workers(text).startswith("worker 1, worker 3 stopped responding")
+    assert _lost_workers("Socket closed") == "lost contact with another worker"
 
 
 def test_mixed_float16_layer_matches_keras_simple_rnn():
