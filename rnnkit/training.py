@@ -252,7 +252,8 @@ def _build(model: keras.Model, ds: tf.data.Dataset, strategy: tf.distribute.Stra
         raise ValueError("compile the model before training it (no optimizer)")
     spec = ds.element_spec
     with strategy.scope():
-        model._symbolic_build(data_batch=spec)  # noqa: SLF001 - see the module docstring
+        # A private Keras method: the one that builds everything fit() builds.
+        model._symbolic_build(data_batch=spec)
 
 
 class _Tensorboard:
@@ -474,7 +475,8 @@ def fit(
                 logs = train_step(batch)
                 step += 1
                 if bar is not None:
-                    bar.update(step, [(k, _to_float(v)) for k, v in logs.items()])
+                    bar.update(step, [(k, _to_float(v)) for k, v in logs.items()],
+                               finalize=False)  # the epoch's line ends after validation
                 for cb in callbacks:
                     cb.on_train_batch_end(step - 1, logs)
                 if step == steps_per_epoch or model.stop_training:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_kill_during_checkpoint_save_never_blocks_the_next_train(reviews, tmp_pa
     assert first.returncode == SIGKILLED, first.stderr[-2000:]
     partial = [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp-epoch-0002")]
     assert len(partial) == 1 and _checkpoints(run) == ["epoch-0001"]
-    with pytest.raises(Exception):  # what the kill left is a cut-short file
+    with pytest.raises((zipfile.BadZipFile, OSError, ValueError)):  # a cut-short file
         np.load(partial[0] / "variables.npz")["model/00000"]
 
     second = run_program([*common, "--trace", str(tmp_path / "t2")])

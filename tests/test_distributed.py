@@ -31,6 +31,12 @@ TRAIN_REVIEWS, VAL_REVIEWS = 320, 96
 # ------------------------------------------------------------------------ the program
 
 
+def _worker_total() -> int:
+    from rnnkit.distributed import worker_count
+
+    return worker_count()
+
+
 def _task_index() -> int:
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     return int(config.get("task", {}).get("index", 0))
@@ -77,7 +83,6 @@ def program(argv: list[str] | None = None) -> int:
 
     strategy = strategy_from_args(args)  # first: multi_worker must precede other TF work
     import keras
-
     from rnnkit_apps.sentiment.model import build_classifier, make_vectorizer
     from rnnkit_apps.sentiment.train import bucketed, token_dataset
 
@@ -96,7 +101,7 @@ def program(argv: list[str] | None = None) -> int:
     vectorizer.adapt(pairs("train").map(lambda t, y: t).batch(128))
     # Batches of an even size only: each splits exactly over two replicas, so a step
     # computes the same gradient distributed or not (the parity test's premise).
-    even = lambda ds: ds.filter(lambda x, y: tf.shape(x)[0] % 2 == 0)  # noqa: E731
+    even = lambda ds: ds.filter(lambda x, y: tf.shape(x)[0] % 2 == 0)
     train_ds = even(bucketed(token_dataset(pairs("train"), vectorizer, 96), args.batch_size,
                              96, shuffle_seed=None))
     val_ds = even(bucketed(token_dataset(pairs("val"), vectorizer, 96), args.batch_size, 96,
@@ -120,10 +125,18 @@ def program(argv: list[str] | None = None) -> int:
 
     def on_epoch_begin(epoch, logs):
         epoch_now[0] = epoch
-        record(event="epoch_begin", epoch=epoch,
+        record(event="epoch_begin", epoch=epoch, time=time.time(),
                lr=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
 
+    epoch_seconds = []
+
+    def on_epoch_end(epoch, logs):
+        begun = [r for r in map(json.loads, trace.read_text().splitlines())
+                 if r["event"] == "epoch_begin"][-1]["time"]
+        epoch_seconds.append(time.time() - begun)  # training and validation of the epoch
+
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=on_epoch_begin,
+                                                on_epoch_end=on_epoch_end,
                                                 on_train_batch_end=on_batch_end)]
     if args.lr_drop:
         # min_delta 1.0: no epoch counts as an improvement after the first, so with
@@ -140,8 +153,16 @@ def program(argv: list[str] | None = None) -> int:
     seconds = time.time() - started
     weights = model.get_weights()
     np.savez(args.trace / f"weights-{task}.npz", *weights)
+    # Throughput per worker: the examples this worker computed (its share of every global
+    # batch) per second, over the epochs after the first (which traces the functions).
+    examples = int(train_ds.reduce(0, lambda n, batch: n + tf.shape(batch[0])[0]))
+    share = examples / max(1, _worker_total())
+    steady = epoch_seconds[1:]
     record(event="done", result=result, seconds=seconds, chief=training.is_chief(),
-           replicas=strategy.num_replicas_in_sync)
+           replicas=strategy.num_replicas_in_sync, train_examples=examples,
+           epoch_seconds=epoch_seconds,
+           examples_per_second_per_worker=(share * len(steady) / sum(steady)) if steady
+           else None)
     if args.sigkill_before_save and killer:
         os.kill(os.getpid(), signal.SIGKILL)
     training.save_model(model, args.output / "model.keras")
@@ -178,8 +199,8 @@ def _kill_during_save(training, epoch: int) -> None:
 # ------------------------------------------------------------------------ test helpers
 
 
-def imdb_subset(folder: Path) -> Path:
-    """Write a few hundred real IMDB reviews (balanced, first in file order) to JSON."""
+def imdb_subset(folder: Path, train: int = TRAIN_REVIEWS, val: int = VAL_REVIEWS) -> Path:
+    """Write real IMDB reviews (balanced, first in file order) to ``<folder>/reviews.json``."""
     path = folder / "reviews.json"
     if path.exists():
         return path
@@ -188,12 +209,12 @@ def imdb_subset(folder: Path) -> Path:
     texts, labels = read_imdb_csv(fetch_imdb_csv())
     chosen = {0: [], 1: []}
     for text, label in zip(texts, labels.tolist(), strict=True):
-        if len(chosen[label]) < (TRAIN_REVIEWS + VAL_REVIEWS) // 2:
+        if len(chosen[label]) < (train + val) // 2:
             chosen[label].append(text)
     rows = [(t, y) for y in (0, 1) for t in chosen[y]]
     order = np.random.default_rng(0).permutation(len(rows))
     rows = [rows[i] for i in order]
-    split = {"train": rows[:TRAIN_REVIEWS], "val": rows[TRAIN_REVIEWS:]}
+    split = {"train": rows[:train], "val": rows[train:]}
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({name: {"texts": [t for t, _ in part],
                                        "labels": [y for _, y in part]}
@@ -212,7 +233,7 @@ def program_env() -> dict[str, str]:
 def run_program(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run the program once (one process, no TF_CONFIG)."""
     return subprocess.run([*PROGRAM, *args], env=program_env(), capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+                          text=True, timeout=timeout, cwd=REPO, check=False)
 
 
 def read_trace(folder: Path, task: int = 0) -> list[dict]:
@@ -235,7 +256,7 @@ def launch(args: list[str], workers: int, log: Path, timeout: float = 300) -> tu
     with open(log, "w") as out:
         proc = subprocess.run([sys.executable, "-c", code, *args, "--workers", str(workers)],
                               env=program_env(), stdout=out, stderr=subprocess.STDOUT,
-                              timeout=timeout, cwd=REPO)
+                              timeout=timeout, cwd=REPO, check=False)
     return proc.returncode, log.read_text()
 
 
@@ -264,8 +285,8 @@ def test_tf_config_parsing_and_chief():
         {"TF_CONFIG": json.dumps(with_chief)}) == 2
     for bad, message in [("{", "not valid JSON"), ('{"task": {}}', '"cluster"'),
                          ('{"cluster": {"worker": ["a:1"]}}', '"task"'),
-                         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
-                          '"index": 1}}', "not in its cluster")]:
+                         (('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
+                           '"index": 1}}'), "not in its cluster")]:
         with pytest.raises(ValueError, match=message):
             d.read_tf_config({"TF_CONFIG": bad})
 
@@ -434,4 +455,7 @@ def test_mirrored_two_cpus_with_bfloat16(reviews, tmp_path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["subset"]:  # python tests/test_distributed.py subset DIR TRAIN VAL
+        print(imdb_subset(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+        sys.exit(0)
     sys.exit(program())
