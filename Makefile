@@ -13,7 +13,7 @@ QUICK_FLAG := $(if $(QUICK),--quick,)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test bench all clean \
+.PHONY: help setup system-deps test bench memory-horizon all clean \
 	sentiment sentiment-prepare sentiment-train sentiment-evaluate sentiment-export sentiment-predict \
 	voice-gender voice-gender-prepare voice-gender-train voice-gender-evaluate voice-gender-export voice-gender-predict \
 	translation translation-prepare translation-train translation-evaluate translation-export translation-predict \
@@ -55,6 +55,9 @@ test: setup ## Run the whole test suite
 bench: setup ## Run the benchmarks (layer speed, serving load) and print their figures
 	$(PY) benchmarks/layer_speed.py
 	@if [ -f benchmarks/serve_load.py ]; then $(PY) benchmarks/serve_load.py; fi
+
+memory-horizon: setup ## How far back each Elman variant remembers (adding + copy tasks; QUICK=1: minutes)
+	$(PY) benchmarks/memory_horizon.py $(QUICK_FLAG)
 
 all: setup sentiment voice-gender translation captioning ## Fetch data, train, evaluate and export all four apps (QUICK=1: small budgets)
 

@@ -26,11 +26,11 @@ _BLOCKER = '''
 import importlib.abc, sys
 class _Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("rnnkit", "apps"):
+        if name.split(".")[0] in ("rnnkit", "rnnkit_apps", "apps"):
             raise ModuleNotFoundError(f"{name} is blocked in this test process", name=name)
         return None
 sys.meta_path.insert(0, _Blocked())
-for _mod in [m for m in sys.modules if m.split(".")[0] in ("rnnkit", "apps")]:
+for _mod in [m for m in sys.modules if m.split(".")[0] in ("rnnkit", "rnnkit_apps", "apps")]:
     del sys.modules[_mod]
 '''
 

@@ -161,30 +161,6 @@ def test_cli_dispatch_help_and_unknown():
 
     assert main(["--help"]) == 0
     assert main(["no-such-app"]) == 2
-    with pytest.raises(SystemExit) as exit_info:  # lazily imports apps.sentiment.cli
+    with pytest.raises(SystemExit) as exit_info:  # lazily imports the sentiment app
         main(["sentiment", "train", "--help"])
     assert exit_info.value.code == 0
-
-
-def test_app_cli_defaults_quick_and_errors(tmp_path, capsys):
-    from rnnkit.app_cli import App, AppError, run_app
-
-    seen = {}
-
-    def train(args):
-        seen.update(vars(args))
-
-    def fail(args):
-        raise AppError("bad --data spec 'x'")
-
-    app = App(name="demo", description="demo app", prepare=fail, train=train,
-              evaluate=train, predict=train, export=train,
-              defaults={"data": "builtin", "epochs": 5, "batch_size": 8},
-              quick={"epochs": 1})
-    assert run_app(app, ["train", "--quick", "--batch-size", "4"]) == 0
-    assert (seen["epochs"], seen["batch_size"], seen["seed"], seen["data"]) == (1, 4, 1337, "builtin")
-    assert seen["output"] == Path("runs/demo") and seen["strategy"] == "default"
-    assert run_app(app, ["prepare"]) == 2
-    assert "error: bad --data spec" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        run_app(app, ["train", "--help"])
