@@ -191,3 +191,58 @@ def test_server_with_batching_matches_in_process(tmp_path):
             np.testing.assert_allclose(g, want, rtol=1e-5)
     finally:
         testing.stop_server(proc)
+
+
+def _blocked_batcher(max_enqueued_batches: int = 1):
+    """A one-thread, one-row-per-batch Batcher whose model call waits for ``gate``; returns
+    (batcher, gate, entered, rows it ran); ``entered`` is set once a call is in the model."""
+    gate, entered, ran = threading.Event(), threading.Event(), []
+
+    def run(inputs):
+        entered.set()
+        gate.wait(30)
+        ran.append(float(inputs["x"][0]))
+        return {"y": inputs["x"] * 2}
+
+    opts = BatchingOptions(max_batch_size=1, max_enqueued_batches=max_enqueued_batches, num_batch_threads=1)
+    return Batcher(run, opts, "test"), gate, entered, ran
+
+
+def _until(cond) -> None:
+    deadline = time.time() + 30
+    while not cond():
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+def test_full_batch_queue_is_retryable_resource_exhausted():
+    b, gate, entered, ran = _blocked_batcher()
+    with ThreadPoolExecutor(2) as ex:
+        first = ex.submit(b.submit, {"x": np.array([1.0])})
+        _until(entered.is_set)  # taken by the batch thread, blocked in the model
+        second = ex.submit(b.submit, {"x": np.array([2.0])})
+        _until(lambda: len(b._queue) == 1)
+        with pytest.raises(ServingError) as err:
+            b.submit({"x": np.array([3.0])})
+        assert err.value.code == "RESOURCE_EXHAUSTED" and err.value.http_status == 503 and err.value.retryable
+        assert "batch queue is full" in err.value.message
+        gate.set()
+        assert first.result()["y"].tolist() == [2.0] and second.result()["y"].tolist() == [4.0]
+    assert ran == [1.0, 2.0]
+    b.stop()
+
+
+def test_batched_request_past_its_deadline_is_dropped_not_run():
+    b, gate, entered, ran = _blocked_batcher(max_enqueued_batches=4)
+    with ThreadPoolExecutor(1) as ex:
+        first = ex.submit(b.submit, {"x": np.array([1.0])})
+        _until(entered.is_set)
+        with pytest.raises(ServingError) as err:
+            b.submit({"x": np.array([5.0])}, timeout=0.05)  # waits behind the blocked call
+        assert err.value.code == "DEADLINE_EXCEEDED" and err.value.retryable
+        gate.set()
+        first.result()
+    b.stop()
+    for t in b._threads:
+        t.join(10)
+    assert ran == [1.0]  # the cancelled request never reached the model

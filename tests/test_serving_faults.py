@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 )
 
 from rnnkit.serving import testing
+from rnnkit.serving.errors import public_message
 from rnnkit.serving.metrics import DEFAULT_PATH, load_monitoring_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,6 +317,16 @@ def test_metrics_endpoint(limited):
     # unknown model names share one label value
     assert c.post("/v1/models/no_such_model:predict", {"instances": [1]})[0] == 404
     assert _sample(_scrape(port), ":tensorflow:serving:request_count", model_name="<unknown>", status="NOT_FOUND") >= 1
+
+
+def test_public_message_removes_server_paths():
+    msg = ("SavedModel file does not exist at: /srv/models/text/3/{saved_model.pbtxt|saved_model.pb}; "
+           "open '/srv/models/text/3/variables/variables.index' failed (file:///srv/x/y)")
+    out = public_message(msg)
+    assert "/srv" not in out and out.count("<path>") == 3
+    # what is not a server path stays: shapes, ratios, URLs' hosts, model names
+    keep = "input 'x' has shape [2,3] not [?,4]; 3/4 rows; see https://www.tensorflow.org/tfx; model 'text'"
+    assert public_message(keep) == keep
 
 
 def test_monitoring_config_file_parsing(tmp_path):
