@@ -447,11 +447,14 @@ def fit(
         return {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                 for key, value in outputs.items()}
 
-    @tf.function(reduce_retracing=True)
+    # Traced once each, for the datasets' element specs (unknown batch size and lengths,
+    # as Keras' own fit traces them): tracing for the first batch's concrete shape would
+    # retrace per bucket and give loops static shapes that later batches do not have.
+    @tf.function(input_signature=[dist_train.element_spec])
     def train_step(batch):
         return _reduced(strategy.run(model.train_step, args=(batch,)))
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[dist_val.element_spec])
     def test_step(batch):
         return _reduced(strategy.run(model.test_step, args=(batch,)))
 
