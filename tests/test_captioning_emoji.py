@@ -149,6 +149,16 @@ def test_records_composite_like_stamps(records):
     assert scene.shape == img.shape and scene.std() > 10
 
 
+def test_held_out_art_set(records):
+    train, test = emoji.art_set_split(records, "openmoji")
+    assert {r.art_set for r in train} == {"noto", "twemoji", "fluent"}
+    assert {r.art_set for r in test} == {"openmoji"}
+    assert {r.caption for r in test} <= {r.caption for r in train}
+    assert len(test) > 700
+    with pytest.raises(ValueError, match="apple"):
+        emoji.art_set_split(records, "apple")
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="apple-emoji"):
         emoji.emoji_records(sets=("noto", "apple-emoji"))

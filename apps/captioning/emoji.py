@@ -73,6 +73,7 @@ __all__ = [
     "EmojiRecord",
     "NpmFetchError",
     "NpmPackage",
+    "art_set_split",
     "caption_for",
     "emoji_catalogue",
     "emoji_records",
@@ -793,6 +794,30 @@ def emoji_records(sets: Sequence[str] = DEFAULT_SETS, size: int = 224) -> list[E
                 attribution=_attribution(art, e.name), png=str(folder / f"{e.name}.png"),
                 unified=e.unified, category=f"{e.category}/{e.subcategory}"))
     return records
+
+
+def art_set_split(records: Sequence[EmojiRecord], held_out: str
+                  ) -> tuple[list[EmojiRecord], list[EmojiRecord]]:
+    """Holds one artist out: (training records of the other sets, test records of that one).
+
+    Test records whose caption no other set has drawn are left out, so the test asks for
+    a known thing in a new artist's hand, as the Tux Paint held-out singles do.
+
+    Args:
+        records: from :func:`emoji_records`.
+        held_out: an ``art_set`` value (``"noto"``, ``"twemoji"``, ``"openmoji"``,
+            ``"fluent"``).
+
+    Raises:
+        ValueError: when no record belongs to ``held_out``.
+    """
+    train = [r for r in records if r.art_set != held_out]
+    known = {r.caption for r in train}
+    test = [r for r in records if r.art_set == held_out and r.caption in known]
+    if not any(r.art_set == held_out for r in records):
+        sets = sorted({r.art_set for r in records})
+        raise ValueError(f"no records of art set {held_out!r}; the records hold {sets}")
+    return train, test
 
 
 def png_bytes_to_rgba(data: bytes) -> np.ndarray:
