@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from apps.captioning import data as cdata
+from apps.captioning import formats, tuxpaint
+from apps.captioning.splits import picture
+from rnnkit.errors import DataError
 
 
 def test_caption_phrase_and_head_noun():
@@ -28,6 +31,8 @@ def test_scene_captions_keep_left_to_right_order():
             == "a pig , a tent and a red apple")
     with pytest.raises(ValueError, match="2 or 3"):
         cdata.compose_scene_caption(["a pig"])
+    for caption in ("a toucan next to a brown hen", "a pig , a tent and a red apple"):
+        assert cdata.compose_scene_caption(cdata.scene_parts(caption)) == caption
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,8 @@ def test_scene_examples_only_use_their_split(stamps):
     found, _ = stamps
     parts = cdata.split_stamps(found, seed=1337)
     test_ids = {s.id for s in parts["test"]}
-    recipe = cdata.Recipe({"test": 1}, {"test": 12}, max_stamps=None)
-    examples = list(cdata.examples_for_split(parts["test"], "test", recipe, seed=1))
+    recipe = tuxpaint.Recipe({"test": 1}, {"test": 12}, max_stamps=None)
+    examples = list(tuxpaint.examples_for_split(parts["test"], "test", recipe, seed=1))
     scenes = [e for _, e in examples if e["kind"] == "scene"]
     assert len(scenes) == 12
     by_id = {s.id: s for s in found}
@@ -74,19 +79,19 @@ def test_scene_examples_only_use_their_split(stamps):
         assert e["caption"] == expected
         assert e["image"].shape == (224, 224, 3) and e["image"].dtype == np.uint8
     # Deterministic: the same seed gives the same pictures.
-    again = list(cdata.examples_for_split(parts["test"], "test", recipe, seed=1))
+    again = list(tuxpaint.examples_for_split(parts["test"], "test", recipe, seed=1))
     assert np.array_equal(examples[-1][1]["image"], again[-1][1]["image"])
 
 
 def test_tfds_builder_on_a_real_subset():
-    builder = cdata.prepare_tuxpaint("tiny")
+    builder = tuxpaint.prepare_tuxpaint("tiny")
     info = builder.info
     assert set(info.splits.keys()) == {"train", "validation", "test"}
     assert info.splits["train"].num_examples == 40 + 40  # 40 singles + 40 scenes
-    splits = cdata.tuxpaint_splits("tiny")
+    splits = tuxpaint.tuxpaint_splits("tiny")
     test = splits["test"]
     assert {"single", "scene"} == set(test.kinds)
-    img = cdata.picture(test, 0)
+    img = picture(test, 0)
     assert img.shape == (224, 224, 3) and img.std() > 5  # a real picture, not a blank
     train_stamps = {s for st in splits["train"].stamps for s in st}
     test_stamps = {s for st in test.stamps for s in st}
@@ -110,13 +115,13 @@ def test_flickr8k_format(tmp_path):
     (tmp_path / "Flickr_8k.trainImages.txt").write_text("\n".join(names[:6]))
     (tmp_path / "Flickr_8k.devImages.txt").write_text("\n".join(names[6:8]))
     (tmp_path / "Flickr_8k.testImages.txt").write_text("\n".join(names[8:]))
-    splits = cdata.load_splits(f"flickr8k:{tmp_path}")
+    splits = formats.load_splits(f"flickr8k:{tmp_path}")
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [6, 2, 2]
     assert len(splits["test"].references[0]) == 5
     assert splits["test"].references[0][0] == "a dog runs on the grass number 0"
-    assert cdata.picture(splits["train"], 0).shape == (224, 224, 3)
-    with pytest.raises(FileNotFoundError, match="Flickr8k.token.txt"):
-        cdata.load_splits(f"flickr8k:{tmp_path / 'nope'}")
+    assert picture(splits["train"], 0).shape == (224, 224, 3)
+    with pytest.raises(DataError, match="Flickr8k.token.txt"):
+        formats.load_splits(f"flickr8k:{tmp_path / 'nope'}")
 
 
 def test_coco_format(tmp_path):
@@ -127,10 +132,10 @@ def test_coco_format(tmp_path):
                "annotations": [{"image_id": i, "caption": f"A cat number {i}."} for i in range(n)]}
         (tmp_path / "annotations").mkdir(exist_ok=True)
         (tmp_path / "annotations" / f"captions_{split}.json").write_text(json.dumps(ann))
-    splits = cdata.load_splits(f"coco:{tmp_path}")
+    splits = formats.load_splits(f"coco:{tmp_path}")
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [4, 2, 2]
     assert splits["train"].references[1] == ["a cat number 1"]
     with pytest.raises(ValueError, match="format must be"):
-        cdata.parse_data_spec("imagenet:/x")
+        formats.parse_data_spec("imagenet:/x")
     with pytest.raises(ValueError, match="needs a path"):
-        cdata.parse_data_spec("coco:")
+        formats.parse_data_spec("coco:")

@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from apps.captioning.cli import error_line, main
+from apps.captioning.app import CaptioningApp, main
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,24 @@ def test_cli_wrote_reports_and_model(run):
     assert (out / "reports" / "examples.png").stat().st_size > 10_000
     assert (out / "model.keras").exists() and (exports / "1" / "saved_model.pb").exists()
     assert json.loads((exports / "1" / "assets.extra" / "metrics.json").read_text())["single"]
+    config = json.loads((out / "run.json").read_text())
+    assert config["app"] == "captioning" and config["options"]["backbone"] == "efficientnet_lite0"
+    assert config["train"]["backbone"] == "efficientnet_lite0" and config["train"]["max_len"] > 1
+    assert (out / "reports" / "training_curves.png").stat().st_size > 5_000
+    assert not (out / "captioner.json").exists()  # run.json and vocab.json only
+
+
+def test_export_stores_each_weight_once(run):
+    """The SavedModel's variables are the decoder's and the CNN's weights, each saved once
+    (float32: 4 bytes a parameter), plus a little index overhead."""
+    from rnnkit.backbones import get_backbone
+
+    out, exports = run
+    decoder = json.loads((out / "reports" / "metrics.json").read_text())["decoder_params"]
+    cnn = get_backbone("efficientnet_lite0").model.count_params()
+    variables = sum(f.stat().st_size for f in (exports / "1" / "variables").iterdir())
+    weights = 4 * (decoder + cnn)
+    assert weights <= variables < 1.05 * weights, (variables, weights)
 
 
 def test_export_is_servable(run):
@@ -99,6 +117,13 @@ PROBE = textwrap.dedent("""
         g(images=tf.zeros((1, 8, 8, 2)))
     except tf.errors.InvalidArgumentError as exc:
         results["float2"] = {"error": exc.message}
+    nan = np.full((1, 16, 16, 3), 100.0, np.float32)
+    nan[0, 3, 5, 1] = np.nan
+    try:
+        out = g(images=tf.constant(nan))
+        results["float_nan"] = {"captions": [x.decode() for x in out["captions"].numpy()]}
+    except tf.errors.InvalidArgumentError as exc:
+        results["float_nan"] = {"error": exc.message}
     empty = f(image_bytes=tf.constant([], tf.string))
     results["empty_batch"] = {"captions": empty["captions"].numpy().tolist()}
     print("RESULTS" + json.dumps(results))
@@ -132,6 +157,7 @@ def test_export_in_a_fresh_process_without_rnnkit(run, images, tmp_path):
     assert "empty string" in res["empty.png"]["error"]
     assert "JPEG" in res["truncated.jpg"]["error"] or "jpeg" in res["truncated.jpg"]["error"]
     assert "channels must be 1, 3 or 4" in res["float2"]["error"]
+    assert "images: image contains NaN" in res["float_nan"]["error"]
     for c in (1, 3, 4):
         assert len(res[f"float{c}"]["captions"]) == 2
     assert res["empty_batch"]["captions"] == []
@@ -152,6 +178,47 @@ def test_predict_prints_captions_and_plots(run, images, tmp_path, capsys):
 
 
 def test_error_line_extracts_the_message():
+    import tensorflow as tf
+
+    from rnnkit.app import _graph_error
+
     msg = ("Graph execution error:\n\nDetected at node x\n<stack traces unavailable>\n"
            "assertion failed: [image_bytes: empty string, expected an encoded image]\n\t [[{{node}}]]")
-    assert error_line(msg) == "image_bytes: empty string, expected an encoded image"
+    exc = tf.errors.InvalidArgumentError(None, None, msg)
+    assert _graph_error(exc) == "image_bytes: empty string, expected an encoded image"
+
+
+def test_nan_image_is_a_named_error(run):
+    """A NaN in a float image fails the caption_images signature with a named error (an
+    in-graph assertion), which predict's error handling turns into one line."""
+    import tensorflow as tf
+
+    from rnnkit.app import _graph_error
+
+    loaded = CaptioningApp().open_export(run[1] / "1")
+    images = np.full((2, 40, 30, 3), 120.0, np.float32)
+    fn = loaded.signature("caption_images")
+    assert len(fn(images=tf.constant(images))["captions"].numpy()) == 2
+    images[1, 7, 9, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        fn(images=tf.constant(images))
+    assert _graph_error(info.value) == "images: image contains NaN"
+
+
+def test_gradient_probe_on_validation_pictures(run, tmp_path):
+    """The probe is the trained decoder on validation pictures with its training loss; the
+    gradient-flow report runs on it."""
+    from rnnkit.gradient_flow import write_gradient_flow_report
+
+    app = CaptioningApp()
+    probe = app.gradient_probe(app.parse(["evaluate", "--limit", "60", "--output",
+                                          str(run[0])]))
+    grid, pooled, tokens = (t.numpy() for t in probe.inputs)
+    assert grid.shape[0] == pooled.shape[0] == tokens.shape[0] == probe.targets.shape[0] > 4
+    assert grid.shape[1:] == (49, 1280) and (tokens[:, 0] == 1).all()  # <start> first
+    loss = float(probe.loss(probe.targets, probe.model(probe.inputs, training=False)))
+    assert np.isfinite(loss) and loss > 0
+    summary = write_gradient_flow_report(probe.model, probe.inputs, probe.targets, tmp_path,
+                                         loss_fn=probe.loss)
+    assert (tmp_path / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["loss"] == pytest.approx(loss, rel=1e-3)

@@ -9,43 +9,40 @@ import tensorflow as tf
 from reference_decoders import ref_beam, ref_greedy
 
 from apps.captioning.model import (
-    END,
-    PAD,
-    SPECIALS,
-    START,
     Captioner,
-    Vocabulary,
+    caption_loss,
     class_head_words,
     class_word_matrix,
     decode,
-    make_masked_loss,
 )
+from rnnkit import samplers
+from rnnkit.modeling.vocabulary import END, PAD, START, Vocabulary
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small decoder with the ImageNet word prior and word dropout, trained a few epochs
-    on the real 'tiny' Tux Paint subset."""
+    """A small decoder with the ImageNet word prior, trained a few epochs on the real
+    'tiny' Tux Paint subset."""
     import keras
 
-    from apps.captioning.train import _dataset, imagenet_prior_weights, prepare_features
+    from apps.captioning.features import prepare_features
+    from apps.captioning.train import caption_dataset, imagenet_prior_weights
 
     keras.utils.set_random_seed(7)
     prep = prepare_features(None, False, 60, 1337, "efficientnet_lite0")
     refs = [r for rs in prep.splits["train"].references for r in rs]
     kernel, bias, heads = imagenet_prior_weights("efficientnet_lite0")
-    vocab = Vocabulary.build(refs)
-    vocab = Vocabulary(vocab.itos[len(SPECIALS):]
-                       + sorted({w for ws in heads for w in ws} - set(vocab.stoi)))
-    ds = _dataset(prep, "train", vocab, 16, 16, True, 7)
+    vocab = Vocabulary.build(r.split() for r in refs)
+    vocab = Vocabulary(vocab.words + sorted({w for ws in heads for w in ws} - set(vocab.stoi)))
+    ds = caption_dataset(prep, "train", vocab, 16, 16, True, 7)
     model = Captioner(len(vocab), embed_dim=64, units=128, attention_dim=64, dropout=0.1,
-                      num_classes=1000, word_dropout=0.2, seed=7)
+                      num_classes=1000)
     model.build()
     model.set_class_prior(kernel, bias, class_word_matrix(heads, vocab))
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=make_masked_loss(len(vocab), generator_loss=True))
+                  loss=caption_loss(len(vocab), generator_loss=True))
     hist = model.fit(ds, epochs=8, verbose=0).history["loss"]
     return model, vocab, prep, hist
 
@@ -57,7 +54,7 @@ def test_short_training_loss_falls(trained):
 
 
 def test_vocabulary_round_trip():
-    v = Vocabulary.build(["a red apple", "a pig"])
+    v = Vocabulary.build(c.split() for c in ["a red apple", "a pig"])
     inp, tgt = v.encode("a red kiwi", 6)
     assert inp[0] == START and tgt[3] == END and inp[4] == PAD
     assert v.decode(tgt) == "a red <unk>"
@@ -72,7 +69,7 @@ def _numpy_greedy(model: Captioner, grid, pooled, max_len: int, beam: int = 0):
     Wg, bg = w(model.grid_proj)
     (E,) = w(model.embedding)
     Wx, Wh, bh = w(model.rnn)
-    (Wq,) = w(model.query)
+    (Wq,) = w(model.attention)
     Wc, bc = w(model.combine)
     Wo, bo = w(model.logits)
     Wk, bk = w(model.classifier)
@@ -114,7 +111,12 @@ def test_greedy_and_beam_agree_with_the_reference_decoder(trained):
     ref = _numpy_greedy(model, grid, pooled, max_len=12)
     ref_b1 = _numpy_greedy(model, grid, pooled, max_len=12, beam=1)
     greedy = decode(model, grid, pooled, "greedy", max_length=12)
-    beam1 = decode(model, grid, pooled, "beam", beam_width=1, max_length=12, length_penalty=0.0)
+    # generate() treats a width-1 beam as greedy search, so the one-hypothesis beam is
+    # run by the sampler itself.
+    h0, context = model.encode(grid, pooled)
+    beam1 = samplers.beam_search(model.step, h0, context, beam_width=1, max_length=12,
+                                 length_penalty=0.0, start_token=START, end_token=END,
+                                 pad_token=PAD, block_repeats=True)
     beam4 = decode(model, grid, pooled, "beam", beam_width=4, max_length=12, length_penalty=0.0)
     for i, (words, logp) in enumerate(ref):
         n = int(greedy.lengths[i])

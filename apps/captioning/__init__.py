@@ -1,5 +1,6 @@
-"""Image captioning: frozen EfficientNet-Lite0 features -> an Elman RNN decoder with attention.
+"""Image captioning: frozen EfficientNet-Lite features -> an Elman RNN decoder with attention.
 
-Verbs: ``python -m apps.captioning prepare|train|evaluate|predict|export`` (or
-``rnnkit captioning ...``). See docs/captioning.md.
+Verbs: ``rnnkit captioning prepare|train|evaluate|predict|export`` (or
+``python -m apps.captioning ...``); the app is :class:`.app.CaptioningApp`. See
+docs/captioning.md.
 """

@@ -2,7 +2,6 @@
 
 import sys
 
-from apps.captioning.cli import main
+from rnnkit.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["captioning", *sys.argv[1:]]))

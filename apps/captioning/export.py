@@ -9,8 +9,8 @@ Signatures
 ``serving_default`` (input ``image_bytes``: string ``[B]``) and ``caption_images`` (input
 ``images``: float32 ``[B, H, W, C]`` with values 0..255, ``C`` in 1, 3, 4). Both return
 ``captions`` (string ``[B]``), ``scores`` (float32 ``[B]``, length-normalised
-log-probability), ``lengths`` (int32 ``[B]``) and ``attention`` (float32 ``[B, T, 49]``:
-attention weights over the 7x7 grid per generated word).
+log-probability), ``lengths`` (int32 ``[B]``) and ``attention`` (float32 ``[B, T, cells]``:
+attention weights over the CNN's grid per generated word; 49 cells, 7x7, for Lite0).
 
 Input behaviour (defined, tested)
 ---------------------------------
@@ -23,17 +23,28 @@ Input behaviour (defined, tested)
   its long side is at most 2048 px; a JPEG over 16384 px a side, or a PNG/GIF/BMP over
   4096x4096 pixels, is refused with an error naming its size. A float ``images`` batch is
   refused above 4096x4096.
+* A float ``images`` batch holding a NaN is refused ("images: image contains NaN");
+  infinities are clipped to 0..255 like every other value.
 """
 
 from __future__ import annotations
 
+import io
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from apps.captioning.model import PAD
+from rnnkit.app import LoadedExport, Run, Servable
+from rnnkit.export import ServingModule
+from rnnkit.modeling.vocabulary import PAD, Vocabulary
+
+from .model import Captioner, decode
+from .train import load_trained
+
+__all__ = ["CaptionServer", "decode_image_bytes", "images_to_rgb", "predict", "servable"]
 
 MAX_DECODE_SIDE = 2048
 MAX_JPEG_SIDE = MAX_DECODE_SIDE * 8
@@ -101,8 +112,8 @@ def decode_image_bytes(data, size: int):
     size_ok = tf.where(is_jpeg, long_side <= MAX_JPEG_SIDE, pixels <= MAX_PIXELS)
     guard = tf.debugging.Assert(size_ok, [
         "image_bytes: image of", wh[0], "x", wh[1],
-        f"pixels is too large (limits: JPEG {MAX_JPEG_SIDE} px a side, decoded downscaled; "
-        f"PNG/GIF/BMP {MAX_PIXELS} pixels)"])
+        (f"pixels is too large (limits: JPEG {MAX_JPEG_SIDE} px a side, decoded downscaled; "
+         f"PNG/GIF/BMP {MAX_PIXELS} pixels)")])
     with tf.control_dependencies([guard]):
         data = tf.identity(data)
 
@@ -140,6 +151,9 @@ def images_to_rgb(images, size: int):
                              f"(limit {MAX_PIXELS} pixels)"]),
         tf.debugging.Assert(tf.logical_and(shape[1] > 0, shape[2] > 0),
                             ["images: height and width must be positive, got", shape]),
+        # Clipping below would pass a NaN through to the CNN and answer with a caption.
+        tf.debugging.Assert(tf.logical_not(tf.reduce_any(tf.math.is_nan(images))),
+                            ["images: image contains NaN"]),
     ]
     with tf.control_dependencies(checks):
         images = tf.clip_by_value(tf.identity(images), 0.0, 255.0)
@@ -150,41 +164,30 @@ def images_to_rgb(images, size: int):
     return tf.image.resize(rgb, (size, size), antialias=True)
 
 
-class CaptionServer(tf.Module):
+class CaptionServer(ServingModule):
     """The exported module: backbone + decoder + vocabulary + beam search.
 
+    Each weight is saved once (:class:`rnnkit.export.ServingModule`).
+
     Args:
-        captioner: the trained :class:`apps.captioning.model.Captioner`.
-        vocab: its :class:`apps.captioning.model.Vocabulary`.
+        captioner: the trained :class:`.model.Captioner`.
+        vocab: its vocabulary.
         backbone: the :class:`rnnkit.backbones.Backbone` it was trained on.
         beam_width: beam size.
         max_length: most tokens per caption.
         length_penalty: GNMT alpha.
     """
 
-    def __init__(self, captioner, vocab, backbone, beam_width: int = 3, max_length: int = 24,
-                 length_penalty: float = 0.6):
-        super().__init__(name="captioner")
-        self.captioner = captioner
-        self.cnn = backbone.model
-        # Keras 3 layers keep their tf.Variables behind wrappers; list the backing variables
-        # so the SavedModel restores them (TF Serving's loader reads only tracked ones).
-        self.model_variables = [w.value for w in captioner.weights + backbone.model.weights]
+    def __init__(self, captioner: Captioner, vocab: Vocabulary, backbone, beam_width: int = 3,
+                 max_length: int = 24, length_penalty: float = 0.6):
+        super().__init__({"captioner": captioner, "cnn": backbone.model}, name="captioner")
         self._preprocess = backbone.preprocess
         self.size = int(backbone.image_size)
         self.words = tf.constant(vocab.itos)
         self.beam_width, self.max_length = int(beam_width), int(max_length)
         self.length_penalty = float(length_penalty)
-        self.serve_bytes = tf.function(
-            self._serve_bytes,
-            input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        self.serve_images = tf.function(
-            self._serve_images,
-            input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, name="images")])
 
     def _caption(self, rgb):
-        from apps.captioning.model import decode
-
         # An empty batch runs one blank picture and returns its outputs sliced to zero rows,
         # so clients get well-formed empty outputs instead of a shape error.
         n = tf.shape(rgb)[0]
@@ -199,49 +202,71 @@ class CaptionServer(tf.Module):
         return {"captions": captions[:n], "scores": out.scores[:n],
                 "lengths": out.lengths[:n], "attention": out.attention[:n]}
 
-    def _serve_bytes(self, image_bytes):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(self, image_bytes):
         rgb = tf.map_fn(lambda b: decode_image_bytes(b, self.size), image_bytes,
                         fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.float32))
         return self._caption(rgb)
 
-    def _serve_images(self, images):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.float32,
+                                                name="images")])
+    def serve_images(self, images):
         return self._caption(images_to_rgb(images, self.size))
 
 
-def export(output: Path, export_dir: Path, version: int | None = None,
-           beam_width: int = 3) -> Path:
-    """Exports the trained captioner in ``output`` as ``export_dir/<version>``.
-
-    Args:
-        output: the run folder (model.keras, captioner.json, reports/metrics.json).
-        export_dir: the export base (``saved_models/captioning``).
-        version: the version number (default: next).
-        beam_width: beam size baked into the graph.
-
-    Returns:
-        The export folder.
-    """
-    import io
-    import json
-
+def _warmup_png() -> bytes:
     from PIL import Image
 
-    from apps.captioning.train import load_trained
-    from rnnkit.backbones import get_backbone
-    from rnnkit.export import export_saved_model
-
-    model, vocab, cfg = load_trained(output)
-    backbone = get_backbone(cfg.get("backbone", "efficientnet_lite0"))
-    server = CaptionServer(model, vocab, backbone, beam_width=beam_width,
-                           max_length=int(cfg.get("max_len", 24)) + 1)
-    metrics_path = Path(output) / "reports" / "metrics.json"
-    metrics: dict[str, Any] | None = (json.loads(metrics_path.read_text())
-                                      if metrics_path.exists() else None)
     buf = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(buf, format="PNG")
-    warmup = [{"image_bytes": np.array([buf.getvalue()], dtype=object)}]
-    return export_saved_model(
-        server, export_dir,
-        signatures={"serving_default": server.serve_bytes,
-                    "caption_images": server.serve_images},
-        version=version, metrics=metrics, warmup_requests=warmup)
+    return buf.getvalue()
+
+
+def servable(run: Run) -> Servable:
+    """The ``export`` verb's module: the trained decoder, its backbone and beam search
+    (``--beam-width``) in one graph."""
+    from rnnkit.backbones import get_backbone
+
+    model, vocab, summary = load_trained(run)
+    backbone = get_backbone(summary["backbone"])
+    server = CaptionServer(model, vocab, backbone, beam_width=run.beam_width,
+                           max_length=int(summary["max_len"]) + 1)
+    return Servable(server, {"serving_default": server.serve_bytes,
+                             "caption_images": server.serve_images},
+                    warmup=[{"image_bytes": np.array([_warmup_png()], dtype=object)}])
+
+
+def predict(export: LoadedExport, files: list[str], plot: str | None = None) -> Iterator[str]:
+    """One line per picture: ``path<TAB>caption<TAB>score``.
+
+    Each picture is its own request, so a file the export refuses (not an image, corrupt,
+    too large) prints its error on stderr and the others are still captioned.
+
+    Args:
+        export: the loaded export.
+        files: image files.
+        plot: a folder for ``<name>.caption.png`` (the picture, caption and attention maps).
+    """
+    from rnnkit.app import _graph_error
+
+    fn = export.signature("serving_default")
+    for name in files:
+        path = Path(name)
+        raw = path.read_bytes()
+        try:
+            out = fn(image_bytes=tf.constant([raw]))
+        except tf.errors.InvalidArgumentError as exc:
+            print(f"{path}\terror: {_graph_error(exc)}", file=sys.stderr)
+            continue
+        caption = out["captions"].numpy()[0].decode()
+        score = float(out["scores"].numpy()[0])
+        yield f"{path}\t{caption}\t{score:.3f}"
+        if plot:
+            from .figures import plot_prediction
+
+            img = tf.io.decode_image(raw, channels=3, expand_animations=False).numpy()
+            n = int(out["lengths"].numpy()[0])
+            att = out["attention"].numpy()[0][: max(n, 1)]
+            target = Path(plot) / f"{path.stem}.caption.png"
+            plot_prediction(np.asarray(img), caption, target, attention=att, score=score)
+            yield f"  plot: {target}"

@@ -2,14 +2,16 @@
 
 Pieces (KerasHub-style split):
 
-* :class:`Vocabulary`: word <-> id (0 pad, 1 start, 2 end, 3 unknown) and caption encoding.
+* vocabulary: :class:`rnnkit.modeling.vocabulary.Vocabulary` (the project's one id layout:
+  0 pad, 1 start, 2 end, 3 unknown) encodes the captions.
 * backbone: the frozen CNN (``rnnkit.backbones``), run once per picture by the data
   pipeline during training and inside the exported graph when serving.
 * :class:`Captioner`: the trainable decoder. The pooled 1280-d vector sets the RNN's
   initial state; each step embeds the previous word, advances ``SimpleRecurrentLayer``
-  one step, attends over the 49 grid cells with the new state (Luong-style, so training
-  runs the whole teacher-forced sequence through the layer at once) and predicts the next
-  word from [state, attended context].
+  one step, attends over the grid cells with the new state
+  (:class:`rnnkit.modeling.attention.LuongAttention`, so training runs the whole
+  teacher-forced sequence through the layer at once) and predicts the next word from
+  [state, attended context].
 
 Optional ImageNet word prior (``num_classes > 0``), a copy mechanism in the spirit of
 novel-object captioning (Hendricks et al. 2016, DCC; Venugopalan et al. 2017, NOC): the
@@ -30,24 +32,28 @@ recognises it, and still generate every other word itself. ``call`` and ``step``
 return ``log p`` (already normalised, so the samplers' ``log_softmax`` and the loss
 leave it unchanged).
 
-``Captioner.step`` is the step function for :mod:`rnnkit.samplers` (greedy and beam search).
+``Captioner.step`` is the step function of :func:`rnnkit.samplers.generate` (greedy or
+beam search).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from rnnkit import SimpleRecurrentLayer
+from rnnkit.modeling.attention import LuongAttention
+from rnnkit.modeling.sequence import masked_accuracy, masked_sequence_loss
+from rnnkit.modeling.vocabulary import Vocabulary
 
-PAD, START, END, UNK = 0, 1, 2, 3
-SPECIALS = ["<pad>", "<start>", "<end>", "<unk>"]
+from .data import tokenize
+
+__all__ = ["Captioner", "caption_accuracy", "caption_features", "caption_loss", "class_head_words",
+           "class_word_matrix", "decode"]
+
 # Floor inside log(p) of the mixed distribution: words with no mass stay finite.
 _LOG_FLOOR = 1e-8
 
@@ -63,8 +69,6 @@ def class_head_words(names: Sequence[str]) -> list[list[str]]:
     Args:
         names: class names in logit order.
     """
-    from apps.captioning.data import tokenize
-
     out = []
     for name in names:
         plain = re.sub(r"\([^)]*\)", " ", name)
@@ -92,58 +96,6 @@ def class_word_matrix(heads: Sequence[Sequence[str]], vocab: Vocabulary) -> np.n
     return m
 
 
-class Vocabulary:
-    """Caption words and their ids.
-
-    Args:
-        words: the non-special words, in id order (ids start at 4).
-    """
-
-    def __init__(self, words: Sequence[str]):
-        self.itos = SPECIALS + [w for w in words if w not in SPECIALS]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-
-    @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1) -> Vocabulary:
-        """Words seen at least ``min_count`` times, most frequent first (ties alphabetical)."""
-        counts = Counter(w for c in captions for w in c.split())
-        words = sorted((w for w, n in counts.items() if n >= min_count),
-                       key=lambda w: (-counts[w], w))
-        return cls(words)
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, caption: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """(decoder input, target) int32 arrays of length ``max_len``, pad-filled.
-
-        Input is ``<start> w1 .. wn``, target ``w1 .. wn <end>``; captions longer than
-        ``max_len - 1`` words are cut.
-        """
-        ids = [self.stoi.get(w, UNK) for w in caption.split()][: max_len - 1]
-        inp = np.zeros(max_len, np.int32)
-        tgt = np.zeros(max_len, np.int32)
-        inp[: len(ids) + 1] = [START] + ids
-        tgt[: len(ids) + 1] = ids + [END]
-        return inp, tgt
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Words of ``ids`` up to the first end/pad token."""
-        out = []
-        for i in ids:
-            if i in (PAD, END):
-                break
-            out.append(self.itos[i])
-        return " ".join(out)
-
-    def to_json(self) -> str:
-        return json.dumps(self.itos[len(SPECIALS):])
-
-    @classmethod
-    def from_json(cls, text: str) -> Vocabulary:
-        return cls(json.loads(text))
-
-
 @keras.saving.register_keras_serializable(package="rnnkit_captioning")
 class Captioner(keras.Model):
     """Decoder over frozen CNN features (see the module docstring).
@@ -153,15 +105,11 @@ class Captioner(keras.Model):
         feature_dim: channels of the CNN grid / pooled vector (1280 for EfficientNet-Lite0).
         embed_dim: word embedding size.
         units: RNN state size.
-        attention_dim: size of the projected grid cells and the attention query.
+        attention_dim: size of the projected grid cells (the attention's keys).
         dropout: dropout on features and before the output layer (training only).
         num_classes: size of the frozen ImageNet classifier used as a word prior (0: no
             prior; see the module docstring). Its weights and the class -> word matrix are
             set with :meth:`set_class_prior` and saved with the model.
-        word_dropout: in training, each previous-word input (not the start token) is
-            replaced by ``<unk>`` with this probability, so the decoder leans on the
-            picture rather than on memorised wording.
-        seed: seed of the word-dropout draws.
         prior_boost: added, when decoding, to the mixing logit of the global ImageNet prior.
             The mixing weights are learnt on training pictures, whose captions the generator
             has memorised, so they under-trust the prior on new pictures; ``train`` sets this
@@ -170,18 +118,13 @@ class Captioner(keras.Model):
 
     def __init__(self, vocab_size: int, feature_dim: int = 1280, embed_dim: int = 256,
                  units: int = 512, attention_dim: int = 256, dropout: float = 0.3,
-                 num_classes: int = 0, word_dropout: float = 0.0, seed: int | None = None,
-                 prior_boost: float = 0.0, **kwargs):
+                 num_classes: int = 0, prior_boost: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.feature_dim = int(vocab_size), int(feature_dim)
         self.embed_dim, self.units = int(embed_dim), int(units)
         self.attention_dim, self.dropout_rate = int(attention_dim), float(dropout)
-        self.num_classes, self.word_dropout = int(num_classes), float(word_dropout)
-        if not 0.0 <= self.word_dropout < 1.0:
-            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
-        self.seed = seed
+        self.num_classes = int(num_classes)
         self.prior_boost = float(prior_boost)
-        self.seed_generator = keras.random.SeedGenerator(seed)
         if self.num_classes:
             # Frozen: these are the CNN's ImageNet head weights, copied in by set_class_prior.
             self.classifier = keras.layers.Dense(self.num_classes, trainable=False,
@@ -193,7 +136,7 @@ class Captioner(keras.Model):
         self.grid_proj = keras.layers.Dense(attention_dim, name="grid_proj")
         self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")
         self.rnn = SimpleRecurrentLayer(units, return_sequences=True, name="decoder_rnn")
-        self.query = keras.layers.Dense(attention_dim, use_bias=False, name="attention_query")
+        self.attention = LuongAttention(attention_dim, name="attention")
         self.combine = keras.layers.Dense(units, activation="tanh", name="combine")
         self.out_dropout = keras.layers.Dropout(dropout, name="out_dropout")
         self.logits = keras.layers.Dense(vocab_size, name="logits")
@@ -203,7 +146,6 @@ class Captioner(keras.Model):
                 "feature_dim": self.feature_dim, "embed_dim": self.embed_dim,
                 "units": self.units, "attention_dim": self.attention_dim,
                 "dropout": self.dropout_rate, "num_classes": self.num_classes,
-                "word_dropout": self.word_dropout, "seed": self.seed,
                 "prior_boost": self.prior_boost}
 
     def build(self, input_shape=None) -> None:
@@ -213,7 +155,7 @@ class Captioner(keras.Model):
         self.grid_proj.build((None, None, self.feature_dim))
         self.embedding.build((None, None))
         self.rnn.build((None, None, self.embed_dim))
-        self.query.build((None, None, self.units))
+        self.attention.build((None, None, self.units))
         self.combine.build((None, None, self.units + self.attention_dim))
         self.logits.build((None, None, self.units))
         if self.num_classes:
@@ -308,44 +250,25 @@ class Captioner(keras.Model):
                  + pi[..., 2:3] * global_words)
         return keras.ops.log(mixed + _LOG_FLOOR)
 
-    def _drop_words(self, tokens):
-        """Word dropout on teacher-forced inputs (start and padding tokens are kept)."""
-        drop = keras.random.uniform(keras.ops.shape(tokens), seed=self.seed_generator)
-        drop = keras.ops.logical_and(drop < self.word_dropout,
-                                     keras.ops.greater(tokens, START))
-        return keras.ops.where(drop, keras.ops.full_like(tokens, UNK), tokens)
-
-    def attend(self, h, keys):
-        """Context vectors and attention weights for queries ``h`` (B, T, units) or (B, units)."""
-        single = len(h.shape) == 2
-        q = self.query(h[:, None, :] if single else h)  # (B, T, A)
-        scores = keras.ops.matmul(q, keras.ops.transpose(keys, (0, 2, 1)))
-        weights = keras.ops.softmax(scores / float(np.sqrt(self.attention_dim)), axis=-1)
-        context = keras.ops.matmul(weights, keys)  # (B, T, A)
-        if single:
-            return context[:, 0], weights[:, 0]
-        return context, weights
-
     def call(self, inputs, training: bool = False):
         """Teacher-forced scores for inputs ``(grid, pooled, tokens_in)``.
 
         Without the prior: logits (B, T, vocab). With it: (B, T, 2 * vocab), the log of the
         mixed distribution followed by the generator's own logits (for its auxiliary loss,
-        :func:`make_masked_loss`); decoding uses :meth:`step`, which returns the mixture only.
+        :func:`caption_loss`); decoding uses :meth:`step`, which returns the mixture only.
         """
         grid, pooled, tokens = inputs
         h0, context = self.encode(grid, pooled, training=training)
         keys, prior = (context[0], context[1:]) if self.num_classes else (context, None)
-        inputs_seen = self._drop_words(tokens) if training and self.word_dropout > 0 else tokens
-        x = self.embedding(inputs_seen)
+        x = self.embedding(tokens)
         hs = self.rnn(x, initial_state=h0, training=training)
-        attended, weights = self.attend(hs, keys)
+        attended, weights = self.attention(hs, keys)
         z = self.out_dropout(self.combine(keras.ops.concatenate([hs, attended], axis=-1)),
                              training=training)
         gen = self.logits(z)
         if prior is None:
             return gen
-        # With the prior, the generator's own logits ride along (see make_masked_loss): it
+        # With the prior, the generator's own logits ride along (see caption_loss): it
         # also learns on its own, as DCC trains its language model separately.
         return keras.ops.concatenate([self._output(z, weights, prior, gen=gen), gen], -1)
 
@@ -360,21 +283,14 @@ class Captioner(keras.Model):
         keys, prior = (context[0], context[1:]) if self.num_classes else (context, None)
         x = self.embedding(tokens)
         h = self.rnn.step(x, state)
-        ctx, weights = self.attend(h, keys)
+        ctx, weights = self.attention(h, keys)
         z = self.combine(keras.ops.concatenate([h, ctx], axis=-1))
         return self._output(z, weights, prior, self.prior_boost), h, weights
 
 
-def masked_loss(y_true, y_pred):
-    """Token cross-entropy averaged over non-pad target positions."""
-    loss = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-    mask = keras.ops.cast(keras.ops.not_equal(y_true, PAD), loss.dtype)
-    return keras.ops.sum(loss * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
-
-
-def make_masked_loss(vocab_size: int, label_smoothing: float = 0.0,
-                     generator_loss: bool = False):
-    """Masked token cross-entropy with optional label smoothing.
+def caption_loss(vocab_size: int, label_smoothing: float = 0.0,
+                 generator_loss: bool = False):
+    """The training loss: masked token cross-entropy (``rnnkit.modeling.sequence``).
 
     Smoothing keeps the decoder from becoming over-confident about object words: held-out
     stamps are new pictures whose exact wording ("a sierra beauty apple") the training
@@ -388,16 +304,7 @@ def make_masked_loss(vocab_size: int, label_smoothing: float = 0.0,
             own. Without this term the generator gets almost no gradient on words the
             ImageNet prior already covers and stops learning early.
     """
-
-    def one(y_true, y_pred):
-        if label_smoothing <= 0:
-            return masked_loss(y_true, y_pred)
-        target = keras.ops.one_hot(y_true, vocab_size)
-        target = target * (1.0 - label_smoothing) + label_smoothing / vocab_size
-        per_token = keras.losses.categorical_crossentropy(target, y_pred, from_logits=True)
-        mask = keras.ops.cast(keras.ops.not_equal(y_true, PAD), per_token.dtype)
-        return keras.ops.sum(per_token * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
-
+    one = masked_sequence_loss(vocab_size, label_smoothing)
     if not generator_loss:
         return one
 
@@ -408,9 +315,14 @@ def make_masked_loss(vocab_size: int, label_smoothing: float = 0.0,
     return loss
 
 
-def make_masked_accuracy(vocab_size: int):
-    """:func:`masked_accuracy` of the first ``vocab_size`` scores (a prior captioner's
-    mixture, see :meth:`Captioner.call`); the metric keeps the name ``masked_accuracy``."""
+def caption_accuracy(vocab_size: int):
+    """Next-token accuracy (``rnnkit.modeling.sequence.masked_accuracy``) of the first
+    ``vocab_size`` scores: a prior captioner's mixture, see :meth:`Captioner.call`. The
+    metric is named ``masked_accuracy`` (``val_masked_accuracy`` is what training watches).
+
+    Args:
+        vocab_size: number of token ids.
+    """
 
     def masked_accuracy_(y_true, y_pred):
         return masked_accuracy(y_true, y_pred[..., :vocab_size])
@@ -419,23 +331,15 @@ def make_masked_accuracy(vocab_size: int):
     return masked_accuracy_
 
 
-def masked_accuracy(y_true, y_pred):
-    """Next-token accuracy over non-pad target positions."""
-    pred = keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), y_true.dtype)
-    mask = keras.ops.cast(keras.ops.not_equal(y_true, PAD), "float32")
-    hit = keras.ops.cast(keras.ops.equal(pred, y_true), "float32") * mask
-    return keras.ops.sum(hit) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
-
-
 def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int = 3,
            max_length: int = 24, length_penalty: float = 0.6, block_repeats: bool = True):
-    """Decodes captions in the graph with :mod:`rnnkit.samplers`.
+    """Decodes captions in the graph with :func:`rnnkit.samplers.generate`.
 
     Args:
         model: the trained captioner.
         grid: (B, cells, feature_dim) features; pooled: (B, feature_dim).
         method: "greedy" or "beam".
-        beam_width: hypotheses kept per picture (beam only).
+        beam_width: hypotheses kept per picture (beam only; 1 is greedy search).
         max_length: most tokens per caption (end token included).
         length_penalty: GNMT alpha used to rank hypotheses.
         block_repeats: never say a word twice in a row. On by default: no training caption
@@ -447,24 +351,34 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
     from rnnkit import samplers
 
     h0, context = model.encode(grid, pooled, training=False)
-    kwargs = dict(start_token=START, end_token=END, max_length=max_length, pad_token=PAD,
-                  block_repeats=block_repeats)
-    if method == "greedy":
-        return samplers.greedy_search(model.step, h0, context, **kwargs)
-    if method == "beam":
-        return samplers.beam_search(model.step, h0, context, beam_width=beam_width,
-                                    length_penalty=length_penalty, **kwargs)
-    raise ValueError(f"decoding method must be greedy or beam, got {method!r}")
+    return samplers.generate(model.step, h0, context, max_length=max_length, method=method,
+                             beam_width=beam_width, length_penalty=length_penalty,
+                             block_repeats=block_repeats)
 
 
-def save_config(path: Path, vocab: Vocabulary, config: dict) -> None:
-    """Writes the vocabulary and run settings next to the model (atomically)."""
-    from rnnkit.atomic import atomic_write_json
+def caption_features(model, vocab: Vocabulary, grid: np.ndarray, pooled: np.ndarray,
+                     method: str = "beam", beam_width: int = 3, batch_size: int = 128,
+                     max_length: int = 24) -> tuple[list[str], list[float], list[np.ndarray]]:
+    """Captions, scores and attention maps ``(words, cells)`` for cached feature arrays.
 
-    atomic_write_json(path, {**config, "vocab": json.loads(vocab.to_json())})
+    Args:
+        model: the trained captioner.
+        vocab: its vocabulary.
+        grid: (N, cells, C) features; pooled: (N, C).
+        method: "greedy" or "beam".
+        beam_width: hypotheses kept per picture.
+        batch_size: pictures per decoding call.
+        max_length: most tokens per caption.
+    """
+    import tensorflow as tf
 
-
-def load_config(path: Path) -> tuple[Vocabulary, dict]:
-    """Reads what :func:`save_config` wrote: (vocabulary, settings)."""
-    cfg = json.loads(Path(path).read_text())
-    return Vocabulary(cfg.pop("vocab")), cfg
+    fn = tf.function(lambda g, p: decode(model, g, p, method, beam_width, max_length),
+                     reduce_retracing=True)
+    caps, scores, atts = [], [], []
+    for s in range(0, len(pooled), batch_size):
+        out = fn(tf.constant(grid[s:s + batch_size]), tf.constant(pooled[s:s + batch_size]))
+        caps += [vocab.decode(t) for t in out.tokens.numpy()]
+        scores += out.scores.numpy().tolist()
+        for a, n in zip(out.attention.numpy(), out.lengths.numpy()):
+            atts.append(a[: max(int(n), 1)])
+    return caps, scores, atts

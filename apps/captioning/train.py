@@ -1,84 +1,71 @@
-"""Prepare, train and evaluate the captioner (the verbs' work; cli.py only parses flags).
+"""The ``train`` verb: the decoder on cached CNN features, then the prior's calibration.
 
-* ``prepare``: fetch the stamps, build the TFDS dataset, compute and cache CNN features.
-* ``train``: decoder on cached features with teacher forcing and a masked loss
-  (``rnnkit.training.fit``: early stopping on validation loss, resumable), then
-  ``<output>/model.keras`` + ``<output>/captioner.json`` (vocabulary and settings).
-* ``evaluate``: beam-search captions for the held-out pictures; BLEU-1..4 (sacrebleu) for
-  single stamps and scenes separately, against a nearest-neighbour baseline computed in the
-  same run; head-noun accuracy on single stamps; a PNG grid of examples; metrics.json.
+Teacher forcing with a masked token loss through ``run.fit`` (early stopping on validation
+next-token accuracy, resumable); with the ImageNet word prior, one number
+(``prior_boost``) is then chosen on the validation split (:func:`calibrate_prior`). The
+run folder gets ``model.keras`` and ``vocab.json`` (the tokens in id order); the settings
+evaluation and export need (backbone, caption length, the calibration) are in
+``run.json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from apps.captioning import data as cdata
+from rnnkit.app import GradientProbe, Run
+from rnnkit.errors import DataError, ModelError
+from rnnkit.modeling.vocabulary import Vocabulary
+
+from . import data
+from .features import Prepared, prepare_features
+
+__all__ = ["HPARAMS", "PRIOR_BOOSTS", "calibrate_prior", "caption_dataset", "data_options",
+           "gradient_probe", "imagenet_prior_weights", "load_trained", "train"]
 
 log = logging.getLogger(__name__)
 
-APP = "captioning"
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "captioner.json"
+VOCAB_FILE = "vocab.json"
+
+#: Fixed training settings (the flags ``--units``, ``--dropout``, ``--label-smoothing`` and
+#: ``--imagenet-prior`` are the app's options).
+HPARAMS: dict[str, Any] = {
+    "embed_dim": 256,
+    "learning_rate": 2e-3,
+    "clipnorm": 5.0,
+    "patience": 6,
+    # Validation loss rises from the first epochs on (over-confidence on new pictures'
+    # exact wording) while accuracy and BLEU still improve: stopping on the loss would
+    # stop far too early.
+    "monitor": "val_masked_accuracy",
+    "max_caption_tokens": 32,
+}
+
+PRIOR_BOOSTS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 
 
-@dataclasses.dataclass
-class Prepared:
-    """Splits plus their cached CNN features.
-
-    Attributes:
-        splits: split name -> :class:`apps.captioning.data.Split`.
-        grid: split name -> float16 (N, cells, C).
-        pooled: split name -> float32 (N, C).
-        backbone: the backbone's name.
-    """
-
-    splits: dict
-    grid: dict
-    pooled: dict
-    backbone: str
-
-
-def prepare_features(spec: str | None, quick: bool, limit: int | None, seed: int,
-                     backbone_name: str) -> Prepared:
-    """Loads (building if needed) the data and the cached features of every split.
+def data_options(run: Run) -> tuple[str | None, bool, int | None]:
+    """``(data, quick, limit)`` for a verb after ``train``: as trained unless ``--data``
+    is given (then ``--quick`` and ``--limit`` as given).
 
     Args:
-        spec: ``--data`` value.
-        quick: the smaller Tux Paint recipe.
-        limit: at most this many pictures per split.
-        seed: seed for user-data splits.
-        backbone_name: ``--backbone``.
+        run: the verb's run (its folder holds ``run.json``).
     """
-    from rnnkit.backbones import get_backbone
-
-    splits = cdata.load_splits(spec, quick=quick, limit=limit, seed=seed)
-    name = cdata.dataset_name(spec, quick, limit)
-    grid, pooled = {}, {}
-    backbone = None
-    for split_name, split in splits.items():
-        if len(split) == 0:
-            raise ValueError(f"the {split_name} split of {spec or 'tuxpaint'} is empty")
-        key = f"{name}-{split_name}-{backbone_name}"
-        try:
-            grid[split_name], pooled[split_name] = cdata.load_cached_features(key, len(split))
-        except FileNotFoundError:
-            if backbone is None:
-                backbone = get_backbone(backbone_name)
-            grid[split_name], pooled[split_name] = cdata.cached_features(split, key, backbone)
-    return Prepared(splits, grid, pooled, backbone_name)
+    if run.get("data") is not None:
+        return run.data, bool(run.quick), run.limit
+    options = run.run_config()["options"]
+    limit = run.limit if run.limit is not None else options.get("limit")
+    return options.get("data"), bool(run.quick or options.get("quick")), limit
 
 
-def _training_arrays(prep: Prepared, split: str, vocab, max_len: int):
-    """Features repeated once per reference caption, with encoded (input, target) tokens."""
+def _training_arrays(split, vocab: Vocabulary, max_len: int):
+    """Picture rows repeated once per reference caption, with (input, target) tokens."""
     rows, inputs, targets = [], [], []
-    for i, refs in enumerate(prep.splits[split].references):
+    for i, refs in enumerate(split.references):
         for ref in refs:
             inp, tgt = vocab.encode(ref, max_len)
             rows.append(i)
@@ -87,11 +74,22 @@ def _training_arrays(prep: Prepared, split: str, vocab, max_len: int):
     return np.asarray(rows), np.stack(inputs), np.stack(targets)
 
 
-def _dataset(prep: Prepared, split: str, vocab, max_len: int, batch_size: int,
-             shuffle: bool, seed: int):
+def caption_dataset(prep: Prepared, split: str, vocab: Vocabulary, max_len: int,
+                    batch_size: int, shuffle: bool, seed: int):
+    """``((grid, pooled, tokens_in), tokens_out)`` batches of one split, one per caption.
+
+    Args:
+        prep: the prepared features.
+        split: the split name.
+        vocab: encodes the captions.
+        max_len: tokens per (padded) caption, ``<end>`` included.
+        batch_size: captions per batch.
+        shuffle: reshuffle every epoch.
+        seed: the shuffle seed.
+    """
     import tensorflow as tf
 
-    rows, inputs, targets = _training_arrays(prep, split, vocab, max_len)
+    rows, inputs, targets = _training_arrays(prep.splits[split], vocab, max_len)
     grid = tf.constant(prep.grid[split])
     pooled = tf.constant(prep.pooled[split])
     ds = tf.data.Dataset.from_tensor_slices((rows, inputs, targets))
@@ -104,106 +102,77 @@ def _dataset(prep: Prepared, split: str, vocab, max_len: int, batch_size: int,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def train(data: str | None, output: Path, *, epochs: int, batch_size: int, seed: int,
-          quick: bool = False, limit: int | None = None, strategy: str = "default",
-          backbone: str = "efficientnet_lite0", units: int = 512, embed_dim: int = 256,
-          learning_rate: float = 2e-3, patience: int = 6, dropout: float = 0.3,
-          label_smoothing: float = 0.1, monitor: str = "val_masked_accuracy",
-          imagenet_prior: bool | None = None, word_dropout: float = 0.0) -> dict[str, Any]:
-    """Trains the decoder on cached features and saves the model and its vocabulary.
-
-    Args:
-        data: ``--data`` spec. output: run folder. epochs: most epochs.
-        batch_size: captions per batch. seed: random seed. quick: smaller data.
-        limit: at most this many pictures per split. strategy: tf.distribute strategy.
-        backbone: ``--backbone``. units: RNN size. embed_dim: word embedding size.
-        learning_rate: Adam's. patience: early-stopping patience (epochs).
-        dropout: feature and output dropout. label_smoothing: see ``make_masked_loss``.
-        monitor: the validation metric for early stopping and the best weights. The
-            default is next-token accuracy: validation loss rises from the first epochs on
-            (over-confidence on new pictures' exact wording) while accuracy and BLEU still
-            improve, so stopping on the loss would stop far too early.
-        imagenet_prior: mix the CNN's own ImageNet classifier into the word distribution
-            (see :mod:`apps.captioning.model`); the head words of the 1000 class names join
-            the vocabulary. None: on for ``efficientnet_lite0`` (whose classifier ships
-            with rnnkit), off for other backbones.
-        word_dropout: probability of replacing a teacher-forced input word by ``<unk>``.
+def train(run: Run) -> dict[str, Any]:
+    """The ``train`` verb (see the module docstring).
 
     Returns:
-        The history summary from ``rnnkit.training.fit`` plus timing and sizes.
+        The summary for ``run.json``: the backbone, caption length, the prior and its
+        calibration (what evaluation and export read back), sizes and timings.
     """
     import keras
 
-    from apps.captioning.model import (
-        SPECIALS,
-        Captioner,
-        Vocabulary,
-        class_word_matrix,
-        make_masked_accuracy,
-        make_masked_loss,
-        save_config,
-    )
-    from rnnkit import reports, training
+    from rnnkit.atomic import atomic_write_json
+    from rnnkit.backbones import OFFLINE_BACKBONES, canonical_name
 
+    from .model import Captioner, caption_accuracy, caption_loss, class_word_matrix
+
+    hp = HPARAMS
     t0 = time.time()
-    training.seed_everything(seed)
-    prep = prepare_features(data, quick, limit, seed, backbone)
+    run.seed_everything()
+    backbone = canonical_name(run.backbone)
+    prep = prepare_features(run.data, run.quick, run.limit, run.seed, backbone)
     t_features = time.time() - t0
     train_refs = [r for refs in prep.splits["train"].references for r in refs]
-    vocab = Vocabulary.build(train_refs)
-    if imagenet_prior is None:
-        imagenet_prior = backbone == "efficientnet_lite0"
+    vocab = Vocabulary.build(r.split() for r in train_refs)
+    use_prior = run.imagenet_prior
+    if use_prior is None:
+        use_prior = backbone in OFFLINE_BACKBONES
     prior = None
-    if imagenet_prior:
+    if use_prior:
         prior = imagenet_prior_weights(backbone)
         # Class head words the captions never use still join the vocabulary: the prior is
         # the only way the decoder can ever say them (novel objects).
         extra = sorted({w for ws in prior[2] for w in ws} - set(vocab.stoi))
-        vocab = Vocabulary(vocab.itos[len(SPECIALS):] + extra)
-    max_len = min(32, max(len(r.split()) for r in train_refs) + 1)
-    train_ds = _dataset(prep, "train", vocab, max_len, batch_size, True, seed)
-    val_ds = _dataset(prep, "validation", vocab, max_len, batch_size, False, seed)
+        vocab = Vocabulary(vocab.words + extra)
+    max_len = min(hp["max_caption_tokens"], max(len(r.split()) for r in train_refs) + 1)
+    train_ds = caption_dataset(prep, "train", vocab, max_len, run.batch_size, True, run.seed)
+    val_ds = caption_dataset(prep, "validation", vocab, max_len, run.batch_size, False,
+                             run.seed)
     feature_dim = int(prep.pooled["train"].shape[-1])
-    with training.get_strategy(strategy).scope():
-        model = Captioner(len(vocab), feature_dim=feature_dim, embed_dim=embed_dim, units=units,
-                          dropout=dropout, num_classes=1000 if prior else 0,
-                          word_dropout=word_dropout, seed=seed)
+    with run.strategy.scope():
+        model = Captioner(len(vocab), feature_dim=feature_dim, embed_dim=hp["embed_dim"],
+                          units=run.units, dropout=run.dropout,
+                          num_classes=1000 if prior else 0)
         model.build()
         if prior:
             model.set_class_prior(prior[0], prior[1], class_word_matrix(prior[2], vocab))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
-                      loss=make_masked_loss(len(vocab), label_smoothing,
-                                            generator_loss=bool(prior)),
-                      metrics=[make_masked_accuracy(len(vocab))])
-    output = Path(output)
-    result = training.fit(model, train_ds, val_ds, output_dir=output, epochs=epochs,
-                          monitor=monitor, patience=patience)
+        model.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"],
+                                                      clipnorm=hp["clipnorm"]),
+                      loss=caption_loss(len(vocab), run.label_smoothing,
+                                        generator_loss=bool(prior)),
+                      metrics=[caption_accuracy(len(vocab))])
+    result = run.fit(model, train_ds, val_ds, monitor=hp["monitor"], patience=hp["patience"])
     calibration = None
     if prior:
         calibration = calibrate_prior(model, vocab, prep, "validation")
         model.prior_boost = calibration["prior_boost"]
-    training.save_model(model, output / MODEL_FILE)
-    save_config(output / CONFIG_FILE, vocab, {
-        "backbone": backbone, "max_len": max_len, "data": data or "tuxpaint",
-        "quick": quick, "limit": limit, "seed": seed, "units": units, "embed_dim": embed_dim,
-        "dropout": dropout, "label_smoothing": label_smoothing, "monitor": monitor,
-        "imagenet_prior": bool(prior), "word_dropout": word_dropout,
-        "prior_calibration": calibration})
-    reports.plot_history(result["history"], reports_dir(output) / "history.png",
-                         title="captioning: decoder training")
-    summary = {**result, "feature_seconds": round(t_features, 1),
-               "train_seconds": round(time.time() - t0 - t_features, 1),
-               "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
-               "train_pictures": len(prep.splits["train"])}
-    log.info("trained: best %s %.4f at epoch %d; %d decoder parameters", monitor,
+    run.save_model(model)
+    atomic_write_json(run.output / VOCAB_FILE, vocab.itos)
+    log.info("trained: best %s %.4f at epoch %d; %d decoder parameters", hp["monitor"],
              result["best"] or float("nan"), result["best_epoch"] + 1, model.count_params())
-    return summary
+    return {
+        "backbone": backbone, "max_len": max_len, "imagenet_prior": bool(prior),
+        "prior_calibration": calibration, "hparams": hp,
+        "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
+        "train_pictures": len(prep.splits["train"]),
+        "best_epoch": result["best_epoch"] + 1, "epochs_run": result["epochs_run"],
+        "best_val_masked_accuracy": result["best"],
+        "feature_seconds": round(t_features, 1),
+        "fit_seconds": round(time.time() - t0 - t_features, 1),
+    }
 
 
-PRIOR_BOOSTS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
-
-
-def calibrate_prior(model, vocab, prep: Prepared, split: str = "validation",
+def calibrate_prior(model, vocab: Vocabulary, prep: Prepared, split: str = "validation",
                     boosts=PRIOR_BOOSTS) -> dict[str, Any]:
     """Chooses ``model.prior_boost`` on a held-out split (never the test split).
 
@@ -215,26 +184,31 @@ def calibrate_prior(model, vocab, prep: Prepared, split: str = "validation",
     repeat ImageNet words ("tank vehicle tank tank") and BLEU collapsed.
 
     Args:
-        model: the trained prior captioner. vocab: its vocabulary.
-        prep: features of every split. split: the held-out split used.
+        model: the trained prior captioner.
+        vocab: its vocabulary.
+        prep: features of every split.
+        split: the held-out split used.
         boosts: the candidates.
 
     Returns:
         {"prior_boost": chosen, "split": split, "recall": {boost: pooled recall}}.
     """
+    from .model import caption_features
+
     held = prep.splits[split]
     recall: dict[str, float] = {}
     best, best_r = 0.0, -1.0
     for boost in boosts:
         model.prior_boost = float(boost)
-        caps, _, _ = generate(model, vocab, prep.grid[split], prep.pooled[split], "beam", 3)
+        caps, _, _ = caption_features(model, vocab, prep.grid[split], prep.pooled[split],
+                                      "beam", 3)
         hits = []
         for i, cap in enumerate(caps):
             if held.kinds[i] == "single":
-                hits.append(cdata.noun_matches(held.heads[i], cap))
+                hits.append(data.noun_matches(held.heads[i], cap))
             elif held.kinds[i] == "scene":
-                hits += [cdata.noun_matches(cdata.head_noun(p) or "", cap)
-                         for p in _scene_parts(held.references[i][0])]
+                hits += [data.noun_matches(data.head_noun(p) or "", cap)
+                         for p in data.scene_parts(held.references[i][0])]
         r = float(np.mean(hits)) if hits else 0.0
         recall[str(boost)] = round(r, 4)
         if r > best_r:
@@ -247,228 +221,58 @@ def calibrate_prior(model, vocab, prep: Prepared, split: str = "validation",
 def imagenet_prior_weights(backbone: str):
     """(kernel, bias, head words per class) of the backbone's ImageNet classifier.
 
+    Args:
+        backbone: a backbone name; the EfficientNet-Lite ones carry their classifier.
+
     Raises:
-        ValueError: for a backbone without a bundled classifier.
+        DataError: for a backbone without a bundled classifier.
     """
-    if backbone != "efficientnet_lite0":
-        raise ValueError(f"the ImageNet word prior needs efficientnet_lite0's classifier; "
-                         f"backbone {backbone!r} has none here (pass imagenet_prior=False)")
-    from apps.captioning.model import class_head_words
+    from rnnkit.backbones import OFFLINE_BACKBONES, canonical_name
     from rnnkit.backbones.efficientnet_lite import imagenet_class_names, imagenet_classifier
 
-    kernel, bias = imagenet_classifier()
+    from .model import class_head_words
+
+    backbone = canonical_name(backbone)
+    if backbone not in OFFLINE_BACKBONES:
+        raise DataError(f"the ImageNet word prior needs the classifier of "
+                        f"{' or '.join(OFFLINE_BACKBONES)}; backbone {backbone!r} has none "
+                        "here (pass --no-imagenet-prior)")
+    kernel, bias = imagenet_classifier(backbone)
     return kernel, bias, class_head_words(imagenet_class_names())
 
 
-def reports_dir(output: Path) -> Path:
-    from rnnkit import paths
-
-    return paths.reports_dir(output)
-
-
-def load_trained(output: Path):
-    """(model, vocabulary, settings) saved by :func:`train` in ``output``.
+def load_trained(run: Run):
+    """(model, vocabulary, training summary) of the run folder.
 
     Raises:
-        FileNotFoundError: when ``train`` has not been run for this output folder.
+        ModelError: when ``train`` has not finished in this run folder.
     """
-    import keras
-
-    from apps.captioning.model import load_config
-
-    output = Path(output)
-    if not (output / MODEL_FILE).exists() or not (output / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"no trained captioner in {output}: run `rnnkit captioning train` first")
-    model = keras.saving.load_model(output / MODEL_FILE, compile=False)
-    vocab, cfg = load_config(output / CONFIG_FILE)
-    return model, vocab, cfg
+    summary = run.run_config()["train"]
+    path = run.output / VOCAB_FILE
+    if not path.is_file():
+        raise ModelError(f"no {VOCAB_FILE} in {run.output}: run `rnnkit captioning train` "
+                         "first (or pass --output)")
+    vocab = Vocabulary.from_tokens(json.loads(path.read_text(encoding="utf-8")))
+    return run.load_model(), vocab, summary
 
 
-def generate(model, vocab, grid: np.ndarray, pooled: np.ndarray, method: str = "beam",
-             beam_width: int = 3, batch_size: int = 128, max_length: int = 24):
-    """Captions (list of str), scores and attention (N, T, cells) for feature arrays."""
+def gradient_probe(run: Run, size: int = 32) -> GradientProbe:
+    """The first ``size`` validation pictures (first reference caption each), the trained
+    decoder and its training loss."""
+    from .model import caption_loss
+
+    model, vocab, summary = load_trained(run)
+    spec, quick, limit = data_options(run)
+    prep = prepare_features(spec, quick, limit, run.seed, summary["backbone"])
+    held = prep.splits["validation"]
+    n = min(size, len(held))
+    inputs, targets = zip(*(vocab.encode(refs[0], summary["max_len"])
+                            for refs in held.references[:n]))
     import tensorflow as tf
 
-    from apps.captioning.model import decode
-
-    fn = tf.function(lambda g, p: decode(model, g, p, method, beam_width, max_length),
-                     reduce_retracing=True)
-    caps, scores, atts = [], [], []
-    for s in range(0, len(pooled), batch_size):
-        out = fn(tf.constant(grid[s:s + batch_size]), tf.constant(pooled[s:s + batch_size]))
-        toks = out.tokens.numpy()
-        caps += [vocab.decode(t) for t in toks]
-        scores += out.scores.numpy().tolist()
-        att = out.attention.numpy()
-        for a, n in zip(att, out.lengths.numpy()):
-            atts.append(a[: max(int(n), 1)])
-    return caps, scores, atts
-
-
-def nearest_neighbour_captions(train_pooled: np.ndarray, train_refs: list[list[str]],
-                               query_pooled: np.ndarray) -> list[str]:
-    """The baseline: the first reference caption of the training picture with the most
-    similar pooled CNN features (cosine similarity)."""
-    a = train_pooled / (np.linalg.norm(train_pooled, axis=1, keepdims=True) + 1e-8)
-    q = query_pooled / (np.linalg.norm(query_pooled, axis=1, keepdims=True) + 1e-8)
-    out = []
-    for s in range(0, len(q), 512):
-        idx = (q[s:s + 512] @ a.T).argmax(axis=1)
-        out += [train_refs[i][0] for i in idx]
-    return out
-
-
-def bleu_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Corpus BLEU-1..4 (sacrebleu, 13a tokenisation) of hypotheses against 1+ references."""
-    from sacrebleu.metrics import BLEU
-
-    n_refs = max(len(r) for r in references)
-    # sacrebleu wants one list per reference "stream"; pad short lists with their first item.
-    streams = [[r[k] if k < len(r) else r[0] for r in references] for k in range(n_refs)]
-    out = {}
-    for n in (1, 2, 3, 4):
-        bleu = BLEU(max_ngram_order=n, effective_order=False)
-        out[f"bleu{n}"] = round(float(bleu.corpus_score(hypotheses, streams).score), 2)
-    return out
-
-
-def evaluate(output: Path, *, data: str | None = None, seed: int = 1337,
-             quick: bool = False, limit: int | None = None, beam_width: int = 3,
-             grid_examples: int = 16) -> dict[str, Any]:
-    """Evaluates the trained captioner on the test split (see the module docstring).
-
-    Args:
-        output: run folder holding the trained model. data: ``--data`` (default: as trained).
-        seed: random seed. quick/limit: as trained by default.
-        beam_width: beam size for the reported captions.
-        grid_examples: pictures in the example grid PNG.
-
-    Returns:
-        The metrics written to ``<output>/reports/metrics.json``.
-    """
-    from rnnkit import reports
-
-    model, vocab, cfg = load_trained(output)
-    if data is None:
-        data = None if cfg.get("data") in (None, "tuxpaint") else cfg["data"]
-        quick = quick or bool(cfg.get("quick"))
-        limit = limit if limit is not None else cfg.get("limit")
-    prep = prepare_features(data, quick, limit, seed, cfg.get("backbone", "efficientnet_lite0"))
-    test = prep.splits["test"]
-    t0 = time.time()
-    beam, _, _ = generate(model, vocab, prep.grid["test"], prep.pooled["test"],
-                          "beam", beam_width)
-    greedy, _, _ = generate(model, vocab, prep.grid["test"], prep.pooled["test"], "greedy")
-    decode_s = time.time() - t0
-    nn = nearest_neighbour_captions(prep.pooled["train"], prep.splits["train"].references,
-                                    prep.pooled["test"])
-    kinds = sorted(set(test.kinds))
-    metrics: dict[str, Any] = {
-        "data": data or "tuxpaint", "backbone": prep.backbone, "beam_width": beam_width,
-        "test_pictures": len(test), "train_pictures": len(prep.splits["train"]),
-        "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
-        "decode_seconds": round(decode_s, 2),
-    }
-    for kind in kinds:
-        idx = [i for i, k in enumerate(test.kinds) if k == kind]
-        refs = [test.references[i] for i in idx]
-        entry = {
-            "count": len(idx),
-            "model_beam": bleu_scores([beam[i] for i in idx], refs),
-            "model_greedy": bleu_scores([greedy[i] for i in idx], refs),
-            "nearest_neighbour": bleu_scores([nn[i] for i in idx], refs),
-            "exact_match_beam": round(float(np.mean([beam[i] in test.references[i] for i in idx])), 4),
-            "exact_match_nearest_neighbour": round(
-                float(np.mean([nn[i] in test.references[i] for i in idx])), 4),
-        }
-        if kind == "single":
-            heads = [test.heads[i] for i in idx]
-            entry["head_noun_accuracy_beam"] = round(float(np.mean(
-                [cdata.noun_matches(h, beam[i]) for h, i in zip(heads, idx)])), 4)
-            entry["head_noun_accuracy_nearest_neighbour"] = round(float(np.mean(
-                [cdata.noun_matches(h, nn[i]) for h, i in zip(heads, idx)])), 4)
-            if prep.backbone == "efficientnet_lite0":
-                entry["head_noun_recognisers"] = head_noun_recognisers(prep, idx)
-        if kind == "scene":
-            # Both/all objects named, in the right left-to-right order, anywhere in the caption.
-            def objects_in_order(cap: str, stamps_heads: list[str]) -> bool:
-                words = cap.split()
-                pos = []
-                for h in stamps_heads:
-                    hits = [j for j, w in enumerate(words) if cdata.noun_matches(h, w)]
-                    if not hits:
-                        return False
-                    pos.append(hits[0])
-                return pos == sorted(pos)
-
-            heads_by_scene = [[cdata.head_noun(p) for p in _scene_parts(test.references[i][0])]
-                              for i in idx]
-            entry["all_objects_in_order_beam"] = round(float(np.mean(
-                [objects_in_order(beam[i], h) for h, i in zip(heads_by_scene, idx)])), 4)
-            entry["all_objects_in_order_nearest_neighbour"] = round(float(np.mean(
-                [objects_in_order(nn[i], h) for h, i in zip(heads_by_scene, idx)])), 4)
-        metrics[kind] = entry
-    overall_refs = test.references
-    metrics["all"] = {"model_beam": bleu_scores(beam, overall_refs),
-                      "nearest_neighbour": bleu_scores(nn, overall_refs)}
-    rdir = reports_dir(Path(output))
-    reports.write_metrics(rdir, metrics)
-    from apps.captioning.figures import plot_examples
-
-    order = _example_order(test.kinds, grid_examples)
-    plot_examples([cdata.picture(test, i) for i in order],
-                  [beam[i] for i in order], [test.references[i][0] for i in order],
-                  [nn[i] for i in order], rdir / "examples.png",
-                  title=f"held-out pictures: beam-{beam_width} caption / reference / nearest neighbour")
-    examples = [{"kind": test.kinds[i], "reference": test.references[i][0], "beam": beam[i],
-                 "greedy": greedy[i], "nearest_neighbour": nn[i]} for i in range(len(test))]
-    from rnnkit.atomic import atomic_write_json
-
-    atomic_write_json(rdir / "captions.json", examples)
-    return metrics
-
-
-def head_noun_recognisers(prep: Prepared, idx: list[int]) -> dict[str, float]:
-    """How often the two recognisers the decoder can draw on name a test single's head noun.
-
-    * ``nearest_training_single``: the caption of the most similar training single stamp
-      (cosine on pooled features), i.e. few-shot recognition from the training stamps;
-    * ``imagenet_top1``: the head words of the CNN's own top ImageNet class;
-    * ``either``: at least one of the two, an upper bound for any rule that picks between
-      them (the decoder's two sources of object names).
-
-    Args:
-        prep: prepared features (efficientnet_lite0, whose ImageNet head is bundled).
-        idx: indices of the test single stamps.
-    """
-    test, train = prep.splits["test"], prep.splits["train"]
-    singles = [i for i, k in enumerate(train.kinds) if k == "single"]
-    near = nearest_neighbour_captions(prep.pooled["train"][singles],
-                                      [train.references[i] for i in singles],
-                                      prep.pooled["test"][idx])
-    kernel, bias, heads = imagenet_prior_weights(prep.backbone)
-    top = (prep.pooled["test"][idx] @ kernel + bias).argmax(axis=1)
-    a = np.array([cdata.noun_matches(test.heads[i], c) for i, c in zip(idx, near)])
-    b = np.array([cdata.noun_matches(test.heads[i], " ".join(heads[c])) for i, c in zip(idx, top)])
-    return {"nearest_training_single": round(float(a.mean()), 4),
-            "imagenet_top1": round(float(b.mean()), 4),
-            "either": round(float((a | b).mean()), 4)}
-
-
-def _scene_parts(caption: str) -> list[str]:
-    """Splits a composed scene caption back into its stamp phrases (left to right)."""
-    if " next to " in caption:
-        return caption.split(" next to ", 1)
-    first, _, rest = caption.partition(" , ")
-    second, _, third = rest.rpartition(" and ")
-    return [first, second, third] if second else [first, rest]
-
-
-def _example_order(kinds: list[str], n: int) -> list[int]:
-    """Evenly spaced indices, half singles and half scenes where both exist."""
-    out = []
-    for kind in sorted(set(kinds), reverse=True):
-        idx = [i for i, k in enumerate(kinds) if k == kind]
-        take = max(1, n // len(set(kinds)))
-        out += [idx[int(j)] for j in np.linspace(0, len(idx) - 1, min(take, len(idx)))]
-    return out[:n]
+    x = (tf.constant(prep.grid["validation"][:n]), tf.constant(prep.pooled["validation"][:n]),
+         tf.constant(np.stack(inputs)))
+    loss = caption_loss(len(vocab), run.trained_option("label_smoothing", 0.0),
+                        generator_loss=bool(summary.get("imagenet_prior")))
+    return GradientProbe(model=model, inputs=x, targets=tf.constant(np.stack(targets)),
+                         loss=loss)
