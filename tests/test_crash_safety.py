@@ -174,3 +174,20 @@ def test_lost_worker_is_reported_and_the_job_resumes(reviews, tmp_path):
     w0, w1 = load_weights(tmp_path / "t2", 0), load_weights(tmp_path / "t2", 1)
     assert all(np.array_equal(a, b) for a, b in zip(w0, w1, strict=True))
     assert (run / "model.keras").is_file() and not (run / "checkpoints").exists()
+
+
+def test_mixed_float16_run_resumes_with_its_loss_scale(reviews, tmp_path):
+    run = tmp_path / "run"
+    common = ["--data", str(reviews), "--output", str(run), "--epochs", "2",
+              "--mixed-precision", "mixed_float16"]
+    first = run_program([*common, "--trace", str(tmp_path / "t1"), "--sigkill-at", "1:3"])
+    assert first.returncode == SIGKILLED, first.stderr[-2000:]
+    # The LossScaleOptimizer's own variables (scale, step counter) are in the checkpoint.
+    state = json.loads((run / "checkpoints" / "epoch-0001" / "state.json").read_text())
+    assert state["fingerprint"]["optimizer"] == "LossScaleOptimizer"
+    second = run_program([*common, "--trace", str(tmp_path / "t2")])
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert _begun(tmp_path / "t2") == [1]
+    loss = read_trace(tmp_path / "t2")[-1]["result"]["history"]["loss"]
+    assert len(loss) == 2 and all(np.isfinite(loss))
+    assert (run / "model.keras").is_file()
