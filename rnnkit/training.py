@@ -61,6 +61,7 @@ from rnnkit.distributed import (
 
 __all__ = [
     "CHECKPOINTS",
+    "WorkerLostError",
     "add_training_arguments",
     "distribute_dataset",
     "fit",

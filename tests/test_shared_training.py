@@ -80,6 +80,29 @@ def test_fit_restores_best_weights(tmp_path):
         training.save_model(model, tmp_path / "m.h5")
 
 
+def test_fit_steps_per_epoch_and_a_foreign_checkpoint(tmp_path, capfd):
+    training.seed_everything(3)
+    train, val = _data()
+    batches = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))
+    with pytest.raises(RuntimeError, match="simulated"):
+        training.fit(_model(), train, val, output_dir=tmp_path, epochs=3, steps_per_epoch=3,
+                     extra_callbacks=[counter, _Crash(1)], verbose=0)
+    assert batches == [0, 1, 2]  # 3 of the 8 batches, then the epoch ended
+    state = json.loads((tmp_path / "checkpoints" / "epoch-0001" / "state.json").read_text())
+    assert state["steps_per_epoch"] == 3 and not state["finished"]
+    # Another model in the same folder: its checkpoint is not forced onto this one.
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    other.compile("sgd", "binary_crossentropy")
+    capfd.readouterr()
+    result = training.fit(other, train, val, output_dir=tmp_path, epochs=2, verbose=0)
+    assert "belongs to another model" in capfd.readouterr().err
+    assert result["epochs_run"] == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        training.fit(other, train, val, output_dir=tmp_path, epochs=0)
+
+
 def test_strategies_and_modes():
     assert training.get_strategy("default") is tf.distribute.get_strategy()
     mirrored = training.get_strategy("mirrored")
