@@ -97,7 +97,8 @@ def read_tf_config(environ: dict[str, str] | None = None) -> dict[str, Any] | No
     except json.JSONDecodeError as err:
         raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {raw[:200]!r}") from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
-        raise ValueError('TF_CONFIG needs a "cluster" object, e.g. '
+        # A wrong environment value, not a wrong argument type: ValueError.
+        raise ValueError('TF_CONFIG needs a "cluster" object, e.g. '  # noqa: TRY004
                          '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
                          '"task": {"type": "worker", "index": 0}}')
     task = config.get("task")
@@ -400,7 +401,8 @@ def launch_local_workers(
             if index == 0:
                 out = None  # the chief's output is the run's output
             else:
-                out = open(logs / f"worker-{index}.log", "wb")
+                # Closed in the finally below, after the process ends.
+                out = open(logs / f"worker-{index}.log", "wb")  # noqa: SIM115
                 handles.append(out)
             procs.append(subprocess.Popen(command, env=env, stdout=out,
                                           stderr=subprocess.STDOUT if out else None))

@@ -283,7 +283,7 @@ def test_tf_config_parsing_and_chief():
                   "task": {"type": "worker", "index": 0}}
     assert not d._chief_from_config(with_chief) and d.worker_count(
         {"TF_CONFIG": json.dumps(with_chief)}) == 2
-    for bad, message in [("{", "not valid JSON"), ('{"task": {}}', '"cluster"'),
+    for bad, message in [("{", "not valid JSON"), ('{"task": {}}', "needs a \"cluster\" object"),
                          ('{"cluster": {"worker": ["a:1"]}}', '"task"'),
                          (('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
                            '"index": 1}}'), "not in its cluster")]:
