@@ -178,12 +178,13 @@ class Run:
         options: every option after defaults, ``--quick`` values and the command line.
     """
 
-    def __init__(self, app: str, verb: str, options: Mapping[str, Any]) -> None:
+    def __init__(self, app: str, verb: str, options: Mapping[str, Any],
+                 shard_policy: str = "data") -> None:
         self.app = app
         self.verb = verb
         self.options = dict(options)
+        self.shard_policy = shard_policy
         self.started = time.time()
-        self._strategy = None
 
     def __getattr__(self, name: str) -> Any:
         options = self.__dict__.get("options", {})
@@ -217,12 +218,17 @@ class Run:
     # -- training ----------------------------------------------------------------------
     @property
     def strategy(self) -> tf.distribute.Strategy:
-        """The ``tf.distribute`` strategy of ``--strategy`` (created once)."""
-        if self._strategy is None:
-            from rnnkit import training
+        """The ``tf.distribute`` strategy of ``--strategy`` (one per process)."""
+        from rnnkit.distributed import get_strategy
 
-            self._strategy = training.get_strategy(self.get("strategy", "default"))
-        return self._strategy
+        return get_strategy(self.get("strategy", "default"))
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run's files (False on other multi_worker workers)."""
+        from rnnkit.distributed import is_chief
+
+        return is_chief()
 
     def seed_everything(self) -> None:
         """Seed Python, NumPy, TensorFlow and Keras with ``--seed``."""
@@ -232,11 +238,13 @@ class Run:
 
     def fit(self, model: keras.Model, train_ds: Any, val_ds: Any, *, subdir: str | None = None,
             **kwargs: Any) -> dict[str, Any]:
-        """Train with :func:`rnnkit.training.fit` in this run's folder (or ``<output>/<subdir>``).
+        """Train with :func:`rnnkit.training.fit` in this run's folder (or ``<output>/<subdir>``)
+        under ``--strategy``, the datasets sharded by the app's ``shard_policy``.
 
         Args:
             model: a model compiled under ``run.strategy.scope()``.
-            train_ds: the training ``tf.data.Dataset``.
+            train_ds: the training ``tf.data.Dataset`` (batches of ``--batch-size``, the
+                global batch).
             val_ds: the validation dataset.
             subdir: train in a sub-folder of the run folder (e.g. one per fold).
             **kwargs: ``monitor``, ``mode``, ``patience``, ``extra_callbacks``...
@@ -244,7 +252,9 @@ class Run:
         from rnnkit.training import fit
 
         out = self.output / subdir if subdir else self.output
-        return fit(model, train_ds, val_ds, output_dir=out, epochs=self.epochs, **kwargs)
+        kwargs.setdefault("shard_policy", self.shard_policy)
+        return fit(model, train_ds, val_ds, output_dir=out, epochs=self.epochs,
+                   strategy=self.strategy, **kwargs)
 
     def model_path(self, name: str = "model.keras") -> Path:
         """``<output>/<name>``."""
@@ -329,6 +339,10 @@ class App:
         signature_inputs: the input names of this app's ``serving_default``: an export
             whose default signature takes other inputs is another app's, and ``predict``
             says so instead of failing inside TensorFlow.
+        shard_policy: how ``tf.data`` input is split between the workers of a
+            ``multi_worker`` run (``"data"``: every worker reads all input and takes its
+            share of each global batch; ``"file"``, ``"auto"``, ``"off"``; see
+            docs/distributed.md).
     """
 
     name: ClassVar[str] = ""
@@ -339,6 +353,7 @@ class App:
     inputs: ClassVar[str] = "text"
     inputs_help: ClassVar[str] = "inputs to run; read from stdin (one per line) when omitted"
     signature_inputs: ClassVar[tuple[str, ...]] = ()
+    shard_policy: ClassVar[str] = "data"
 
     # -- hooks an app fills in -----------------------------------------------------------
     def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
@@ -385,6 +400,8 @@ class App:
         from rnnkit.reports import format_headline
 
         summary = dict(self.train(run) or {})
+        if not run.is_chief:
+            return  # only the chief writes the run's files
         path = run.write_run_config(summary)
         seconds = json.loads(path.read_text())["train_seconds"]
         print(format_headline(f"{self.name}: training done in {seconds:.0f} s",
@@ -545,14 +562,9 @@ class App:
             parser.add_argument("--model", type=Path, default=None, metavar="DIR",
                                 help="a SavedModel folder [default: latest under --export-dir]")
         if verb == "train":
-            from rnnkit import training
+            from rnnkit.distributed import add_training_arguments
 
-            add_training_arguments = getattr(training, "add_training_arguments", None)
-            if add_training_arguments is not None:
-                add_training_arguments(parser)
-            else:
-                parser.add_argument("--strategy", choices=("default", "mirrored"),
-                                    default=None, help="tf.distribute strategy")
+            add_training_arguments(parser)
         if verb == "predict":
             parser.add_argument("inputs", nargs="*", help=self.inputs_help)
 
@@ -567,7 +579,7 @@ class App:
             if value is not None or key not in options:
                 options[key] = value
         verb = options.pop("verb")
-        return Run(self.name, verb, options)
+        return Run(self.name, verb, options, shard_policy=self.shard_policy)
 
     def run(self, run: Run) -> None:
         """Run ``run.verb`` (errors propagate; :meth:`main` turns them into exit codes)."""
@@ -584,9 +596,21 @@ class App:
         from rnnkit.logs import configure_logging
 
         configure_logging(verbose=any(a in ("-v", "--verbose") for a in argv))
+        from rnnkit import distributed
+
         app = cls()
         run = app.parse(argv)
         try:
+            if run.verb == "train":
+                if run.get("workers"):
+                    return distributed.launch_local_workers([cls.name, *argv], run.workers)
+                try:
+                    # First, before any other TensorFlow work: multi_worker needs that.
+                    distributed.strategy_from_args(argparse.Namespace(
+                        strategy=run.get("strategy"),
+                        mixed_precision=run.get("mixed_precision")))
+                except ValueError as exc:  # no TF_CONFIG, a bad policy name
+                    raise RnnkitError(str(exc)) from exc
             app.run(run)
         except KeyboardInterrupt:
             hint = " (run `train` again to resume)" if run.verb == "train" else ""
@@ -595,6 +619,9 @@ class App:
         except (RnnkitError, FileNotFoundError) as exc:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return 2
+        except distributed.WorkerLostError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
 
 
