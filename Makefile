@@ -92,7 +92,8 @@ captioning-predict: setup ## Caption IMAGE=... with the latest captioning export
 	$(RNNKIT) captioning predict $(IMAGE)
 
 serve: setup ## Serve saved_models/ like TF Serving (REST 8501, gRPC 8500)
-	$(RNNKIT) serve --port 8500 --rest_api_port 8501 --model_config_file deploy/models.local.config
+	$(RNNKIT) serve --port 8500 --rest_api_port 8501 --model_config_file deploy/models.local.config \
+		--monitoring_config_file deploy/monitoring.config
 
 clean: ## Remove generated runs, reports and exports (keeps the data cache)
 	rm -rf runs reports saved_models/*/
