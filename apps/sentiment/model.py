@@ -16,6 +16,7 @@ hundreds of tanh steps, which is what a plain Elman RNN struggles with.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -83,12 +84,29 @@ class ClipTokens(layers.Layer):
         return {**super().get_config(), "max_len": self.max_len, "pad_to": self.pad_to}
 
 
+@keras.saving.register_keras_serializable(package="rnnkit_sentiment")
+class ScaleLogit(layers.Layer):
+    """Multiply the logit by a constant (``1 / temperature``): temperature scaling folded
+    into the saved model, so the export serves calibrated probabilities."""
+
+    def __init__(self, scale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, logit: tf.Tensor) -> tf.Tensor:
+        return logit * self.scale
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scale": self.scale}
+
+
 def build_classifier(
     vocab_size: int,
     embed_dim: int = 128,
     units: int = 96,
     embed_dropout: float = 0.25,
     head_dropout: float = 0.4,
+    embeddings: np.ndarray | None = None,
 ) -> keras.Model:
     """Return the classifier on token ids: ``(B, T) int -> (B, 1)`` positive-class logit.
 
@@ -99,9 +117,13 @@ def build_classifier(
         embed_dropout: dropout on the embedded tokens (whole embedding vectors are dropped,
             i.e. word dropout, which regularises better than per-unit dropout here).
         head_dropout: dropout before the output layer.
+        embeddings: optional initial embedding matrix ``(vocab_size, embed_dim)`` (e.g.
+            GloVe rows for the words it knows, see :mod:`apps.sentiment.glove`).
     """
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-    x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embedding")(ids)
+    init = "uniform" if embeddings is None else keras.initializers.Constant(embeddings)
+    x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, embeddings_initializer=init,
+                         name="embedding")(ids)
     x = layers.Dropout(embed_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
     x = layers.Bidirectional(
         SimpleRecurrentLayer(units, return_sequences=True), name="birnn"
@@ -113,15 +135,20 @@ def build_classifier(
 
 
 def build_end_to_end(
-    vectorizer: layers.TextVectorization, classifier: keras.Model, max_len: int
+    vectorizer: layers.TextVectorization, classifier: keras.Model, max_len: int,
+    temperature: float = 1.0,
 ) -> keras.Model:
-    """Return the string -> logit model (vectorizer, clipping, classifier).
+    """Return the string -> logit model (vectorizer, clipping, classifier, temperature).
 
     Args:
         vectorizer: an adapted TextVectorization.
         classifier: the model from :func:`build_classifier`.
         max_len: maximum number of tokens kept per review.
+        temperature: the logit is divided by it (fitted on validation by ``train``).
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     text = keras.Input(shape=(), dtype="string", name="text")
     ids = ClipTokens(max_len, name="clip_tokens")(vectorizer(text))
-    return keras.Model(text, classifier(ids), name="sentiment")
+    logit = ScaleLogit(1.0 / temperature, name="temperature")(classifier(ids))
+    return keras.Model(text, logit, name="sentiment")
