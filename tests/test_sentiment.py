@@ -109,8 +109,10 @@ def cli_run(tmp_path_factory):
     out, exports = work / "run", work / "saved_models"
     common = ["--limit", str(LIMIT)]
     assert main(["prepare", *common]) == 0
+    # GloVe initialisation and random crops on: the non-default training paths run too.
     assert main(["train", *common, "--output", str(out), "--epochs", "2", "--max-len", "96",
-                 "--units", "16", "--vocab-size", "4000", "--batch-size", "32"]) == 0
+                 "--units", "16", "--vocab-size", "4000", "--batch-size", "32", "--glove",
+                 "--crop-prob", "0.3"]) == 0
     assert main(["evaluate", *common, "--output", str(out)]) == 0
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
     return out, exports
@@ -128,8 +130,21 @@ def test_cli_train_evaluate_export(cli_run):
     assert metrics["baseline"]["name"] == "tfidf-1-2gram-logreg"
     assert 0.6 < metrics["baseline"]["accuracy"] <= 1.0  # TF-IDF learns even from 600
     assert sum(map(sum, metrics["confusion_matrix"])) == LIMIT
-    for png in ("training_curves.png", "confusion_matrix.png"):
+    for png in ("training_curves.png", "confusion_matrix.png", "reliability.png"):
         assert (out / "reports" / png).read_bytes()[:4] == b"\x89PNG"
+    run = json.loads((out / "run.json").read_text())
+    summary = run.get("train", run)
+    cal = metrics["calibration"]
+    assert cal["temperature"] > 0 and 0.0 <= cal["ece"] <= 1.0
+    assert sum(b["count"] for b in cal["bins"]) == LIMIT
+    for key in ("rnn", "tfidf-1-2gram-logreg-tuned"):
+        report = metrics["probes"][key]
+        assert report["pairs"] >= 40 and 0.0 <= report["pair_accuracy"] <= 1.0
+    ood_report = metrics["out_of_domain"]
+    assert ood_report["amazon"]["examples"] == 1000
+    assert 0.6 < ood_report["yelp"]["tfidf-1-2gram-logreg-tuned"]["balanced_accuracy"]
+    assert 0.5 <= ood_report["short_max_confidence"] <= 1.0
+    assert "temperature" in json.dumps(summary)
     card = json.loads((exports / "1" / "assets.extra" / "metrics.json").read_text())
     assert card["accuracy"] == metrics["accuracy"]
     assert (exports / "1" / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0

