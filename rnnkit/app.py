@@ -10,7 +10,8 @@ prediction reads on the terminal (:meth:`App.predict`). The lifecycle owns the r
 * the run folder: ``<output>/model.keras`` (the trained model), ``<output>/run.json``
   (one schema for every app: the options, versions, times and the app's training summary),
   ``<output>/history.json``, and ``<output>/reports/`` with ``metrics.json``,
-  ``training_curves.png`` and the app's figures;
+  ``training_curves.png``, ``gradient_flow.png`` (from :meth:`App.gradient_probe`, see
+  :mod:`rnnkit.gradient_flow`) and the app's figures;
 * loading the trained model and the exports, with errors that name what is missing;
 * export: a new ``saved_models/<app>/<N>/`` carrying ``metrics.json``, each weight saved
   once, checked servable before it is renamed into place;
@@ -428,6 +429,13 @@ class App:
         if history.is_file():
             plot_history(json.loads(history.read_text()), run.reports / CURVES_FILE,
                          title=f"{self.name}: training curves")
+        probe = self.gradient_probe(run)
+        if probe is not None:
+            from rnnkit.gradient_flow import write_gradient_flow_report
+
+            metrics["gradient_flow"] = write_gradient_flow_report(
+                probe.model, probe.inputs, probe.targets, run.reports, loss_fn=probe.loss,
+                title=f"{self.name}: gradient flow through time (held-out batch)")
         atomic_write_json(run.reports / METRICS_FILE, metrics)
         print(format_headline(result.title or f"{self.name}: held-out evaluation",
                               {**result.headline, "reports": str(run.reports)}))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit.app import App, Evaluation, Run, Servable
+from rnnkit.app import App, Evaluation, GradientProbe, Run, Servable
 from rnnkit.errors import DataError
 
 
@@ -63,6 +63,13 @@ class SumApp(App):
         logits = run.load_model().predict(x, verbose=0)[:, 0]
         accuracy = float(((logits > 0) == (y > 0)).mean())
         return Evaluation(metrics={"accuracy": accuracy}, headline={"accuracy": accuracy})
+
+    def gradient_probe(self, run):
+        import keras
+
+        x, y = self._data(run, 32)
+        return GradientProbe(run.load_model(), x, y[:, None],
+                             keras.losses.BinaryCrossentropy(from_logits=True))
 
     def servable(self, run):
         import tensorflow as tf
@@ -124,7 +131,9 @@ def test_run_folder_schema_and_reports(demo_run):
     metrics = json.loads((out / "reports" / "metrics.json").read_text())
     assert metrics["app"] == "demo_sum" and metrics["train"] == config["train"]
     assert 0.5 < metrics["accuracy"] <= 1.0  # the sign of a sum is learnt in 3 epochs
-    assert (out / "reports" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    for png in ("training_curves.png", "gradient_flow.png"):
+        assert (out / "reports" / png).read_bytes()[:4] == b"\x89PNG"
+    assert metrics["gradient_flow"]  # the probe's summary numbers are in the metrics
     card = json.loads((exports / "1" / "assets.extra" / "metrics.json").read_text())
     assert card["accuracy"] == metrics["accuracy"]
 
