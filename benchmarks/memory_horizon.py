@@ -398,6 +398,7 @@ def plot_curves(cells: list[Cell], task: str, lengths: list[int], path: Path) ->
                     label=cell.config + (" (solved)" if cell.status == "solved" else ""))
         if task == "adding":
             ax.set_yscale("log")
+            ax.set_ylim(1e-3, 5.0)  # a diverged run would squash every other curve
             ax.axhline(ADDING_SOLVED_MSE, color="k", ls=":", lw=1)
             ax.axhline(TRIVIAL_ADDING_MSE, color="grey", ls="--", lw=1)
             ax.set_ylabel("test MSE")
