@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apps.voice_gender.sources import amazon_queen, drascula, fillets, klettres, ktuberling
-from apps.voice_gender.sources.base import Clip, SourceError, load
-from apps.voice_gender.speakers import SPEAKERS, Speaker, speaker
+from . import amazon_queen, drascula, fillets, klettres, ktuberling
+from .base import Clip, SourceError, load
+from ..speakers import SPEAKERS, Speaker, speaker
 
 __all__ = [
     "READERS", "Clip", "ProvenanceRow", "SourceError", "as_data_clips", "fold_speakers", "load",
@@ -95,7 +95,7 @@ def as_data_clips(clips: Sequence[Clip], split_of: Callable[[Clip], str] | None 
         clips: from :func:`real_clips`.
         split_of: the split (the builder's ``group``) of each clip; the source name when None.
     """
-    from apps.voice_gender import data
+    from .. import data
 
     split_of = split_of or (lambda c: c.source)
     return [data.Clip(c.path, c.label, c.speaker, split_of(c)) for c in clips]

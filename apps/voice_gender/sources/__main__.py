@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from apps.voice_gender import folds, sources
-from apps.voice_gender.speakers import EXCLUDED
+from .. import folds, sources
+from ..speakers import EXCLUDED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ import re
 import struct
 from pathlib import Path
 
-from apps.voice_gender.sources.base import Clip, SourceError, decoded_dir, fetch_package
-from apps.voice_gender.speakers import QUEEN_DIALOGUES, speaker
+from .base import Clip, SourceError, decoded_dir, fetch_package
+from ..speakers import QUEEN_DIALOGUES, speaker
 
 PACKAGE = "flight-of-the-amazon-queen"
 RESOURCE = Path("usr/share/scummvm/flight-of-the-amazon-queen/queen.1c")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.voice_gender.speakers import is_reserved
+from ..speakers import is_reserved
 
 # Bump when a reader's decoding changes: decoded clips are cached under this name.
 DECODE_VERSION = "v1"
@@ -85,8 +85,8 @@ def load(clip: Clip | str | os.PathLike[str], sample_rate: int | None = None) ->
     Raises:
         SourceError: the file cannot be decoded or holds NaN/Inf samples.
     """
-    from apps.voice_gender.data import DataError, load_audio
-    from apps.voice_gender.features import SAMPLE_RATE
+    from ..data import DataError, load_audio
+    from ..features import SAMPLE_RATE
 
     path = clip.path if isinstance(clip, Clip) else Path(clip)
     try:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.voice_gender.sources.base import Clip, SourceError, decoded_dir, fetch_package
-from apps.voice_gender.speakers import DRASCULA_PREFIXES, speaker
+from .base import Clip, SourceError, decoded_dir, fetch_package
+from ..speakers import DRASCULA_PREFIXES, speaker
 
 PACKAGES = {"en": "drascula", "es": "drascula-spanish"}
 DATA_DIR = Path("usr/share/scummvm/drascula")

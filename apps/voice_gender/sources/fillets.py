@@ -7,13 +7,13 @@ re-labels those clips as records of the four documented speakers.
 
 from __future__ import annotations
 
-from apps.voice_gender.sources.base import Clip
-from apps.voice_gender.speakers import speaker
+from .base import Clip
+from ..speakers import speaker
 
 
 def clips() -> list[Clip]:
     """Every labelled Fillets clip, as records of the four actors."""
-    from apps.voice_gender.data import fetch_fillets, fillets_clips
+    from ..data import fetch_fillets, fillets_clips
 
     out = []
     for c in fillets_clips(fetch_fillets()):

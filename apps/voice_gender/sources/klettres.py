@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from apps.voice_gender.sources.base import Clip, SourceError, fetch_package
-from apps.voice_gender.speakers import SPEAKERS
+from .base import Clip, SourceError, fetch_package
+from ..speakers import SPEAKERS
 
 PACKAGE = "klettres-data"
 SOUNDS_DIR = Path("usr/share/klettres")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from apps.voice_gender.sources.base import Clip, SourceError, fetch_package
-from apps.voice_gender.speakers import speaker
+from .base import Clip, SourceError, fetch_package
+from ..speakers import speaker
 
 PACKAGE = "ktuberling-data"
 SOUNDS_DIR = Path("usr/share/ktuberling/sounds")
