@@ -41,8 +41,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	@touch $@
 
-system-deps: ## Install the Debian tools the apps and tests use (espeak-ng; festival + 10 voices), if missing
+system-deps: ## Install the Debian tools the apps and tests use (espeak-ng; festival + 10 voices; npm), if missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
