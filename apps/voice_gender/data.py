@@ -37,7 +37,7 @@ import numpy as np
 from rnnkit.errors import DataError
 
 from .features import SAMPLE_RATE
-from .formats import DEFAULT_SPEC, Clip, parse_spec, user_class_names, user_clips
+from .formats import DEFAULT_SPEC, REAL_SPEC, Clip, parse_spec, user_class_names, user_clips
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,47 @@ def fillets_clips(roots: dict[str, Path]) -> list[Clip]:
                 # One actor per language and fish: the speaker is (language, label).
                 clips.append(Clip(path, label, f"fillets-{lang}-{label}", lang))
     return clips
+
+
+# ----------------------------------------------------------------------------- real speakers
+
+REAL_FOLDS = 5  # grouped k-fold over every documented real speaker (``--data real``)
+REAL_SPLIT_PREFIX = "fold"  # split ``fold<i>`` holds the clips of fold i's test speakers
+
+
+def real_folds(seed: int = 1337):
+    """The real clips (:func:`.sources.real_clips`) and their speaker-disjoint folds.
+
+    Args:
+        seed: the tie-breaking seed of :func:`.folds.grouped_folds`.
+
+    Returns:
+        (clips, folds): every documented real clip and :data:`REAL_FOLDS` folds in which
+        every speaker is tested exactly once.
+    """
+    from . import folds, sources
+
+    clips = sources.real_clips()
+    return clips, folds.grouped_folds(sources.fold_speakers(clips), REAL_FOLDS, seed)
+
+
+def real_fold_clips(seed: int = 1337) -> list[Clip]:
+    """Every documented real clip as a builder row, its split the fold that tests its speaker.
+
+    Args:
+        seed: the fold seed.
+
+    Raises:
+        DataError: a clip's speaker is in no fold (a leak the folds must never allow).
+    """
+    from . import sources
+
+    clips, folds = real_folds(seed)
+    fold_of = {spk: f"{REAL_SPLIT_PREFIX}{f.index}" for f in folds for spk in f.test}
+    missing = sorted({c.speaker for c in clips} - set(fold_of))
+    if missing:
+        raise DataError(f"speakers in no test fold: {missing}")
+    return sources.as_data_clips(clips, lambda c: fold_of[c.speaker])
 
 
 def limit_clips(clips: Sequence[Clip], limit: int | None, seed: int = 1337) -> list[Clip]:
@@ -261,6 +302,8 @@ def resolve_clips(spec: str | None, limit: int | None = None, seed: int = 1337) 
     fmt, root = parse_spec(spec)
     if fmt == DEFAULT_SPEC:
         clips = fillets_clips(fetch_fillets())
+    elif fmt == REAL_SPEC:
+        clips = real_fold_clips(seed)
     else:
         clips = user_clips(fmt, root, seed)
     return limit_clips(clips, limit, seed)
@@ -286,6 +329,10 @@ def builder(spec: str | None = None, limit: int | None = None, seed: int = 1337)
         return builder_cls(config="fillets", data_dir=str(tfds_dir()))
     if fmt == DEFAULT_SPEC:
         name, classes, desc = f"fillets_limit{limit}", GENDER_CLASSES, f"Fillets, {limit}/split"
+    elif fmt == REAL_SPEC:
+        name = f"real_k{REAL_FOLDS}_seed{seed}" + (f"_limit{limit}" if limit else "")
+        classes = GENDER_CLASSES
+        desc = f"every documented real speaker, {REAL_FOLDS} speaker-disjoint folds"
     else:
         # Class names come from the data; reading a listing is cheap next to decoding.
         classes = user_class_names(fmt, root)

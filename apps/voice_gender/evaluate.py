@@ -112,6 +112,82 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def split_speakers(b, split: str) -> np.ndarray:
+    """The speaker id of every clip of one split, in the order of :func:`pipeline.numpy_split`.
+
+    Args:
+        b: the built builder.
+        split: the split name.
+    """
+    ds = pipeline.load_examples(b, [split]).map(lambda ex: ex["speaker"])
+    return np.array([s.decode() for s in ds.as_numpy_iterator()], object)
+
+
+def source_of(speaker_id: str) -> str:
+    """The source of a documented speaker (:mod:`.speakers`), or ``data`` for user speakers."""
+    from .speakers import speaker
+
+    try:
+        return speaker(speaker_id).source
+    except KeyError:
+        return "data"
+
+
+def speaker_metrics(y: np.ndarray, probs: np.ndarray, tel_probs: np.ndarray,
+                    spk: np.ndarray, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Share of each held-out speaker's clips classified right, full and telephone band.
+
+    Every speaker has one class, so the share right is that speaker's recall (what the
+    target "no speaker below 0.80" reads).
+
+    Args:
+        y: true labels.
+        probs: model probabilities, full band.
+        tel_probs: model probabilities, telephone band.
+        spk: speaker id per clip.
+        names: the class names.
+    """
+    pred, tel_pred = probs.argmax(axis=1), tel_probs.argmax(axis=1)
+    out = {}
+    for s in sorted(set(spk.tolist())):
+        m = spk == s
+        out[s] = {"label": names[int(y[m][0])], "source": source_of(s), "clips": int(m.sum()),
+                  "right": float((pred[m] == y[m]).mean()),
+                  "telephone_right": float((tel_pred[m] == y[m]).mean())}
+    return out
+
+
+def plot_speakers(per_speaker: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
+    """Bar chart of the share of clips right per held-out speaker (telephone band as ticks).
+
+    Args:
+        per_speaker: speaker id -> entry of :func:`speaker_metrics`.
+        path: the PNG file.
+        title: the figure title.
+    """
+    import matplotlib.pyplot as plt
+
+    items = sorted(per_speaker.items(), key=lambda kv: (kv[1]["source"], kv[1]["label"], kv[0]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(items) + 1.2))
+    ypos = np.arange(len(items))
+    colours = ["tab:red" if e["label"] == "female" else "tab:blue" for _, e in items]
+    ax.barh(ypos, [e["right"] for _, e in items], color=colours, alpha=0.8)
+    ax.plot([e["telephone_right"] for _, e in items], ypos, "k|", markersize=9,
+            label="telephone band (300-3400 Hz)")
+    ax.axvline(0.8, color="grey", ls=":", lw=1)
+    ax.set_yticks(ypos, [f"{k} ({e['clips']})" for k, e in items], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the speaker's clips right (held out; red female, blue male)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(axis="x", alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def _test_folds(run: Run) -> tuple[Any, list[str], list[dict[str, Any]]]:
     """The built dataset, its class names and the trained folds that have a test split."""
     b = data.prepare(run.data, run.limit, run.seed)
@@ -149,6 +225,8 @@ def evaluate(run: Run) -> Evaluation:
 
     metrics: dict[str, Any] = {"data": run.data, "class_names": names, "folds": {}}
     rows: dict[str, Any] = {}
+    per_speaker: dict[str, dict[str, Any]] = {}
+    pooled: dict[str, list[np.ndarray]] = {"y": [], "pred": [], "tel": [], "base": [], "spk": []}
     for fold in folds:
         model = run.load_model(fold["model"])
         test_split = fold["test"][0]
@@ -168,6 +246,13 @@ def evaluate(run: Run) -> Evaluation:
         baseline.fit(np.concatenate(train_x), np.concatenate(train_y))
         base_probs = baseline.predict_proba(mfcc_cache[test_split])
         result["baseline_mfcc_logreg"] = classification_metrics(y, base_probs, names)
+        spk = split_speakers(b, test_split)
+        result["speakers"] = speaker_metrics(y, probs, tel_probs, spk, names)
+        per_speaker.update(result["speakers"])
+        for key, value in (("y", y), ("pred", probs.argmax(axis=1)),
+                           ("tel", tel_probs.argmax(axis=1)), ("base", base_probs.argmax(axis=1)),
+                           ("spk", spk)):
+            pooled[key].append(value)
         metrics["folds"][fold["name"]] = result
         title = f"{fold['name']}: train {'+'.join(fold['train'])}, test {test_split}"
         plot_confusion_matrix(np.array(result["confusion_matrix"]), names,
@@ -184,6 +269,7 @@ def evaluate(run: Run) -> Evaluation:
         rows[f"{fold['name']} balanced acc"] = result["balanced_accuracy"]
         rows[f"{fold['name']} baseline"] = result["baseline_mfcc_logreg"]["balanced_accuracy"]
         rows[f"{fold['name']} telephone band"] = result["telephone_band"]["balanced_accuracy"]
+    _speaker_summary(metrics, rows, per_speaker, pooled, names, run)
     bal = [m["balanced_accuracy"] for m in metrics["folds"].values()]
     base = [m["baseline_mfcc_logreg"]["balanced_accuracy"] for m in metrics["folds"].values()]
     metrics["headline"] = {"mean_balanced_accuracy": float(np.mean(bal)),
@@ -199,6 +285,71 @@ def evaluate(run: Run) -> Evaluation:
     rows["mean baseline"] = metrics["headline"]["baseline_mean_balanced_accuracy"]
     return Evaluation(metrics=metrics, headline=rows,
                       title=f"voice_gender evaluation ({run.data}, speaker-disjoint)")
+
+
+def _speaker_summary(metrics: dict[str, Any], rows: dict[str, Any],
+                     per_speaker: dict[str, dict[str, Any]], pooled: dict[str, list[np.ndarray]],
+                     names: list[str], run: Run) -> None:
+    """Per-speaker and per-source figures over every test fold (each speaker tested once)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    if not per_speaker:
+        return
+    y = np.concatenate(pooled["y"])
+    src = np.array([source_of(s) for s in np.concatenate(pooled["spk"])], object)
+    by_source = {}
+    for source in sorted(set(src.tolist())):
+        m = src == source
+        by_source[source] = {
+            "clips": int(m.sum()),
+            "speakers": sum(1 for e in per_speaker.values() if e["source"] == source),
+            "balanced_accuracy": float(balanced_accuracy_score(y[m], pooled_pred(pooled, "pred")[m]))
+            if len(set(y[m].tolist())) > 1 else None,
+            "accuracy": float((pooled_pred(pooled, "pred")[m] == y[m]).mean()),
+            "telephone_accuracy": float((pooled_pred(pooled, "tel")[m] == y[m]).mean()),
+            "baseline_accuracy": float((pooled_pred(pooled, "base")[m] == y[m]).mean())}
+    worst = min(per_speaker, key=lambda s: per_speaker[s]["right"])
+    right = [e["right"] for e in per_speaker.values()]
+    tel = [e["telephone_right"] for e in per_speaker.values()]
+    # Mean over speakers within each sex, then over the sexes: every speaker counts once,
+    # whatever their clip count, and the 11 women weigh as much as the 28 men.
+    by_sex = {n: [e["right"] for e in per_speaker.values() if e["label"] == n] for n in names}
+    tel_by_sex = {n: [e["telephone_right"] for e in per_speaker.values() if e["label"] == n]
+                  for n in names}
+    metrics["speakers"] = per_speaker
+    metrics["sources"] = by_source
+    metrics["speaker_summary"] = {
+        "speakers": len(per_speaker), "mean_right": float(np.mean(right)),
+        "balanced_speaker_mean": float(np.mean([np.mean(v) for v in by_sex.values() if v])),
+        "telephone_balanced_speaker_mean": float(np.mean([np.mean(v)
+                                                          for v in tel_by_sex.values() if v])),
+        "telephone_mean_right": float(np.mean(tel)),
+        "worst_speaker": worst, "worst_right": per_speaker[worst]["right"],
+        "speakers_below_0.80": sorted(s for s, e in per_speaker.items() if e["right"] < 0.8),
+        "pooled_balanced_accuracy": float(balanced_accuracy_score(y, pooled_pred(pooled, "pred"))),
+        "pooled_telephone_balanced_accuracy": float(
+            balanced_accuracy_score(y, pooled_pred(pooled, "tel"))),
+        "pooled_baseline_balanced_accuracy": float(
+            balanced_accuracy_score(y, pooled_pred(pooled, "base")))}
+    plot_speakers(per_speaker, run.reports / "speakers.png",
+                  f"held-out speakers ({run.data}, {len(per_speaker)} speakers)")
+    summary = metrics["speaker_summary"]
+    rows["speakers: balanced mean right"] = summary["balanced_speaker_mean"]
+    rows["speakers: telephone balanced mean"] = summary["telephone_balanced_speaker_mean"]
+    rows[f"worst speaker ({worst})"] = summary["worst_right"]
+    rows["speakers below 0.80"] = len(summary["speakers_below_0.80"])
+    rows["pooled balanced acc"] = summary["pooled_balanced_accuracy"]
+    rows["pooled telephone balanced acc"] = summary["pooled_telephone_balanced_accuracy"]
+    rows["pooled baseline balanced acc"] = summary["pooled_baseline_balanced_accuracy"]
+    for source, entry in by_source.items():
+        rows[f"source {source} acc (tel, baseline)"] = (
+            f"{entry['accuracy']:.3f} ({entry['telephone_accuracy']:.3f}, "
+            f"{entry['baseline_accuracy']:.3f})")
+
+
+def pooled_pred(pooled: dict[str, list[np.ndarray]], key: str) -> np.ndarray:
+    """One pooled prediction array (``pred``, ``tel`` or ``base``) over every test fold."""
+    return np.concatenate(pooled[key])
 
 
 def gradient_probe(run: Run) -> GradientProbe:

@@ -33,6 +33,8 @@ from rnnkit.errors import DataError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif", ".au", ".sph")
 USER_FORMATS = ("folder", "csv", "commonvoice", "voxceleb1", "librispeech", "vctk", "timit")
 DEFAULT_SPEC = "fillets"
+#: Every documented real speaker (:mod:`.sources`), split into speaker-disjoint folds.
+REAL_SPEC = "real"
 
 
 @dataclass(frozen=True)
@@ -202,9 +204,11 @@ def parse_spec(spec: str | None) -> tuple[str, Path | None]:
     """
     if spec is None or spec == DEFAULT_SPEC:
         return DEFAULT_SPEC, None
+    if spec == REAL_SPEC:
+        return REAL_SPEC, None
     fmt, sep, path = spec.partition(":")
     if not sep or fmt not in _READERS:
-        raise DataError(f"--data {spec!r}: expected 'fillets' or FORMAT:PATH with FORMAT one "
+        raise DataError(f"--data {spec!r}: expected 'fillets', 'real' or FORMAT:PATH with FORMAT one "
                         f"of {', '.join(USER_FORMATS)}")
     root = Path(path).expanduser().resolve()
     if not root.exists():

@@ -49,6 +49,12 @@ def folds_for(b) -> list[dict[str, Any]]:
         for a hash-picked share of the training splits) and ``test`` (split names).
     """
     splits = data.split_names(b)
+    if splits and all(sp.startswith(data.REAL_SPLIT_PREFIX) for sp in splits):
+        # Real speakers: grouped k-fold, each fold tests its speakers and trains on the rest.
+        folds = [{"name": held_out, "train": [sp for sp in splits if sp != held_out],
+                  "val": None, "test": [held_out]} for held_out in splits]
+        folds.append({"name": FINAL, "train": splits, "val": None, "test": []})
+        return folds
     if "train" in splits:
         test = ["test"] if "test" in splits else []
         has_val = "validation" in splits
