@@ -492,6 +492,9 @@ def test_private_api_shim(tmp_path):
     assert _compat.is_registered_op("MatMul") and _compat.is_registered_op("While")
     assert not _compat.is_registered_op("NoSuchOpInTensorFlow")
 
+    waited = tf.data.Dataset.range(2).apply(_compat.tf_data_sleep(tf.constant(1, tf.int64)))
+    assert [int(v) for v in waited] == [0, 1]
+
     records = []
     handler = logging.Handler()
     handler.emit = records.append

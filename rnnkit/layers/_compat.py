@@ -1,6 +1,6 @@
 """The one place where rnnkit reaches into private Keras and TensorFlow modules.
 
-Neither library exposes these four things publicly, and rnnkit needs each of them:
+Neither library exposes these things publicly, and rnnkit needs each of them:
 
 * ``DropoutRNNCell`` (``keras.src.layers.rnn.dropout_rnn_cell``): ``keras.layers.RNN``
   prepares and resets per-sequence dropout masks only for cells that are instances of
@@ -13,6 +13,9 @@ Neither library exposes these four things publicly, and rnnkit needs each of the
 * :func:`is_registered_op` (``tensorflow.python.framework.op_def_registry``): whether an
   op name is a kernel registered in this TensorFlow build (a SavedModel that uses only
   registered ops loads in a plain TensorFlow / TF Serving).
+* :func:`tf_data_sleep` (``tensorflow.python.data.experimental.ops.testing.sleep``): a
+  ``tf.data`` transformation that waits in a core kernel (``SleepDataset``), used by the
+  serving tests' slow model; its public alias was removed.
 
 ``tests/test_layer.py::test_private_api_shim`` fails when a Keras or TensorFlow release
 moves any of them, so an upgrade shows at once what to fix here (and nowhere else).
@@ -21,9 +24,16 @@ moves any of them, so an upgrade shows at once what to fix here (and nowhere els
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["DropoutRNNCell", "in_save_context", "is_registered_op", "silence_tf_deprecations"]
+__all__ = [
+    "DropoutRNNCell",
+    "in_save_context",
+    "is_registered_op",
+    "silence_tf_deprecations",
+    "tf_data_sleep",
+]
 
 _KERAS_MOVED = (
     "rnnkit needs keras.src.layers.rnn.dropout_rnn_cell.DropoutRNNCell (the mixin that "
@@ -74,3 +84,17 @@ def is_registered_op(name: str) -> bool:
     from tensorflow.python.framework import op_def_registry
 
     return op_def_registry.get(name) is not None
+
+
+def tf_data_sleep(micros: Any) -> Callable:
+    """A ``tf.data`` transformation (for ``Dataset.apply``) that sleeps before each element.
+
+    Args:
+        micros: Microseconds to wait, a Python int or a scalar int64 tensor.
+
+    Returns:
+        The transformation function.
+    """
+    from tensorflow.python.data.experimental.ops import testing
+
+    return testing.sleep(micros)
