@@ -76,3 +76,14 @@ def test_speaker_metrics_score_each_speaker_on_their_own_clips():
     assert out["a"]["telephone_right"] == 1.0
     assert out["b"]["right"] == 1.0 and out["b"]["telephone_right"] == 0.5
     assert out["a"]["label"] == "female" and out["a"]["clips"] == 3
+
+
+def test_no_speaker_over_the_cap(real_rows):
+    from collections import Counter
+
+    counts = Counter(row.speaker for row in real_rows)
+    assert max(counts.values()) <= data.REAL_PER_SPEAKER
+    from apps.voice_gender import sources
+
+    # The cap trims clips, never a whole speaker.
+    assert set(counts) == {c.speaker for c in sources.real_clips()}
