@@ -180,3 +180,38 @@ print(json.dumps(res))
     assert "sample rate" in err["rate"] and "4000" in err["rate"], err
     assert err["notwav"].startswith("InvalidArgument"), err
     assert res["short_wav"] == "too_short"
+
+
+def test_export_one_second_thirty_seconds_and_8khz(trained, tmp_path):
+    """Letters and single words (1 s), long lines (30 s) and telephone-rate WAVs all classify."""
+    import librosa
+
+    speech = trained.audio[0]
+    # The loudest second of a real (synthetic-voice) utterance: voiced speech throughout.
+    hop = 1600
+    energy = [float(np.square(speech[i:i + 16000]).mean())
+              for i in range(0, max(1, len(speech) - 16000), hop)]
+    start = hop * int(np.argmax(energy))
+    one = speech[start:start + 16000].astype(np.float32)
+    assert len(one) == 16000
+    thirty = np.tile(np.concatenate(trained.audio), 30)[: 30 * 16000].astype(np.float32)
+    at_8k = librosa.resample(one, orig_sr=16000, target_sr=8000)
+    wavs = [wav_bytes(one, 16000), wav_bytes(thirty, 16000), wav_bytes(at_8k, 8000)]
+    (tmp_path / "wavs.json").write_text(json.dumps([w.hex() for w in wavs]))
+    code = f"""
+import json, tensorflow as tf
+m = tf.saved_model.load({str(trained.export)!r})
+g = m.signatures["serving_wav"]
+wavs = [bytes.fromhex(h) for h in json.load(open({str(tmp_path / 'wavs.json')!r}))]
+out = [g(wav_bytes=tf.constant([w])) for w in wavs]
+print(json.dumps({{"status": [o["status"].numpy()[0].decode() for o in out],
+                  "label": [o["label"].numpy()[0].decode() for o in out],
+                  "p": [o["probabilities"].numpy()[0].tolist() for o in out]}}))
+"""
+    r = run_python_without_rnnkit(code, tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = last_json_line(r.stdout)
+    assert res["status"] == ["ok", "ok", "ok"], res
+    assert all(lab in ("female", "male") for lab in res["label"]), res
+    for p in res["p"]:
+        assert abs(sum(p) - 1.0) < 1e-4 and p != [0.5, 0.5], res
