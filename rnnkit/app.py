@@ -601,10 +601,10 @@ class App:
             argv: arguments without the program name (default: ``sys.argv[1:]``).
         """
         argv = list(sys.argv[1:] if argv is None else argv)
+        from rnnkit import distributed
         from rnnkit.logs import configure_logging
 
         configure_logging(verbose=any(a in ("-v", "--verbose") for a in argv))
-        from rnnkit import distributed
 
         app = cls()
         run = app.parse(argv)

@@ -2,8 +2,8 @@
 
 ``rnnkit <app> <verb> [flags]`` runs that app's lifecycle (``prepare | train | evaluate |
 predict | export``); ``rnnkit serve [flags]`` runs ``rnnkit.serving.main``. Apps are
-imported lazily, after TensorFlow's log level is set, so one app's missing dependency
-never breaks another's command and TensorFlow's start-up logs stay hidden.
+imported lazily, so one app's missing dependency never breaks another's command
+(TensorFlow's start-up logs are hidden by ``import rnnkit``, see :mod:`rnnkit.logs`).
 
 The apps are installed as the package ``rnnkit_apps`` (from the repository's ``apps/``
 folder); in a source tree without an install they are found as ``apps``.

@@ -145,10 +145,10 @@ def _session_check(path: Path, signature_name: str, max_warmup: int) -> list[str
             return [f"{warm}: not a valid TFRecord of PredictionLog protos: {exc}"]
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
         try:
-            from tensorflow.python.util import deprecation
+            from rnnkit.layers._compat import silence_tf_deprecations
 
             # The TF1 loader is deprecated for users, but it is exactly what TF Serving runs.
-            with deprecation.silence():
+            with silence_tf_deprecations():
                 meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
         except Exception as exc:  # noqa: BLE001 - TF raises many types here; the message is what matters
             return [f"TF Serving's session loader cannot load it: {type(exc).__name__}: {str(exc)[:500]}"]

@@ -161,9 +161,8 @@ def export_sleep_model(base: Path, version: int = 1) -> Path:
     in flight at once, and leave one by one.
     """
     import tensorflow as tf
-    from tensorflow.python.data.experimental.ops import (
-        testing as data_testing,  # the public alias was removed
-    )
+
+    from rnnkit.layers._compat import tf_data_sleep
 
     class SleepModel(tf.Module):
         @tf.function(
@@ -175,7 +174,7 @@ def export_sleep_model(base: Path, version: int = 1) -> Path:
         def serve(self, x, sleep_ms):
             # the dataset sleeps before each of its two fetches (the element, then the end)
             micros = tf.reduce_max(tf.concat([sleep_ms, tf.zeros([1], tf.int64)], 0)) * 500
-            waited = tf.data.Dataset.range(1).apply(data_testing.sleep(micros)).reduce(
+            waited = tf.data.Dataset.range(1).apply(tf_data_sleep(micros)).reduce(
                 tf.constant(0, tf.int64), lambda acc, v: acc + v
             )
             # `waited` is 0; using it makes the output depend on the wait
