@@ -58,6 +58,7 @@ from rnnkit.distributed import (
     set_mixed_precision,
     strategy_from_args,
 )
+from rnnkit.layers._compat import symbolic_build
 
 __all__ = [
     "CHECKPOINTS",
@@ -253,8 +254,7 @@ def _build(model: keras.Model, ds: tf.data.Dataset, strategy: tf.distribute.Stra
         raise ValueError("compile the model before training it (no optimizer)")
     spec = ds.element_spec
     with strategy.scope():
-        # A private Keras method: the one that builds everything fit() builds.
-        model._symbolic_build(data_batch=spec)
+        symbolic_build(model, spec)
 
 
 class _Tensorboard:

@@ -495,6 +495,13 @@ def test_private_api_shim(tmp_path):
     waited = tf.data.Dataset.range(2).apply(_compat.tf_data_sleep(tf.constant(1, tf.int64)))
     assert [int(v) for v in waited] == [0, 1]
 
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse", metrics=["mae"])
+    assert not model.optimizer.built
+    ds = tf.data.Dataset.from_tensor_slices((tf.zeros((4, 3)), tf.zeros((4, 2)))).batch(2)
+    _compat.symbolic_build(model, ds.element_spec)
+    assert model.optimizer.built and model.built  # built as fit() would build it
+
     records = []
     handler = logging.Handler()
     handler.emit = records.append

@@ -16,6 +16,10 @@ Neither library exposes these things publicly, and rnnkit needs each of them:
 * :func:`tf_data_sleep` (``tensorflow.python.data.experimental.ops.testing.sleep``): a
   ``tf.data`` transformation that waits in a core kernel (``SleepDataset``), used by the
   serving tests' slow model; its public alias was removed.
+* :func:`symbolic_build` (``keras.Model._symbolic_build``): creates every model, metric
+  and optimizer variable from a dataset's element spec, as ``Model.fit`` does before its
+  first step; :func:`rnnkit.training.fit` needs it because ``fit``'s own build step fails
+  under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
 
 ``tests/test_layer.py::test_private_api_shim`` fails when a Keras or TensorFlow release
 moves any of them, so an upgrade shows at once what to fix here (and nowhere else).
@@ -32,6 +36,7 @@ __all__ = [
     "in_save_context",
     "is_registered_op",
     "silence_tf_deprecations",
+    "symbolic_build",
     "tf_data_sleep",
 ]
 
@@ -98,3 +103,13 @@ def tf_data_sleep(micros: Any) -> Callable:
     from tensorflow.python.data.experimental.ops import testing
 
     return testing.sleep(micros)
+
+
+def symbolic_build(model: Any, element_spec: Any) -> None:
+    """Build a compiled Keras model's, metrics' and optimizer's variables from a spec.
+
+    Args:
+        model: a compiled ``keras.Model``.
+        element_spec: a dataset's ``element_spec`` (``(inputs, targets)``).
+    """
+    model._symbolic_build(data_batch=element_spec)
