@@ -59,7 +59,8 @@ if TYPE_CHECKING:  # the lifecycle imports TensorFlow only when a verb needs it
     import keras
     import tensorflow as tf
 
-__all__ = ["VERBS", "App", "Evaluation", "GradientProbe", "LoadedExport", "Run", "Servable"]
+__all__ = ["VERBS", "App", "Evaluation", "GradientProbe", "LoadedExport", "Run", "Servable",
+           "graph_error_message"]
 
 VERBS = ("prepare", "train", "evaluate", "predict", "export")
 
@@ -467,7 +468,7 @@ class App:
             for line in self.predict(run, export, inputs):
                 print(line)
         except Exception as exc:
-            message = _graph_error(exc)
+            message = graph_error_message(exc)
             if message is None:
                 raise
             raise InputError(message) from exc
@@ -655,7 +656,7 @@ def _latest(export_base: Path) -> Path:
         raise ModelError(str(exc)) from exc
 
 
-def _graph_error(exc: BaseException) -> str | None:
+def graph_error_message(exc: BaseException) -> str | None:
     """The informative line of a TensorFlow ``InvalidArgumentError`` raised by an export.
 
     Exports check their inputs inside the graph (``tf.debugging.Assert``): a bad input

@@ -180,12 +180,12 @@ def test_predict_prints_captions_and_plots(run, images, tmp_path, capsys):
 def test_error_line_extracts_the_message():
     import tensorflow as tf
 
-    from rnnkit.app import _graph_error
+    from rnnkit.app import graph_error_message
 
     msg = ("Graph execution error:\n\nDetected at node x\n<stack traces unavailable>\n"
            "assertion failed: [image_bytes: empty string, expected an encoded image]\n\t [[{{node}}]]")
     exc = tf.errors.InvalidArgumentError(None, None, msg)
-    assert _graph_error(exc) == "image_bytes: empty string, expected an encoded image"
+    assert graph_error_message(exc) == "image_bytes: empty string, expected an encoded image"
 
 
 def test_nan_image_is_a_named_error(run):
@@ -193,7 +193,7 @@ def test_nan_image_is_a_named_error(run):
     in-graph assertion), which predict's error handling turns into one line."""
     import tensorflow as tf
 
-    from rnnkit.app import _graph_error
+    from rnnkit.app import graph_error_message
 
     loaded = CaptioningApp().open_export(run[1] / "1")
     images = np.full((2, 40, 30, 3), 120.0, np.float32)
@@ -202,7 +202,7 @@ def test_nan_image_is_a_named_error(run):
     images[1, 7, 9, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         fn(images=tf.constant(images))
-    assert _graph_error(info.value) == "images: image contains NaN"
+    assert graph_error_message(info.value) == "images: image contains NaN"
 
 
 def test_gradient_probe_on_validation_pictures(run, tmp_path):

@@ -247,7 +247,7 @@ def predict(export: LoadedExport, files: list[str], plot: str | None = None) -> 
         files: image files.
         plot: a folder for ``<name>.caption.png`` (the picture, caption and attention maps).
     """
-    from rnnkit.app import _graph_error
+    from rnnkit.app import graph_error_message
 
     fn = export.signature("serving_default")
     for name in files:
@@ -256,7 +256,7 @@ def predict(export: LoadedExport, files: list[str], plot: str | None = None) -> 
         try:
             out = fn(image_bytes=tf.constant([raw]))
         except tf.errors.InvalidArgumentError as exc:
-            print(f"{path}\terror: {_graph_error(exc)}", file=sys.stderr)
+            print(f"{path}\terror: {graph_error_message(exc)}", file=sys.stderr)
             continue
         caption = out["captions"].numpy()[0].decode()
         score = float(out["scores"].numpy()[0])
