@@ -516,7 +516,7 @@ def caption_for(name: str, subcategory: str, unicode_name: str = "") -> str | No
     Returns:
         A lower-case noun phrase with its article ("a red apple", "an owl", "cherries").
     """
-    from apps.captioning.caption_faults import fix_article
+    from .caption_faults import fix_article
 
     cap = _caption_words(name, subcategory)
     if cap is None:
@@ -570,7 +570,7 @@ def head_noun(caption: str) -> str | None:
     Args:
         caption: the caption.
     """
-    from apps.captioning.data import tokenize
+    from .data import tokenize
 
     words = tokenize(caption)
     kept: list[str] = []
@@ -631,7 +631,7 @@ class EmojiRecord:
     def to_stamp(self):
         """This drawing as a :class:`apps.captioning.data.Stamp` (id ``emoji/<set>/<name>``),
         so the stamp compositing and scene code take it unchanged."""
-        from apps.captioning.data import Stamp
+        from .data import Stamp
 
         return Stamp(f"emoji/{self.art_set}/{self.name}", self.png, self.caption,
                      self.head_noun)

@@ -60,7 +60,7 @@ def find_svg_only(root: str | os.PathLike[str]) -> tuple[list[SvgStamp], dict[st
         (stamps sorted by id, {"no_picture": n, "letters_coins_signs": n}): captions with
         neither picture, and SVGs in the folders the PNG stamps also leave out.
     """
-    from apps.captioning.data import EXCLUDED_PREFIXES
+    from .data import EXCLUDED_PREFIXES
 
     root = Path(root)
     found, dropped = [], {"no_picture": 0, "letters_coins_signs": 0}
@@ -160,7 +160,7 @@ def svg_stamps(root: str | os.PathLike[str] | None = None, size: int = 256
     Raises:
         ValueError: for a size below 16.
     """
-    from apps.captioning import data
+    from . import data
     from rnnkit.atomic import atomic_directory
 
     if size < 16:
