@@ -70,6 +70,7 @@ def _forward_loop(xw, h0, wh, mask, activation: str, steps=None):
         h_new = _activate(activation, z)
         if mask is not None:
             h_new = tf.where(mask[t], h_new, h)
+        h_new.set_shape(h.shape)  # as in _backward_loop: the loop variable keeps its shape
         return t + 1, h_new, out_ta.write(t, h_new)
 
     _, _, out_ta = tf.while_loop(
@@ -102,6 +103,9 @@ def _backward_loop(dhs, g_last, hs, wh, mask, activation: str, steps=None):
             g_prev = tf.where(mask[t], tf.matmul(dz, wh, transpose_b=True), g)
         else:
             g_prev = tf.matmul(dz, wh, transpose_b=True)
+        # A batch slice can bring g_last with a static batch while hs (traced
+        # shape-generic) has none: keep the loop variable's shape as it came in.
+        g_prev.set_shape(g.shape)
         return t - 1, g_prev, dz_ta.write(t, dz)
 
     _, dh0, dz_ta = tf.while_loop(
