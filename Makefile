@@ -13,7 +13,7 @@ QUICK_FLAG := $(if $(QUICK),--quick,)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test bench memory-horizon all clean \
+.PHONY: help setup system-deps test bench memory-horizon lesson all clean \
 	sentiment sentiment-prepare sentiment-train sentiment-evaluate sentiment-export sentiment-predict \
 	voice-gender voice-gender-prepare voice-gender-train voice-gender-evaluate voice-gender-export voice-gender-predict \
 	translation translation-prepare translation-train translation-evaluate translation-export translation-predict \
@@ -59,6 +59,11 @@ bench: setup ## Run the benchmarks (layer speed, serving load) and print their f
 
 memory-horizon: setup ## How far back each Elman variant remembers (adding + copy tasks; QUICK=1: minutes)
 	$(PY) benchmarks/memory_horizon.py $(QUICK_FLAG)
+
+lesson: memory-horizon ## Every figure of docs/lesson.md (memory horizon, no-clip run, the unfolded network)
+	$(PY) benchmarks/memory_horizon.py --clip-norm 0 --configs relu,irnn --tasks adding \
+		--lengths 100,200 --no-sweep --no-skip --output runs/memory_horizon_noclip $(QUICK_FLAG)
+	$(PY) benchmarks/unfolded_network.py $(if $(wildcard runs/sentiment/model.keras),--model runs/sentiment/model.keras,)
 
 all: setup sentiment voice-gender translation captioning ## Fetch data, train, evaluate and export all four apps (QUICK=1: small budgets)
 
