@@ -341,6 +341,8 @@ class App:
         signature_inputs: the input names of this app's ``serving_default``: an export
             whose default signature takes other inputs is another app's, and ``predict``
             says so instead of failing inside TensorFlow.
+        signature_outputs: outputs ``predict`` needs from ``serving_default`` (two apps
+            may take the same input, e.g. ``text``; their outputs tell them apart).
         shard_policy: how ``tf.data`` input is split between the workers of a
             ``multi_worker`` run (``"data"``: every worker reads all input and takes its
             share of each global batch; ``"file"``, ``"auto"``, ``"off"``; see
@@ -355,6 +357,7 @@ class App:
     inputs: ClassVar[str] = "text"
     inputs_help: ClassVar[str] = "inputs to run; read from stdin (one per line) when omitted"
     signature_inputs: ClassVar[tuple[str, ...]] = ()
+    signature_outputs: ClassVar[tuple[str, ...]] = ()
     shard_policy: ClassVar[str] = "data"
 
     # -- hooks an app fills in -----------------------------------------------------------
@@ -507,14 +510,18 @@ class App:
         import tensorflow as tf
 
         loaded = LoadedExport(folder, tf.saved_model.load(str(folder)))
-        if self.signature_inputs:
-            fn = loaded.signature("serving_default")
-            names = tuple(sorted(fn.structured_input_signature[1]))
-            if names != tuple(sorted(self.signature_inputs)):
-                raise ModelError(
-                    f"{folder} is not a {self.name} export: its serving_default takes "
-                    f"{', '.join(names) or 'nothing'}, a {self.name} export takes "
-                    f"{', '.join(sorted(self.signature_inputs))}")
+        fn = loaded.signature("serving_default")
+        names = tuple(sorted(fn.structured_input_signature[1]))
+        if self.signature_inputs and names != tuple(sorted(self.signature_inputs)):
+            raise ModelError(
+                f"{folder} is not a {self.name} export: its serving_default takes "
+                f"{', '.join(names) or 'nothing'}, a {self.name} export takes "
+                f"{', '.join(sorted(self.signature_inputs))}")
+        missing = [k for k in self.signature_outputs if k not in fn.structured_outputs]
+        if missing:
+            raise ModelError(
+                f"{folder} is not a {self.name} export: its serving_default returns "
+                f"{', '.join(sorted(fn.structured_outputs))}, not {', '.join(missing)}")
         return loaded
 
     # -- the command line ----------------------------------------------------------------

@@ -24,6 +24,7 @@ class SentimentApp(App):
     data_help = "imdb-csv (50k reviews from PyPI), tfds:imdb_reviews or aclimdb:PATH"
     inputs_help = "review texts; read from stdin (one per line) when omitted"
     signature_inputs = ("text",)
+    signature_outputs = ("label", "probability")
 
     def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
         if verb == "train":

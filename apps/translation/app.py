@@ -30,6 +30,7 @@ class TranslationApp(App):
                  "anki:PATH (Tatoeba/Anki English<TAB>Spanish file)")
     inputs_help = "Spanish sentences; read from stdin (one per line) when omitted"
     signature_inputs = ("text",)
+    signature_outputs = ("translation", "score")
 
     def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
         d = self.defaults

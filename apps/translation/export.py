@@ -24,15 +24,12 @@ import numpy as np
 import tensorflow as tf
 
 from rnnkit.app import LoadedExport, Run, Servable
-from rnnkit.errors import ModelError
 from rnnkit.export import ServingModule
 
 from .figures import plot_attention
 from .model import BEAM_WIDTH, LENGTH_PENALTY, TextCodec, Translator, make_translate_fn
 from .train import load_trained
 
-#: The outputs ``predict`` reads from ``serving_default``.
-OUTPUTS = ("translation", "score")
 #: Keys of reports/metrics.json kept in the export's card.
 METRICS_KEYS = ("app", "data", "test_pairs", "greedy", "beam", "translation_memory",
                 "parameters")
@@ -83,18 +80,8 @@ def servable(run: Run) -> Servable:
 def predict(export: LoadedExport, texts: list[str], plot: str | Path | None = None
             ) -> Iterator[str]:
     """One line per text: the translation and its score; optionally the attention heat
-    map of the first text.
-
-    Raises:
-        ModelError: the export's ``serving_default`` lacks a translation output (an export
-            of another app that also takes ``text``).
-    """
+    map of the first text."""
     fn = export.signature()
-    missing = [k for k in OUTPUTS if k not in fn.structured_outputs]
-    if missing:
-        raise ModelError(f"{export.path} is not a translation export: its serving_default "
-                         f"returns {', '.join(sorted(fn.structured_outputs))}, not "
-                         f"{', '.join(missing)}")
     out = fn(text=tf.constant(texts))
     for translation, score in zip(out["translation"].numpy(), out["score"].numpy()):
         yield f"{translation.decode('utf-8')}\t(score {score:.3f})"
