@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from rnnkit.app import App, Evaluation, GradientProbe, LoadedExport, Run, Servable
+from rnnkit.app import App, Run
 
-from . import evaluate, export, formats, train
+from . import export, formats
+from . import evaluate as evaluation
+from . import train as training
 from .data import list_stamps, stamps_root
 from .features import prepare_features
 
@@ -89,20 +91,11 @@ class CaptioningApp(App):
             counts["stamps used"] = f"{len(stamps)}; dropped: {dropped}"
         return counts
 
-    def train(self, run: Run) -> Mapping[str, Any]:
-        return train.train(run)
-
-    def evaluate(self, run: Run) -> Evaluation:
-        return evaluate.evaluate(run)
-
-    def servable(self, run: Run) -> Servable:
-        return export.servable(run)
-
-    def predict(self, run: Run, loaded: LoadedExport, inputs: list[str]) -> Iterable[str]:
-        return export.predict(loaded, inputs, plot=run.get("plot"))
-
-    def gradient_probe(self, run: Run) -> GradientProbe | None:
-        return train.gradient_probe(run)
+    train = staticmethod(training.train)
+    evaluate = staticmethod(evaluation.evaluate)
+    gradient_probe = staticmethod(training.gradient_probe)
+    servable = staticmethod(export.servable)
+    predict = staticmethod(export.predict)
 
 
 main = CaptioningApp.main

@@ -236,7 +236,7 @@ def servable(run: Run) -> Servable:
                     warmup=[{"image_bytes": np.array([_warmup_png()], dtype=object)}])
 
 
-def predict(export: LoadedExport, files: list[str], plot: str | None = None) -> Iterator[str]:
+def predict(run: Run, export: LoadedExport, files: list[str]) -> Iterator[str]:
     """One line per picture: ``path<TAB>caption<TAB>score``.
 
     Each picture is its own request, so a file the export refuses (not an image, corrupt,
@@ -247,6 +247,7 @@ def predict(export: LoadedExport, files: list[str], plot: str | None = None) -> 
         files: image files.
         plot: a folder for ``<name>.caption.png`` (the picture, caption and attention maps).
     """
+    plot = run.get("plot")
     from rnnkit.app import graph_error_message
 
     fn = export.signature("serving_default")

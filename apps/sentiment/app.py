@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from rnnkit.app import App, Evaluation, LoadedExport, Run, Servable
+from rnnkit.app import App, Run
 
-from . import data, export, train
+from . import data, export
+from . import train as training
 
 
 class SentimentApp(App):
@@ -28,7 +29,7 @@ class SentimentApp(App):
 
     def add_arguments(self, verb: str, parser: argparse.ArgumentParser) -> None:
         if verb == "train":
-            hp = train.HPARAMS
+            hp = training.HPARAMS
             parser.add_argument("--max-len", type=int, default=None,
                                 help=f"tokens kept per review [default: {hp['max_len']}]")
             parser.add_argument("--units", type=int, default=None,
@@ -54,17 +55,11 @@ class SentimentApp(App):
         counts = {name: split.num_examples for name, split in builder.info.splits.items()}
         return {**counts, "cache": str(builder.data_dir)}
 
-    def train(self, run: Run) -> Mapping[str, Any]:
-        return train.train(run)
-
-    def evaluate(self, run: Run) -> Evaluation:
-        return train.evaluate(run)
-
-    def servable(self, run: Run) -> Servable:
-        return export.servable(run)
-
-    def predict(self, run: Run, loaded: LoadedExport, inputs: list[str]) -> Iterable[str]:
-        return export.predict(loaded, inputs)
+    train = staticmethod(training.train)
+    evaluate = staticmethod(training.evaluate)
+    gradient_probe = staticmethod(training.gradient_probe)
+    servable = staticmethod(export.servable)
+    predict = staticmethod(export.predict)
 
 
 main = SentimentApp.main

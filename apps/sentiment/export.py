@@ -49,7 +49,7 @@ def servable(run: Run) -> Servable:
                     warmup=[{"text": np.array(WARMUP_TEXTS, dtype=object)}])
 
 
-def predict(export: LoadedExport, texts: list[str]) -> Iterator[str]:
+def predict(run: Run, export: LoadedExport, texts: list[str]) -> Iterator[str]:
     """One line per text: label, probability of positive, the text's start."""
     out = export.signature()(text=tf.constant(texts))
     for text, label, prob in zip(texts, out["label"].numpy(), out["probability"].numpy()):

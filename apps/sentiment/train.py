@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnnkit.app import Evaluation, Run
+from rnnkit.app import Evaluation, GradientProbe, Run
 from rnnkit.errors import DataError
 from rnnkit.inference import map_by_length
 from rnnkit.reports import plot_confusion_matrix
@@ -387,6 +387,15 @@ def evaluate(run: Run) -> Evaluation:
         title=f"sentiment: test set ({len(test_texts):,} reviews)",
         headline=headline,
     )
+
+
+def gradient_probe(run: Run, size: int = 64) -> GradientProbe:
+    """The gradient-flow probe: the trained string -> logit model on ``size`` test reviews."""
+    model = run.load_model()
+    texts, labels = data.as_numpy(data.load_splits(run.data, run.seed, run.limit)["test"]
+                                  .take(size))
+    return GradientProbe(model, tf.constant(texts), labels.astype(np.float32)[:, None],
+                         keras.losses.BinaryCrossentropy(from_logits=True))
 
 
 def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:

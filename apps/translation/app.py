@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from rnnkit.app import App, Evaluation, GradientProbe, LoadedExport, Run, Servable
+from rnnkit.app import App, Run
 
-from . import data, export, train
+from . import data, export
+from . import train as training
 from .model import BEAM_WIDTH
 
 
@@ -57,20 +58,11 @@ class TranslationApp(App):
         _, counts = data.prepare(data.parse_spec(run.data), limit=run.limit)
         return counts
 
-    def train(self, run: Run) -> Mapping[str, Any]:
-        return train.train(run)
-
-    def evaluate(self, run: Run) -> Evaluation:
-        return train.evaluate(run)
-
-    def servable(self, run: Run) -> Servable:
-        return export.servable(run)
-
-    def predict(self, run: Run, loaded: LoadedExport, inputs: list[str]) -> Iterable[str]:
-        return export.predict(loaded, inputs, plot=run.get("plot"))
-
-    def gradient_probe(self, run: Run) -> GradientProbe | None:
-        return train.gradient_probe(run)
+    train = staticmethod(training.train)
+    evaluate = staticmethod(training.evaluate)
+    gradient_probe = staticmethod(training.gradient_probe)
+    servable = staticmethod(export.servable)
+    predict = staticmethod(export.predict)
 
 
 main = TranslationApp.main

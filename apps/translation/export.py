@@ -77,10 +77,10 @@ def servable(run: Run) -> Servable:
                     metrics_keys=METRICS_KEYS)
 
 
-def predict(export: LoadedExport, texts: list[str], plot: str | Path | None = None
-            ) -> Iterator[str]:
+def predict(run: Run, export: LoadedExport, texts: list[str]) -> Iterator[str]:
     """One line per text: the translation and its score; optionally the attention heat
     map of the first text."""
+    plot = run.get("plot")
     fn = export.signature()
     out = fn(text=tf.constant(texts))
     for translation, score in zip(out["translation"].numpy(), out["score"].numpy()):

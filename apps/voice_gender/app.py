@@ -9,12 +9,14 @@ clips per language and a few epochs: the whole app end to end in a couple of min
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from rnnkit.app import App, Evaluation, GradientProbe, LoadedExport, Run, Servable
+from rnnkit.app import App, Run
 
-from . import data
+from . import data, export
+from . import evaluate as evaluation
+from . import train as training
 from .formats import DEFAULT_SPEC, USER_FORMATS
 
 
@@ -66,30 +68,11 @@ class VoiceGenderApp(App):
                 f"{extra.info.splits[data.EXTRA_SPLIT].num_examples} clips in {extra.data_dir}")
         return counts
 
-    def train(self, run: Run) -> Mapping[str, Any]:
-        from . import train
-
-        return train.train(run)
-
-    def evaluate(self, run: Run) -> Evaluation:
-        from . import evaluate
-
-        return evaluate.evaluate(run)
-
-    def gradient_probe(self, run: Run) -> GradientProbe:
-        from . import evaluate
-
-        return evaluate.gradient_probe(run)
-
-    def servable(self, run: Run) -> Servable:
-        from . import export
-
-        return export.servable(run)
-
-    def predict(self, run: Run, loaded: LoadedExport, inputs: list[str]) -> Iterable[str]:
-        from . import export
-
-        return export.predict(loaded, inputs)
+    train = staticmethod(training.train)
+    evaluate = staticmethod(evaluation.evaluate)
+    gradient_probe = staticmethod(evaluation.gradient_probe)
+    servable = staticmethod(export.servable)
+    predict = staticmethod(export.predict)
 
 
 main = VoiceGenderApp.main

@@ -150,7 +150,7 @@ def servable(run: Run) -> Servable:
                     warmup=warmup_requests())
 
 
-def predict(export: LoadedExport, files: list[str]) -> Iterator[str]:
+def predict(run: Run, export: LoadedExport, files: list[str]) -> Iterator[str]:
     """One line per file: ``path, label, probability, status, per-class probabilities``
     (tab-separated).
 
