@@ -12,7 +12,9 @@ cached path without touching the network. A per-item file lock lets parallel pro
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -30,7 +32,17 @@ from rnnkit.atomic import atomic_directory, atomic_path
 from rnnkit.errors import DataError
 from rnnkit.paths import cache_dir, raw_dir
 
-__all__ = ["FetchError", "apt_package", "pypi_wheel", "sha256_file", "zip_member"]
+__all__ = [
+    "FetchError",
+    "NpmPackage",
+    "apt_package",
+    "cache_lock",
+    "npm_tarball",
+    "pypi_wheel",
+    "sha256_file",
+    "sri_sha512",
+    "zip_member",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +82,9 @@ def _say(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(key: str) -> Iterator[None]:
+def cache_lock(key: str) -> Iterator[None]:
+    """Hold an exclusive lock named ``key`` in ``<cache>/locks`` (one fetch of a thing at a
+    time, across processes)."""
     lock_dir = cache_dir() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)
@@ -129,7 +143,7 @@ def pypi_wheel(name: str, version: str, sha256: str | None = None) -> Path:
                 return cand
         return None
 
-    with _locked(f"wheel-{norm}-{version}"):
+    with cache_lock(f"wheel-{norm}-{version}"):
         hit = cached()
         if hit is not None:
             try:
@@ -175,7 +189,7 @@ def zip_member(
     """
     dest = Path(dest)
     what = f"{member} in {Path(zip_path).name}"
-    with _locked(f"member-{dest}"):
+    with cache_lock(f"member-{dest}"):
         if dest.exists():
             if sha256 is None or sha256_file(dest) == sha256.lower():
                 return dest
@@ -229,7 +243,7 @@ def apt_package(name: str, version: str | None = None) -> Path:
     debs = raw_dir() / "deb"
     debs.mkdir(parents=True, exist_ok=True)
     spec = f"{name}={version}" if version else name
-    with _locked(f"deb-{name}"):
+    with cache_lock(f"deb-{name}"):
         if marker.exists() and (version is None or marker.read_text().strip() == version):
             return root
         _say(f"downloading Debian package {spec} into {debs}")
@@ -265,3 +279,82 @@ def apt_package(name: str, version: str | None = None) -> Path:
                 installed = deb.name.split("_")[1].replace("%3a", ":")
             (tmp_root / ".rnnkit-complete").write_text(installed + "\n")
         return root
+
+
+@dataclasses.dataclass(frozen=True)
+class NpmPackage:
+    """An exact npm package version and the sha512 ``integrity`` the registry lists for it.
+
+    Attributes:
+        name: the package name, scoped or not (``@iconify-json/noto``).
+        version: the exact version.
+        integrity: ``sha512-<base64>`` (``npm view NAME@VERSION dist.integrity``).
+    """
+
+    name: str
+    version: str
+    integrity: str
+
+    @property
+    def spec(self) -> str:
+        """``name@version``, as ``npm pack`` takes it."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def filename(self) -> str:
+        """The tarball's file name, as ``npm pack`` writes it (``iconify-json-noto-1.2.9.tgz``)."""
+        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+
+def sri_sha512(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha512-" + base64.b64encode(digest.digest()).decode()
+
+
+def npm_tarball(package: NpmPackage) -> Path:
+    """Downloads (once, cached) an npm package's tarball with ``npm pack`` and returns it.
+
+    The tarball lands in ``<cache>/raw/npm/``; its sha512 must equal ``package.integrity``,
+    both after the download and when a cached copy is reused. npm's own cache is pointed
+    at a temporary folder, so the tarball is stored once.
+
+    Args:
+        package: the package, version and expected integrity.
+
+    Raises:
+        FetchError: npm is not installed, ``npm pack`` failed, or the hash differs.
+    """
+    dest_dir = raw_dir() / "npm"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / package.filename
+    with cache_lock(f"npm-{package.filename}"):
+        if final.exists():
+            if sri_sha512(final) == package.integrity:
+                return final
+            final.unlink()
+        npm = shutil.which("npm")
+        if npm is None:
+            raise FetchError(
+                f"cannot fetch {package.spec}: npm is not installed (Debian: apt-get install npm)")
+        _say(f"npm pack {package.spec} into {dest_dir}")
+        with tempfile.TemporaryDirectory(prefix=".dl-", dir=dest_dir) as tmp:
+            cmd = [npm, "pack", package.spec, "--pack-destination", tmp, "--cache",
+                   str(Path(tmp) / "npm-cache"), "--silent", "--no-fund", "--no-audit"]
+            try:
+                subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp)
+            except subprocess.CalledProcessError as exc:
+                tail = " | ".join((exc.stderr or "").strip().splitlines()[-3:])
+                raise FetchError(f"npm pack {package.spec} failed (exit {exc.returncode})"
+                                    + (f": {tail}" if tail else "")) from exc
+            got = Path(tmp) / package.filename
+            if not got.exists():
+                raise FetchError(f"npm pack {package.spec} wrote no {package.filename}")
+            actual = sri_sha512(got)
+            if actual != package.integrity:
+                raise FetchError(f"{package.spec}: integrity {actual} does not match the "
+                                    f"expected {package.integrity}")
+            os.replace(got, final)
+    return final

@@ -17,6 +17,7 @@ pytest.importorskip("resvg_py", reason="resvg-py (the SVG renderer) is not insta
 
 from apps.captioning import data, emoji, svg_stamps
 from apps.captioning.caption_faults import count_caption_faults
+from rnnkit import fetch
 
 ALL_SETS = tuple(emoji.ART_SETS)
 
@@ -36,11 +37,11 @@ def _find(records, key: str, name: str) -> emoji.EmojiRecord:
 
 def test_tarballs_match_their_registry_hashes():
     for art in [emoji.METADATA_PACKAGE, *(a.package for a in emoji.ART_SETS.values())]:
-        path = emoji.npm_tarball(art)
+        path = fetch.npm_tarball(art)
         assert path.name == art.filename
-        assert emoji._sri_sha512(path) == art.integrity
+        assert fetch.sri_sha512(path) == art.integrity
         mtime = path.stat().st_mtime_ns
-        assert emoji.npm_tarball(art) == path  # cached: not fetched again
+        assert fetch.npm_tarball(art) == path  # cached: not fetched again
         assert path.stat().st_mtime_ns == mtime
 
 
@@ -48,13 +49,13 @@ def test_a_wrong_hash_is_refused_and_a_damaged_cache_refetched(tmp_path, monkeyp
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
     good = emoji.ART_SETS["openmoji"].package  # the smallest package (1.3 MB)
     bad = dataclasses.replace(good, integrity="sha512-" + "A" * 86 + "==")
-    with pytest.raises(emoji.NpmFetchError, match="integrity"):
-        emoji.npm_tarball(bad)
+    with pytest.raises(fetch.FetchError, match="integrity"):
+        fetch.npm_tarball(bad)
     assert not (tmp_path / "raw" / "npm" / good.filename).exists()
-    path = emoji.npm_tarball(good)
+    path = fetch.npm_tarball(good)
     assert path == tmp_path / "raw" / "npm" / good.filename
     path.write_bytes(b"damaged")
-    assert emoji._sri_sha512(emoji.npm_tarball(good)) == good.integrity
+    assert fetch.sri_sha512(fetch.npm_tarball(good)) == good.integrity
 
 
 @pytest.mark.parametrize("key", ALL_SETS)

@@ -44,24 +44,18 @@ Usage::
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import io
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from rnnkit.fetch import NpmPackage, cache_lock, npm_tarball
 
 __all__ = [
     "ART_SETS",
@@ -71,14 +65,11 @@ __all__ = [
     "METADATA_PACKAGE",
     "ArtSet",
     "EmojiRecord",
-    "NpmFetchError",
-    "NpmPackage",
     "art_set_split",
     "caption_for",
     "emoji_catalogue",
     "emoji_records",
     "head_noun",
-    "npm_tarball",
     "png_bytes_to_rgba",
     "read_tarball_members",
     "render_svg",
@@ -88,107 +79,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 # npm tarballs
 # ---------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class NpmPackage:
-    """An exact npm package version and the sha512 ``integrity`` the registry lists for it.
-
-    Attributes:
-        name: the package name, scoped or not (``@iconify-json/noto``).
-        version: the exact version.
-        integrity: ``sha512-<base64>`` (``npm view NAME@VERSION dist.integrity``).
-    """
-
-    name: str
-    version: str
-    integrity: str
-
-    @property
-    def spec(self) -> str:
-        """``name@version``, as ``npm pack`` takes it."""
-        return f"{self.name}@{self.version}"
-
-    @property
-    def filename(self) -> str:
-        """The tarball's file name, as ``npm pack`` writes it (``iconify-json-noto-1.2.9.tgz``)."""
-        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
-
-
-class NpmFetchError(RuntimeError):
-    """``npm pack`` failed, npm is missing, or a tarball's hash does not match."""
-
-
-def _sri_sha512(path: Path) -> str:
-    digest = hashlib.sha512()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
-
-
-@contextlib.contextmanager
-def _locked(key: str) -> Iterator[None]:
-    from rnnkit.paths import cache_dir
-
-    lock_dir = cache_dir() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)
-    with open(lock_dir / f"{safe}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def npm_tarball(package: NpmPackage) -> Path:
-    """Downloads (once, cached) an npm package's tarball with ``npm pack`` and returns it.
-
-    The tarball lands in ``<cache>/raw/npm/``; its sha512 must equal ``package.integrity``,
-    both after the download and when a cached copy is reused. npm's own cache is pointed
-    at a temporary folder, so the tarball is stored once.
-
-    Args:
-        package: the package, version and expected integrity.
-
-    Raises:
-        NpmFetchError: npm is not installed, ``npm pack`` failed, or the hash differs.
-    """
-    from rnnkit.paths import raw_dir
-
-    dest_dir = raw_dir() / "npm"
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / package.filename
-    with _locked(f"npm-{package.filename}"):
-        if final.exists():
-            if _sri_sha512(final) == package.integrity:
-                return final
-            final.unlink()
-        npm = shutil.which("npm")
-        if npm is None:
-            raise NpmFetchError(
-                f"cannot fetch {package.spec}: npm is not installed (Debian: apt-get install npm)")
-        print(f"[rnnkit.fetch] npm pack {package.spec} into {dest_dir}", file=sys.stderr,
-              flush=True)
-        with tempfile.TemporaryDirectory(prefix=".dl-", dir=dest_dir) as tmp:
-            cmd = [npm, "pack", package.spec, "--pack-destination", tmp, "--cache",
-                   str(Path(tmp) / "npm-cache"), "--silent", "--no-fund", "--no-audit"]
-            try:
-                subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp)
-            except subprocess.CalledProcessError as exc:
-                tail = " | ".join((exc.stderr or "").strip().splitlines()[-3:])
-                raise NpmFetchError(f"npm pack {package.spec} failed (exit {exc.returncode})"
-                                    + (f": {tail}" if tail else "")) from exc
-            got = Path(tmp) / package.filename
-            if not got.exists():
-                raise NpmFetchError(f"npm pack {package.spec} wrote no {package.filename}")
-            actual = _sri_sha512(got)
-            if actual != package.integrity:
-                raise NpmFetchError(f"{package.spec}: integrity {actual} does not match the "
-                                    f"expected {package.integrity}")
-            os.replace(got, final)
-    return final
-
 
 def read_tarball_members(tarball: str | os.PathLike[str], wanted: set[str] | None = None,
                          missing_ok: bool = False) -> dict[str, bytes]:
@@ -719,7 +609,7 @@ def _render_set(art: ArtSet, wanted: Sequence[_Entry], size: int) -> Path:
 
     folder = _folder_for(art, size)
     done = folder / "index.json"
-    with _locked(f"emoji-{folder.name}"):
+    with cache_lock(f"emoji-{folder.name}"):
         if done.exists() and set(json.loads(done.read_text())["requested"]) >= {
                 e.name for e in wanted}:
             return folder
@@ -764,7 +654,7 @@ def emoji_records(sets: Sequence[str] = DEFAULT_SETS, size: int = 224) -> list[E
 
     Raises:
         ValueError: for an unknown set name or a size below 16.
-        NpmFetchError: when a package cannot be fetched or fails its hash check.
+        FetchError: when a package cannot be fetched or fails its hash check.
     """
     unknown = [s for s in sets if s not in ART_SETS]
     if unknown:

