@@ -56,8 +56,6 @@ about two minutes). ``--tasks``, ``--configs`` and ``--lengths`` select a subset
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import math
 import os
 import sys
@@ -364,14 +362,9 @@ def table_markdown(cells: list[Cell], lengths: list[int]) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from rnnkit.reports import save_figure
 
-    from rnnkit.atomic import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path, dpi=110)
 
 
 COLORS = {"tanh": "C0", "sigmoid": "C1", "relu": "C2", "irnn": "C3", "lstm": "C4",

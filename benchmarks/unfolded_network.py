@@ -32,7 +32,6 @@ to ``--output`` (default ``runs/unfolded_network``).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -50,14 +49,9 @@ MAX_TOKENS_DRAWN = 70
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from rnnkit.reports import save_figure
 
-    from rnnkit.atomic import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def train_small_model(reviews: int, seed: int, epochs: int = 3) -> Any:

@@ -34,7 +34,6 @@ summary numbers for an app's ``metrics.json``.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -413,7 +412,7 @@ def plot_gradient_flow(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnnkit.atomic import atomic_write_bytes
+    from rnnkit.reports import save_figure
 
     if isinstance(flows, GradientFlow):
         flows = {"": flows}
@@ -433,10 +432,7 @@ def plot_gradient_flow(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path)
 
 
 def write_gradient_flow_report(

@@ -21,7 +21,8 @@ import numpy as np
 
 from rnnkit.atomic import atomic_write_bytes, atomic_write_json
 
-__all__ = ["format_headline", "plot_confusion_matrix", "plot_history", "write_metrics"]
+__all__ = ["format_headline", "plot_confusion_matrix", "plot_history", "save_figure",
+           "write_metrics"]
 
 
 def write_metrics(report_dir: str | os.PathLike[str], metrics: Mapping[str, Any]) -> Path:
@@ -34,9 +35,16 @@ def write_metrics(report_dir: str | os.PathLike[str], metrics: Mapping[str, Any]
     return atomic_write_json(Path(report_dir) / "metrics.json", dict(metrics))
 
 
-def _save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Render ``fig`` to PNG in memory, close it, and write it to ``path`` atomically.
+
+    Args:
+        fig: a matplotlib figure.
+        path: the PNG file to write.
+        dpi: the resolution.
+    """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
 
@@ -78,7 +86,7 @@ def plot_history(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -118,7 +126,7 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def format_headline(title: str, rows: Mapping[str, Any]) -> str:

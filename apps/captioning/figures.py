@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,14 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rnnkit.atomic import atomic_write_bytes
+from rnnkit.reports import save_figure
 
 
 def _save(fig, path: str | Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_examples(images: Sequence[np.ndarray], generated: Sequence[str],

@@ -9,12 +9,11 @@ serves calibrated probabilities.
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 
-from rnnkit.atomic import atomic_write_bytes
+from rnnkit.reports import save_figure
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -116,7 +115,4 @@ def plot_reliability(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return str(atomic_write_bytes(path, buffer.getvalue()))
+    return str(save_figure(fig, path))

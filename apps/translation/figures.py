@@ -42,7 +42,7 @@ def plot_attention(source_tokens: Sequence[str], target_tokens: Sequence[str],
     """
     import matplotlib.pyplot as plt
 
-    from rnnkit.reports import _save_figure
+    from rnnkit.reports import save_figure
 
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(source_tokens) + 2),
                                     max(3, 0.4 * len(target_tokens) + 1.5)))
@@ -54,4 +54,4 @@ def plot_attention(source_tokens: Sequence[str], target_tokens: Sequence[str],
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

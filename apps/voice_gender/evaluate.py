@@ -10,7 +10,6 @@ matrix, ROC curves (two classes) and training curves.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from rnnkit.app import Evaluation, GradientProbe, Run
-from rnnkit.atomic import atomic_write_bytes
 from rnnkit.errors import DataError
 from rnnkit.inference import map_by_length
-from rnnkit.reports import plot_confusion_matrix, plot_history
+from rnnkit.reports import plot_confusion_matrix, plot_history, save_figure
 
 from . import data, pipeline
 from .augment import telephone
@@ -106,10 +104,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path)
 
 
 def split_speakers(b, split: str) -> np.ndarray:
@@ -182,10 +177,7 @@ def plot_speakers(per_speaker: dict[str, dict[str, Any]], path: Path, title: str
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(axis="x", alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path, dpi=110)
 
 
 def _test_folds(run: Run) -> tuple[Any, list[str], list[dict[str, Any]]]:
