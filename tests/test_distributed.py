@@ -83,8 +83,8 @@ def program(argv: list[str] | None = None) -> int:
 
     strategy = strategy_from_args(args)  # first: multi_worker must precede other TF work
     import keras
-    from rnnkit_apps.sentiment.model import build_classifier, make_vectorizer
-    from rnnkit_apps.sentiment.train import bucketed, token_dataset
+    from apps.sentiment.model import build_classifier, make_vectorizer
+    from apps.sentiment.train import bucketed, token_dataset
 
     task = _task_index()
     killer = task == args.kill_task
@@ -204,7 +204,7 @@ def imdb_subset(folder: Path, train: int = TRAIN_REVIEWS, val: int = VAL_REVIEWS
     path = folder / "reviews.json"
     if path.exists():
         return path
-    from rnnkit_apps.sentiment.data import fetch_imdb_csv, read_imdb_csv
+    from apps.sentiment.data import fetch_imdb_csv, read_imdb_csv
 
     texts, labels = read_imdb_csv(fetch_imdb_csv())
     chosen = {0: [], 1: []}
