@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import sys
@@ -647,10 +646,8 @@ def _printable(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError) and exc.filename and not exc.args[1:2]:
-        return str(exc)
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, FileNotFoundError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"  # without the "[Errno 2]" prefix
     return str(exc)
 
 
