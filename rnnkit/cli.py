@@ -77,11 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in APPS:
         print(f"rnnkit: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from rnnkit.logs import configure_logging
-
-    configure_logging(verbose=any(a in ("-v", "--verbose") for a in args[1:]))
     if name == "serve":
+        from rnnkit.logs import configure_logging
         from rnnkit.serving import main as serve_main
+
+        # An app's main configures logging itself (App.main); the server needs it here.
+        configure_logging(verbose=any(a in ("-v", "--verbose") for a in args[1:]))
 
         return int(serve_main(args[1:]) or 0)
     try:
