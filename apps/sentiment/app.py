@@ -45,6 +45,33 @@ class SentimentApp(App):
                                 help="share of training reviews replaced by a random window of "
                                      f"{hp['crop_min']}-{hp['crop_max']} tokens "
                                      f"[default: {hp['crop_prob']}]")
+            parser.add_argument("--pretrain-lm", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="start the embedding and both RNN directions from "
+                                     "Elman language models pretrained on the training "
+                                     "reviews (cached under $RNNKIT_CACHE/sentiment_lm) "
+                                     f"[default: {hp['pretrain_lm']}]")
+            parser.add_argument("--lr-decay", type=float, default=None,
+                                help="with --pretrain-lm: the encoder learns at the head's "
+                                     "rate divided by this, the embedding by its square "
+                                     f"(1 = one rate) [default: {hp['lr_decay']}]")
+            parser.add_argument("--gradual-unfreeze", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="with --pretrain-lm: epoch 1 trains the head only, "
+                                     "epoch 2 adds the RNN, epoch 3 the embedding "
+                                     f"[default: {hp['gradual_unfreeze']}]")
+            parser.add_argument("--lm-epochs", type=int, default=None,
+                                help=f"language-model epochs [default: {hp['lm_epochs']}]")
+            parser.add_argument("--lm-window", type=int, default=None,
+                                help="tokens per language-model training window "
+                                     f"[default: {hp['lm_window']}]")
+            parser.add_argument("--lm-sampled", type=int, default=None,
+                                help="negatives of the language model's sampled softmax "
+                                     f"[default: {hp['lm_sampled']}]")
+            parser.add_argument("--lm-backward", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="also pretrain the backward language model (for the "
+                                     f"backward RNN) [default: {hp['lm_backward']}]")
             parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
                                 default=None,
                                 help="fit a temperature on validation and fold it into the "

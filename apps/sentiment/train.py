@@ -27,8 +27,9 @@ from rnnkit.errors import DataError
 from rnnkit.inference import map_by_length
 from rnnkit.reports import plot_confusion_matrix
 
-from . import calibration, data, ood, probes
+from . import calibration, data, lm, ood, probes
 from .data import CLASS_NAMES
+from .lm import LM_HPARAMS
 from .model import build_classifier, build_end_to_end, make_vectorizer
 
 #: Model and optimisation defaults (``--quick`` overrides a few, see cli.py).
@@ -48,6 +49,10 @@ HPARAMS: dict[str, Any] = {
     "crop_min": 4,
     "crop_max": 40,
     "calibrate": True,
+    "pretrain_lm": False,
+    "lr_decay": 2.6,
+    "gradual_unfreeze": False,
+    **LM_HPARAMS,
 }
 BUCKETS = (64, 96, 128, 160, 192, 256, 320, 400)
 
@@ -94,6 +99,15 @@ def random_crops(ds: tf.data.Dataset, prob: float, min_len: int, max_len: int,
 
     del seed  # the ops draw from the global seed set by Run.seed_everything
     return ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def review_tokens(ds: tf.data.Dataset, vectorizer: keras.layers.TextVectorization
+                  ) -> list[np.ndarray]:
+    """Every review's token ids (all of them, not only the first ``max_len``), unpadded."""
+    out = []
+    for ids in ds.batch(512).map(lambda t, y: vectorizer(t)).as_numpy_iterator():
+        out.extend(row[row != 0] for row in ids)  # id 0 only ever pads
+    return out
 
 
 def bucketed(ds: tf.data.Dataset, batch_size: int, max_len: int, shuffle_seed: int | None):
@@ -147,21 +161,42 @@ def train(run: Run) -> dict[str, Any]:
         embeddings, glove_found = embedding_matrix(
             vectorizer.get_vocabulary(), hp["embed_dim"], run.seed)
         print(f"GloVe 6B 50d: {glove_found:,} of {vocab_size:,} words initialised")
+    pretrained, lm_summary = None, None
+    if hp["pretrain_lm"]:
+        if hp["glove"]:
+            raise DataError("--pretrain-lm and --glove both set the initial embedding: "
+                            "pick one")
+        pretrained = lm.pretrained_encoder(
+            review_tokens(splits["train"], vectorizer), vectorizer.get_vocabulary(),
+            hp["embed_dim"], hp["units"], hp, run.seed)
+        lm_summary = pretrained["summary"]
     steps = max(1, math.ceil(n_train / run.batch_size)) * run.epochs
+    callbacks = []
     with run.strategy.scope():
         classifier = build_classifier(
             vocab_size, hp["embed_dim"], hp["units"], hp["embed_dropout"], hp["head_dropout"],
             embeddings=embeddings,
         )
+        if pretrained is not None:
+            lm.transfer(classifier, pretrained)
         # Linear warm-up over ~5 % of the steps, then cosine decay to zero: the RNN's
         # recurrent weights are fragile early on, and the decay settles the last epochs.
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=steps, warmup_target=hp["learning_rate"],
             warmup_steps=max(1, steps // 20),
         )
-        optimizer = keras.optimizers.AdamW(
-            schedule, weight_decay=hp["weight_decay"], clipnorm=hp["clipnorm"]
-        )
+        if pretrained is not None:
+            # ULMFiT: lower layers move less (discriminative rates), optionally thawed one
+            # group per epoch from the head down (gradual unfreezing).
+            optimizer = lm.DiscriminativeAdamW(
+                learning_rate=schedule, weight_decay=hp["weight_decay"],
+                clipnorm=hp["clipnorm"])
+            callbacks.append(lm.GradualUnfreezing(optimizer, hp["lr_decay"],
+                                                  hp["gradual_unfreeze"]))
+        else:
+            optimizer = keras.optimizers.AdamW(
+                schedule, weight_decay=hp["weight_decay"], clipnorm=hp["clipnorm"]
+            )
         # No weight decay on the embedding: rare words would be pulled to zero.
         optimizer.exclude_from_weight_decay(var_names=["embeddings", "bias"])
         classifier.compile(
@@ -171,7 +206,7 @@ def train(run: Run) -> dict[str, Any]:
         )
     classifier.summary(print_fn=lambda line, **_: print(line))
     result = run.fit(classifier, train_ds, val_ds, monitor="val_accuracy", mode="max",
-                     patience=hp["patience"])
+                     patience=hp["patience"], extra_callbacks=callbacks)
     # Save an uncompiled copy: the served model needs the weights, not the optimizer state
     # (which would triple model.keras and every export).
     inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"])
@@ -192,7 +227,7 @@ def train(run: Run) -> dict[str, Any]:
         "params": int(model.count_params()), "best_epoch": result["best_epoch"] + 1,
         "epochs_run": result["epochs_run"], "best_val_accuracy": result["best"],
         "temperature": temperature, "validation_ece": val_ece, "glove_words": glove_found,
-        "val_window_accuracy": val_windows,
+        "val_window_accuracy": val_windows, "language_model": lm_summary,
     }
 
 
