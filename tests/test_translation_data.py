@@ -34,7 +34,7 @@ def subset(tmp_path_factory):
 
 def test_builder_on_real_subset(subset):
     splits, counts = subset
-    assert set(splits) == {"train", "validation", "test"}
+    assert set(splits) == {"train", "validation", "test", "extra", "test_short"}
     assert len(splits["train"]) == 300 and len(splits["test"]) == 300
     assert 0 < len(splits["validation"]) <= 300
     # The counts describe the whole cleaned corpus, not just the subset.
@@ -78,6 +78,44 @@ def test_full_corpus_counts_and_source_disjoint_split(full_pairs):
         assert 2 <= n <= 15
     # The menu arrow survives as a token.
     assert any(" ▸ " in p["source"] for p in kept)
+
+
+def test_extra_pairs_are_training_only_and_leave_the_held_out_splits_alone(full_pairs):
+    splits, counts = data.build_splits(data.DataSpec("help"))
+    # The held-out splits are exactly those of the length bounds alone.
+    kept, _ = data.clean_pairs(full_pairs)
+    plain = data.split_pairs(kept)
+    for name in ("train", "validation", "test"):
+        assert splits[name] == plain[name]
+    held_out = {p["source"].lower() for n in ("validation", "test") for p in splits[n]}
+    held_out |= {p["source"].lower() for p in splits["test_short"]}
+    extra = splits["extra"]
+    assert len(extra) > 3000 and counts["extra_pairs"] == len(extra)
+    assert not {p["source"].lower() for p in extra} & held_out
+    for p in extra:
+        ns, nt = len(p["source"].split()), len(p["target"].split())
+        assert not data.within(data.LENGTH_BOUNDS, ns, nt)
+        assert (nt == 1 and ns <= 4) or 16 <= nt <= 20
+    assert any(len(p["target"].split()) == 1 for p in extra)
+    assert any(len(p["target"].split()) > 15 for p in extra)
+    # The one-word report split: held out with the test sources, never in training.
+    short = splits["test_short"]
+    assert 200 < len(short) < 800
+    assert all(len(p["target"].split()) == 1 for p in short)
+    train_src = {p["source"].lower() for n in ("train", "extra") for p in splits[n]}
+    assert not {p["source"].lower() for p in short} & train_src
+
+
+def test_clean_pairs_keeps_extra_pairs_apart():
+    raw = [{"source": "Abrir el archivo", "target": "Open the file", "key": "a"},
+           {"source": "Ejemplo", "target": "Example", "key": "b"},
+           {"source": "uno dos", "target": " ".join(["w"] * 18), "key": "c"},
+           {"source": "uno", "target": " ".join(["w"] * 25), "key": "d"}]
+    extra: list = []
+    kept, counts = data.clean_pairs(raw, data.LENGTH_BOUNDS, data.EXTRA_BOUNDS, extra)
+    assert [p["key"] for p in kept] == ["a"] and [p["key"] for p in extra] == ["b"]
+    # 18 words from 2 is beyond the 3x ratio; 25 words is beyond both bounds.
+    assert counts["length_filtered"] == 3
 
 
 def test_normalise():

@@ -284,3 +284,116 @@ def test_predict_refuses_another_apps_text_export(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a translation export" in err and "translation" in err
     assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- repetition
+
+
+def test_repeated_words_check():
+    from apps.translation.repetition import repeated_words, repetition_report
+
+    src = "desplazar a la última posición"
+    assert repeated_words("move to move the current position", src) == ["move"]
+    # Function words repeat freely; so does a word the source repeats as often.
+    assert repeated_words("the value of the cell", "el valor de la celda") == []
+    assert repeated_words("Sheet - Sheet", "Hoja ▸ Hoja") == []
+    assert repeated_words("Sheet - Sheet - Sheet", "Hoja ▸ Hoja") == ["sheet"]
+    report = repetition_report(["move to move", "fine"], [src, "bien"])
+    assert report["with_repeats"] == 1 and report["examples"][0]["repeated"] == ["move"]
+    with pytest.raises(ValueError, match="2 outputs but 1 sources"):
+        repetition_report(["a", "b"], ["x"])
+
+
+def test_content_mask():
+    from apps.translation.repetition import content_mask
+
+    mask = content_mask(["<pad>", "<start>", "<end>", "<unk>", "the", "Sheet", "▸", "42",
+                         "-", "e-mail", "x"])
+    assert mask.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
+
+
+def test_repeat_penalty_stops_a_decoder_that_repeats():
+    """A toy step that always prefers token 5 (a content word) then the end token: without
+    the penalty greedy and beam search say 5 until the length limit, with an infinite
+    penalty once, with a small one the model's preference still wins."""
+    from apps.translation.repetition import penalised_step
+    from rnnkit import samplers
+
+    V, S = 8, 3
+    pref = np.full(V + S, -8.0, np.float32)
+    pref[5], pref[END] = -0.1, -3.0
+
+    def step(tokens, h, context):
+        n = tf.shape(tokens)[0]
+        return tf.tile(tf.constant(pref)[None], [n, 1]), h, tf.fill([n, S], 1.0 / S)
+
+    content = np.zeros(V, np.float32)
+    content[4:] = 1.0
+    h0 = tf.zeros([2, 4])
+
+    def decode(penalty, width):
+        fn = step if penalty == 0 else penalised_step(step, content, penalty, START)
+        state = h0 if penalty == 0 else (h0, tf.zeros([2, V + S]))
+        out = samplers.generate(fn, state, (), beam_width=width, max_length=6)
+        return out.tokens.numpy().tolist(), out.lengths.numpy().tolist()
+
+    for width in (1, 3):
+        tokens, lengths = decode(0.0, width)
+        assert lengths == [6, 6] or tokens[0][:5] == [5] * 5
+        tokens, lengths = decode(float("inf"), width)
+        assert lengths == [1, 1] and tokens[0][0] == 5
+        tokens, lengths = decode(0.5, width)
+        assert lengths[0] > 1 and set(tokens[0][: lengths[0]]) == {5}
+
+
+def test_label_smoothing_changes_only_the_training_loss():
+    from apps.translation.model import Translator
+
+    model = Translator(12, 10, embedding_dim=8, encoder_units=8, decoder_units=8, dropout=0.0,
+                       label_smoothing=0.2)
+    model.build()
+    src = tf.constant([[4, 5, END]])
+    inputs = (src, src, tf.constant([[START, 4, 5]]), tf.constant([[4, 5, END]]))
+    plain = Translator.from_config({**model.get_config(), "label_smoothing": 0.0})
+    plain.build()
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(model(inputs, training=False), plain(inputs, training=False))
+    assert not np.allclose(model(inputs, training=True), plain(inputs, training=True))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        Translator(12, 10, label_smoothing=1.0)
+
+
+def test_checkpoint_average_is_kept_only_when_it_helps(trained):
+    _, _, model, codec = trained
+    splits, _ = T.data.load_splits(T.data.parse_spec("help"), limit=400)
+    val = T.make_dataset(splits["validation"][:64], codec, 32, False, 0)
+    good = model.get_weights()
+    rng = np.random.default_rng(0)
+    noisy = [w + rng.normal(0, 0.5 * (np.std(w) + 1e-3), w.shape).astype(w.dtype) for w in good]
+
+    def history(*epochs):
+        recent = T.RecentWeights(3)
+        recent.set_model(model)
+        for i, weights in enumerate(epochs):
+            model.set_weights(weights)
+            recent.on_epoch_end(i)
+        return recent
+
+    # Epoch 2 (the "best", whose weights the model holds) is the good one plus noise; the
+    # average with the good epoch halves the noise and is kept.
+    recent = history(good, noisy)
+    noisy_loss = T.validation_loss(model, val)
+    result = T.average_checkpoints(model, recent, 1, val, 3)
+    assert result["epochs"] == [1, 2] and result["adopted"]
+    assert result["val_loss_average"] < result["val_loss_best_epoch"]
+    assert result["val_loss_best_epoch"] == pytest.approx(noisy_loss, abs=1e-4)
+    np.testing.assert_allclose(model.get_weights()[0], (good[0] + noisy[0]) / 2, rtol=1e-5)
+    # Averaging the good weights with all-zero ones only hurts: the model keeps its own.
+    recent = history([np.zeros_like(w) for w in good], good)
+    result = T.average_checkpoints(model, recent, 1, val, 3)
+    assert not result["adopted"]
+    np.testing.assert_array_equal(model.get_weights()[0], good[0])
+    # Only epochs up to the best one, at most `count` of them, are averaged.
+    recent = history(good, good, noisy)
+    assert T.average_checkpoints(model, recent, 1, val, 3)["epochs"] == [1, 2]
+    model.set_weights(good)

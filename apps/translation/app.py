@@ -10,7 +10,7 @@ from rnnkit.app import App, Run
 
 from . import data, export
 from . import train as training
-from .model import BEAM_WIDTH
+from .model import BEAM_WIDTH, REPEAT_PENALTY
 
 
 class TranslationApp(App):
@@ -22,9 +22,11 @@ class TranslationApp(App):
         "copying; string in, string out.\n"
         "Typical run: prepare, train, evaluate, export, then predict \"Abre un documento.\""
     )
-    defaults = {"data": "help", "epochs": 12, "batch_size": 64, "embedding_dim": 256,
+    defaults = {"data": "help", "epochs": 14, "batch_size": 64, "embedding_dim": 256,
                 "encoder_units": 256, "decoder_units": 512, "learning_rate": 2e-3,
-                "patience": 3, "beam_width": BEAM_WIDTH}
+                "patience": 3, "label_smoothing": 0.1, "average_checkpoints": 3,
+                "extra_data": True, "beam_width": BEAM_WIDTH,
+                "repeat_penalty": REPEAT_PENALTY, "split": "test"}
     quick = {"epochs": 2, "limit": 800}
     data_help = ("help (default: LibreOffice help es -> en-US), help:SRC[:TGT] (another help "
                  "language pair, e.g. help:fr), bible (Reina-Valera 1909 -> King James), "
@@ -40,14 +42,31 @@ class TranslationApp(App):
                                      ("encoder-units", int, "units per encoder direction"),
                                      ("decoder-units", int, "decoder state width"),
                                      ("learning-rate", float, "Adam's learning rate"),
-                                     ("patience", int, "early-stopping patience (epochs)")):
+                                     ("patience", int, "early-stopping patience (epochs)"),
+                                     ("label-smoothing", float,
+                                      "label smoothing of the generator's softmax in training"),
+                                     ("average-checkpoints", int,
+                                      "average the weights of the best epoch and the ones "
+                                      "before it, up to this many, when that lowers the "
+                                      "validation loss (1: off)")):
                 key = flag.replace("-", "_")
                 parser.add_argument(f"--{flag}", type=kind, default=None,
                                     help=f"{what} [default: {d[key]}]")
+            parser.add_argument("--extra-data", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="also train on the one-word and 16-20-word pairs outside "
+                                     "the length bounds (split `extra`) [default: on]")
         if verb == "evaluate":
             parser.add_argument("--beam-width", type=int, default=None,
                                 help=f"beam width of the beam-search figures "
                                      f"[default: {d['beam_width']}]")
+            parser.add_argument("--repeat-penalty", type=float, default=None,
+                                help=f"log-probability a hypothesis pays per repeat of a "
+                                     f"content word (0: off; `inf`: never repeat) "
+                                     f"[default: {d['repeat_penalty']}, the export's]")
+            parser.add_argument("--split", choices=("test", "validation"), default=None,
+                                help="the held-out split to score; choose decoding settings "
+                                     "on validation [default: test]")
         if verb == "predict":
             parser.add_argument("--plot", metavar="PNG", default=None,
                                 help="save the attention heatmap of the first input to this PNG")

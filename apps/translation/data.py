@@ -43,6 +43,8 @@ from rnnkit.paths import cache_dir, tfds_dir
 
 __all__ = [
     "LENGTH_BOUNDS",
+    "EXTRA_BOUNDS",
+    "SPLITS",
     "SPLIT_FRACTIONS",
     "DataError",
     "DataSpec",
@@ -57,14 +59,24 @@ __all__ = [
     "prepare",
     "raw_pairs",
     "split_pairs",
+    "within",
 ]
 
 #: (min, max) words of the target, of the source, and the largest word-count ratio.
 LENGTH_BOUNDS = {"target_words": (2, 15), "source_words": (1, 30), "max_ratio": 3.0}
 #: Bible verses are longer (median ~25 words): their own bounds.
 BIBLE_LENGTH_BOUNDS = {"target_words": (2, 40), "source_words": (1, 50), "max_ratio": 3.0}
+#: Pairs outside :data:`LENGTH_BOUNDS` that still teach something, used for training only
+#: (split ``extra``): one-word targets from at most four source words (menu items, dialog
+#: labels, headings) and targets of 16-20 words. The test and validation splits keep the
+#: original bounds, so their figures compare with every earlier run; the held-out
+#: one-word pairs form the report-only split ``test_short``.
+EXTRA_BOUNDS = ({"target_words": (1, 1), "source_words": (1, 4), "max_ratio": 3.0},
+                {"target_words": (16, 20), "source_words": (1, 30), "max_ratio": 3.0})
 #: Fractions of distinct source sentences sent to each held-out split (rest: train).
 SPLIT_FRACTIONS = {"test": 0.08, "validation": 0.05}
+#: The builder's splits (see :func:`build_splits`).
+SPLITS = ("train", "validation", "test", "extra", "test_short")
 
 HELP_VERSION = None  # the Debian candidate (4:7.4.7-1+deb12u14 on bookworm)
 
@@ -280,17 +292,33 @@ def raw_pairs(spec: DataSpec) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------- cleaning, split
 
 
-def clean_pairs(pairs: list[dict[str, str]], bounds: dict | None = None) -> tuple[list[dict[str, str]], dict[str, int]]:
+def within(bounds: dict, source_words: int, target_words: int) -> bool:
+    """Whether a pair of these word counts passes ``bounds`` (like :data:`LENGTH_BOUNDS`)."""
+    lo_t, hi_t = bounds["target_words"]
+    lo_s, hi_s = bounds["source_words"]
+    ns, nt = source_words, target_words
+    return (lo_t <= nt <= hi_t and lo_s <= ns <= hi_s
+            and max(ns, nt) <= bounds["max_ratio"] * min(ns, nt) + 2)
+
+
+def clean_pairs(pairs: list[dict[str, str]], bounds: dict | None = None,
+                extra_bounds: Iterable[dict] = (),
+                extra: list[dict[str, str]] | None = None,
+                ) -> tuple[list[dict[str, str]], dict[str, int]]:
     """Normalise, drop empty / untranslated / duplicate pairs, apply the length bounds.
 
     Args:
         pairs: raw ``{"source","target","key"}`` dicts.
         bounds: like :data:`LENGTH_BOUNDS` (the default).
+        extra_bounds: more bounds (like :data:`EXTRA_BOUNDS`); a pair outside ``bounds``
+            but inside one of these is appended to ``extra`` instead of being dropped.
+        extra: the list that receives those pairs (they still count as length-filtered).
 
     Returns:
         (kept pairs, counts of each stage) - the counts are reported by ``prepare``.
     """
     b = bounds or LENGTH_BOUNDS
+    extra_bounds = tuple(extra_bounds)
     counts = {"aligned": len(pairs)}
     seen: set[tuple[str, str]] = set()
     kept = []
@@ -308,10 +336,10 @@ def clean_pairs(pairs: list[dict[str, str]], bounds: dict | None = None) -> tupl
             continue
         seen.add((s, t))
         ns, nt = len(s.split()), len(t.split())
-        lo_t, hi_t = b["target_words"]
-        lo_s, hi_s = b["source_words"]
-        if not (lo_t <= nt <= hi_t and lo_s <= ns <= hi_s) or max(ns, nt) > b["max_ratio"] * min(ns, nt) + 2:
+        if not within(b, ns, nt):
             length += 1
+            if extra is not None and any(within(e, ns, nt) for e in extra_bounds):
+                extra.append({"source": s, "target": t, "key": p["key"]})
             continue
         kept.append({"source": s, "target": t, "key": p["key"]})
     counts.update(empty=empty, untranslated=same, duplicates=dup, length_filtered=length, kept=len(kept))
@@ -354,8 +382,10 @@ class PairsConfig(tfds.core.BuilderConfig):
 class TranslationPairs(tfds.core.GeneratorBasedBuilder):
     """Cleaned, source-disjoint sentence pairs (``source``, ``target``, ``key``)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "LibreOffice help / Bible / Anki pairs, source-disjoint split."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "LibreOffice help / Bible / Anki pairs, source-disjoint split.",
+                     "1.1.0": "Splits `extra` (training-only pairs outside the length bounds) "
+                              "and `test_short` (held-out one-word targets)."}
 
     def __init__(self, *, spec: DataSpec, limit: int | None = None, seed: int = 1337, **kwargs):
         name = spec.name + (f"_limit{limit}" if limit else "") + (f"_seed{seed}" if seed != 1337 else "")
@@ -386,10 +416,22 @@ class TranslationPairs(tfds.core.GeneratorBasedBuilder):
 
 
 def build_splits(spec: DataSpec, limit: int | None = None, seed: int = 1337):
-    """Raw pairs -> cleaned -> split (-> at most ``limit`` per split); returns (splits, counts)."""
+    """Raw pairs -> cleaned -> split (-> at most ``limit`` per split); returns (splits, counts).
+
+    Besides ``train``/``validation``/``test`` (within the length bounds) the help sources
+    get ``extra`` (pairs within :data:`EXTRA_BOUNDS` whose source falls in the training
+    share and is no held-out source, for training only) and ``test_short`` (the one-word
+    targets whose source falls in the test share: a report of short interface strings).
+    """
+    supplement: list[dict[str, str]] = []
     kept, counts = clean_pairs(raw_pairs(spec),
-                               BIBLE_LENGTH_BOUNDS if spec.kind == "bible" else LENGTH_BOUNDS)
+                               BIBLE_LENGTH_BOUNDS if spec.kind == "bible" else LENGTH_BOUNDS,
+                               EXTRA_BOUNDS if spec.kind == "help" else (), supplement)
     splits = split_pairs(kept, seed)
+    held_out = {p["source"].lower() for name in ("validation", "test") for p in splits[name]}
+    by_split = split_pairs(supplement, seed)
+    splits["extra"] = [p for p in by_split["train"] if p["source"].lower() not in held_out]
+    splits["test_short"] = [p for p in by_split["test"] if len(p["target"].split()) == 1]
     if limit:
         splits = {k: v[:limit] for k, v in splits.items()}
     counts.update({f"{k}_pairs": len(v) for k, v in splits.items()})
@@ -412,12 +454,15 @@ def load_splits(spec: DataSpec, limit: int | None = None, seed: int = 1337,
                 data_dir: str | None = None) -> tuple[dict[str, list[tuple[str, str]]], dict]:
     """Prepare if needed and return ``{split: [(source, target), ...]}`` plus the counts.
 
+    The splits are :data:`SPLITS` (``extra`` and ``test_short`` are empty for sources
+    other than the help).
+
     The data is small (tens of thousands of short pairs), so it is held in memory as
     Python strings; training pipelines build ``tf.data`` from these lists.
     """
     builder, counts = prepare(spec, limit, seed, data_dir)
     out = {}
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         ds = builder.as_dataset(split=split)
         out[split] = [(r["source"].decode("utf-8"), r["target"].decode("utf-8"))
                       for r in tfds.as_numpy(ds)]

@@ -27,12 +27,12 @@ from rnnkit.app import LoadedExport, Run, Servable
 from rnnkit.export import ServingModule
 
 from .figures import plot_attention
-from .model import BEAM_WIDTH, LENGTH_PENALTY, TextCodec, Translator, make_translate_fn
+from .model import BEAM_WIDTH, LENGTH_PENALTY, REPEAT_PENALTY, TextCodec, Translator, make_translate_fn
 from .train import load_trained
 
 #: Keys of reports/metrics.json kept in the export's card.
 METRICS_KEYS = ("app", "data", "test_pairs", "greedy", "beam", "translation_memory",
-                "parameters")
+                "short_segments", "one_word_strings", "parameters")
 WARMUP_TEXTS = ["Abre un documento nuevo.", "Vaya a Ver ▸ Barra de herramientas"]
 
 
@@ -44,13 +44,16 @@ class TranslationServing(ServingModule):
         codec: its codec (its lookup tables are tracked with the module).
         beam_width: beam search width.
         length_penalty: GNMT alpha.
+        repeat_penalty: log-probability paid per repeated content word.
     """
 
     def __init__(self, model: Translator, codec: TextCodec, beam_width: int = BEAM_WIDTH,
-                 length_penalty: float = LENGTH_PENALTY) -> None:
+                 length_penalty: float = LENGTH_PENALTY,
+                 repeat_penalty: float = REPEAT_PENALTY) -> None:
         super().__init__({"model": model}, name="translation")
         self.codec = codec
-        self._translate = make_translate_fn(model, codec, beam_width, length_penalty)
+        self._translate = make_translate_fn(model, codec, beam_width, length_penalty,
+                                            repeat_penalty)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:

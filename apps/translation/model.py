@@ -44,7 +44,9 @@ from rnnkit import SimpleRecurrentLayer, samplers
 from rnnkit.modeling.attention import LuongAttention
 from rnnkit.modeling.vocabulary import END, PAD, SPECIALS, START, UNK, Vocabulary
 
-__all__ = ["BEAM_WIDTH", "END", "LENGTH_PENALTY", "MAX_OUTPUT_TOKENS", "MAX_SOURCE_TOKENS", "PAD",
+from .repetition import content_mask, penalised_step
+
+__all__ = ["BEAM_WIDTH", "END", "LENGTH_PENALTY", "REPEAT_PENALTY", "MAX_OUTPUT_TOKENS", "MAX_SOURCE_TOKENS", "PAD",
            "SOURCE_END", "START", "UNK", "TextCodec", "Translator", "build_vocabulary",
            "corpus_tokens", "detokenize", "make_translate_fn", "max_output_length", "tokenize"]
 
@@ -52,6 +54,8 @@ __all__ = ["BEAM_WIDTH", "END", "LENGTH_PENALTY", "MAX_OUTPUT_TOKENS", "MAX_SOUR
 #: evaluation (never tuned on the test split).
 BEAM_WIDTH = 4
 LENGTH_PENALTY = 0.6
+#: Log-probability paid per repeat of a content word (:mod:`apps.translation.repetition`).
+REPEAT_PENALTY = 0.0
 #: The token closing every source (the vocabulary's end token).
 SOURCE_END = SPECIALS[END]
 
@@ -203,16 +207,23 @@ class Translator(keras.Model):
         encoder_units: units per direction (the memory is ``2 * encoder_units`` wide).
         decoder_units: decoder state width.
         dropout: on embeddings and the attentional vector, training only.
+        label_smoothing: ``eps``; in training the per-token loss is ``(1 - eps) * NLL +
+            eps * (cross-entropy of the generator's softmax against the uniform
+            distribution)``, which keeps the vocabulary logits from growing without
+            bound on a small corpus. Inference and the validation loss are unaffected.
     """
 
     def __init__(self, source_vocab_size: int, target_vocab_size: int, embedding_dim: int = 256,
                  encoder_units: int = 256, decoder_units: int = 512, dropout: float = 0.2,
-                 **kwargs: Any) -> None:
+                 label_smoothing: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.config = {"source_vocab_size": source_vocab_size,
                        "target_vocab_size": target_vocab_size, "embedding_dim": embedding_dim,
                        "encoder_units": encoder_units, "decoder_units": decoder_units,
-                       "dropout": dropout}
+                       "dropout": dropout, "label_smoothing": label_smoothing}
+        self.label_smoothing = label_smoothing
         self.vocab_size = target_vocab_size
         self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim,
                                                        name="source_embedding")
@@ -268,7 +279,8 @@ class Translator(keras.Model):
 
     def call(self, inputs, training: bool = False):
         """Teacher forcing. ``inputs = (source_ids, source_ext, target_in, target_out)``;
-        returns the per-token negative log-likelihood ``[B, T]`` (0 on padding)."""
+        returns the per-token negative log-likelihood ``[B, T]`` (0 on padding), label
+        smoothed when ``training``."""
         # Cast: Keras traces a default serving function with float inputs when the model
         # is saved inside a tf.Module.
         source_ids, source_ext, target_in, target_out = (tf.cast(x, tf.int32) for x in inputs)
@@ -286,6 +298,9 @@ class Translator(keras.Model):
         gate = gate[..., 0]
         prob = gate * p_vocab + (1.0 - gate) * p_copy
         nll = -tf.math.log(prob + 1e-9)
+        if training and self.label_smoothing > 0.0:
+            eps = self.label_smoothing
+            nll = (1.0 - eps) * nll - eps * tf.reduce_mean(log_p, axis=-1)
         return nll * tf.cast(target_out != PAD, nll.dtype)
 
     # -- decoding ----------------------------------------------------------------------
@@ -322,7 +337,8 @@ def max_output_length(source_length: tf.Tensor) -> tf.Tensor:
 
 
 def make_translate_fn(model: Translator, codec: TextCodec, beam_width: int = BEAM_WIDTH,
-                      length_penalty: float = LENGTH_PENALTY) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+                      length_penalty: float = LENGTH_PENALTY, repeat_penalty: float = 0.0,
+                      ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """A ``tf.function``: strings ``[B]`` -> dict(translation, score, tokens, attention...).
 
     ``beam_width=1`` runs greedy search (:func:`rnnkit.samplers.generate`). Used by
@@ -333,12 +349,22 @@ def make_translate_fn(model: Translator, codec: TextCodec, beam_width: int = BEA
         codec: its codec.
         beam_width: hypotheses kept per sentence (1: greedy).
         length_penalty: GNMT alpha ranking the beam's hypotheses.
+        repeat_penalty: log-probability a hypothesis pays per earlier emission of the same
+            content word (:mod:`apps.translation.repetition`; 0: off, ``inf``: never).
     """
+    if repeat_penalty < 0:
+        raise ValueError(f"repeat_penalty must be >= 0, got {repeat_penalty}")
+    content = content_mask(codec.target_vocab.itos)
 
     def translate(texts):
         enc = codec.encode_source(texts)
         h0, context = model.decode_context(enc["ids"], enc["ext"])
-        out = samplers.generate(model.step, h0, context, beam_width=beam_width,
+        step, state = model.step, h0
+        if repeat_penalty > 0:
+            step = penalised_step(model.step, content, repeat_penalty, START)
+            width = codec.target_size + tf.shape(enc["ids"])[1]
+            state = (h0, tf.zeros(tf.stack([tf.shape(h0)[0], width]), tf.float32))
+        out = samplers.generate(step, state, context, beam_width=beam_width,
                                 length_penalty=length_penalty,
                                 max_length=max_output_length(enc["length"]))
         text = codec.decode(out.tokens, out.lengths, enc["tokens"], out.attention)

@@ -30,10 +30,11 @@ from rnnkit.modeling.vocabulary import PAD, Vocabulary
 
 from . import data
 from .figures import output_words, plot_attention
+from .repetition import repetition_report
 from .model import LENGTH_PENALTY, TextCodec, Translator, build_vocabulary, make_translate_fn
 
-__all__ = ["evaluate", "gradient_probe", "load_trained",
-           "make_dataset", "train", "translate_all", "translation_memory"]
+__all__ = ["RecentWeights", "average_checkpoints", "evaluate", "gradient_probe", "load_trained",
+           "make_dataset", "train", "translate_all", "translation_memory", "validation_loss"]
 
 #: Fixed parts of the recipe (the model size and learning rate are flags, see app.py).
 DROPOUT = 0.25
@@ -115,6 +116,8 @@ def train(run: Run) -> dict[str, Any]:
     spec = data.parse_spec(run.data)
     splits, _ = data.load_splits(spec, limit=run.limit)
     train_pairs, val_pairs = splits["train"], splits["validation"]
+    extra = splits.get("extra", []) if run.extra_data else []
+    train_pairs = train_pairs + extra
     source = build_vocabulary([p[0] for p in train_pairs], MIN_COUNT, MAX_VOCAB)
     target = build_vocabulary([p[1] for p in train_pairs], MIN_COUNT, MAX_VOCAB)
     run.output.mkdir(parents=True, exist_ok=True)
@@ -125,23 +128,87 @@ def train(run: Run) -> dict[str, Any]:
     with run.strategy.scope():
         model = Translator(len(source), len(target), embedding_dim=run.embedding_dim,
                            encoder_units=run.encoder_units, decoder_units=run.decoder_units,
-                           dropout=DROPOUT)
+                           dropout=DROPOUT, label_smoothing=run.label_smoothing)
         model.build()
         model.compile(
             optimizer=keras.optimizers.Adam(run.learning_rate, global_clipnorm=CLIPNORM),
             loss=masked_mean)
-    print(f"translation: {len(train_pairs):,} train / {len(val_pairs):,} validation pairs, "
+    print(f"translation: {len(train_pairs):,} train ({len(extra):,} of them outside the length "
+          f"bounds) / {len(val_pairs):,} validation pairs, "
           f"vocab {len(source):,} es / {len(target):,} en, "
           f"{model.count_params():,} parameters", flush=True)
     lr_drop = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
                                                 min_lr=1e-4, verbose=1)
+    count = max(1, run.average_checkpoints)
+    # The best epoch can lie up to `patience` epochs before the last one.
+    recent = RecentWeights(count + run.patience)
     result = run.fit(model, train_ds, val_ds, monitor="val_loss", patience=run.patience,
-                     extra_callbacks=[lr_drop])
+                     extra_callbacks=[lr_drop, recent])
+    averaged = average_checkpoints(model, recent, result["best_epoch"], val_ds, count)
     run.save_model(model)
-    return {"train_pairs": len(train_pairs), "validation_pairs": len(val_pairs),
+    return {"train_pairs": len(train_pairs), "extra_pairs": len(extra),
+            "validation_pairs": len(val_pairs),
             "source_vocab": len(source), "target_vocab": len(target),
             "parameters": model.count_params(), "epochs_run": result["epochs_run"],
-            "best_epoch": result["best_epoch"] + 1, "best_val_loss": result["best"]}
+            "best_epoch": result["best_epoch"] + 1, "best_val_loss": result["best"],
+            "checkpoint_average": averaged}
+
+
+class RecentWeights(keras.callbacks.Callback):
+    """Keeps the weights of the last ``keep`` epochs in memory (for checkpoint averaging).
+
+    After an interrupted run resumes, only the epochs trained since then are held.
+    """
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+        self.epochs: dict[int, list[np.ndarray]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs[epoch] = [np.array(v) for v in self.model.get_weights()]
+        for old in sorted(self.epochs)[:-self.keep]:
+            del self.epochs[old]
+
+
+def validation_loss(model: keras.Model, val_ds: tf.data.Dataset) -> float:
+    """Mean per-token NLL over the validation set (no dropout, no smoothing)."""
+    total = count = 0.0
+    for inputs, mask in val_ds:
+        nll = model(inputs, training=False)
+        total += float(tf.reduce_sum(nll * mask))
+        count += float(tf.reduce_sum(mask))
+    return total / max(count, 1.0)
+
+
+def average_checkpoints(model: keras.Model, recent: RecentWeights, best_epoch: int,
+                        val_ds: tf.data.Dataset, count: int) -> dict[str, Any]:
+    """Average the weights of ``best_epoch`` and the epochs before it that ``recent`` holds
+    (``count`` epochs at most).
+
+    The model keeps the average only when it lowers the validation loss; otherwise it
+    keeps the best epoch's weights (which :func:`rnnkit.training.fit` restored).
+
+    Returns:
+        What was done, for ``run.json``: epochs averaged (1-based), both losses, adopted.
+    """
+    epochs = [e for e in sorted(recent.epochs) if e <= best_epoch][-count:]
+    if len(epochs) < 2 or best_epoch not in recent.epochs:
+        return {"epochs": [best_epoch + 1], "adopted": False}
+    best = model.get_weights()
+    best_loss = validation_loss(model, val_ds)
+    mean = [np.mean([recent.epochs[e][i] for e in epochs], axis=0)
+            for i in range(len(best))]
+    model.set_weights(mean)
+    mean_loss = validation_loss(model, val_ds)
+    adopted = mean_loss < best_loss
+    if not adopted:
+        model.set_weights(best)
+    print(f"checkpoint average of epochs {[e + 1 for e in epochs]}: validation loss "
+          f"{mean_loss:.4f} vs best epoch {best_loss:.4f} -> "
+          f"{'kept' if adopted else 'not kept'}", flush=True)
+    return {"epochs": [e + 1 for e in epochs], "val_loss_best_epoch": round(best_loss, 4),
+            "val_loss_average": round(mean_loss, 4), "adopted": bool(adopted)}
 
 
 def translation_memory(train_pairs: list[tuple[str, str]], sources: list[str]) -> list[str]:
@@ -169,31 +236,65 @@ def translate_all(fn, texts: list[str], batch_size: int, desc: str) -> list[str]
     return map_by_length(batch, texts, batch_size=batch_size, desc=desc)
 
 
+#: Held-out pairs of at most this many source words form the short-segment report.
+SHORT_SOURCE_WORDS = 4
+
+
+def segment_scores(outputs: list[str], refs: list[str]) -> dict[str, Any]:
+    """BLEU (cased, lowercased), chrF and exact match (cased, lowercased) of ``outputs``."""
+    if not outputs:
+        return {"pairs": 0}
+    exact = sum(o.strip() == r.strip() for o, r in zip(outputs, refs)) / len(outputs)
+    exact_lc = sum(o.strip().lower() == r.strip().lower()
+                   for o, r in zip(outputs, refs)) / len(outputs)
+    return {"pairs": len(outputs), **translation_scores(outputs, refs),
+            "exact_match": round(exact, 4), "exact_match_lowercased": round(exact_lc, 4)}
+
+
 def evaluate(run: Run) -> Evaluation:
-    """BLEU/chrF of greedy and beam decoding and of the translation memory on the test split."""
+    """BLEU/chrF of greedy and beam decoding and of the translation memory on the held-out
+    split, the short-segment report, and the repeated-word check."""
     model, codec = load_trained(run)
     spec = data.parse_spec(run.data)
     splits, counts = data.load_splits(spec, limit=run.limit)
-    test = splits["test"]
+    split = run.split
+    test = splits[split]
     if not test:
-        raise DataError(f"the test split of {spec.name} is empty")
+        raise DataError(f"the {split} split of {spec.name} is empty")
     beam_width = run.beam_width
+    repeat_penalty = run.repeat_penalty
     sources = [p[0] for p in test]
     refs = [p[1] for p in test]
     t0 = time.time()
-    greedy_fn = make_translate_fn(model, codec, beam_width=1)
-    beam_fn = make_translate_fn(model, codec, beam_width=beam_width)
+    greedy_fn = make_translate_fn(model, codec, beam_width=1, repeat_penalty=repeat_penalty)
+    beam_fn = make_translate_fn(model, codec, beam_width=beam_width,
+                                repeat_penalty=repeat_penalty)
     greedy = translate_all(greedy_fn, sources, run.batch_size, "greedy")
     t1 = time.time()
     beam = translate_all(beam_fn, sources, run.batch_size, f"beam {beam_width}")
     t2 = time.time()
     memory = translation_memory(splits["train"], sources)
+    short = [i for i, s in enumerate(sources) if len(s.split()) <= SHORT_SOURCE_WORDS]
+    # The one-word interface strings held out with the test sources (split test_short).
+    strings = splits.get("test_short", []) if split == "test" else []
+    string_beam = translate_all(beam_fn, [p[0] for p in strings], run.batch_size,
+                                "one-word strings") if strings else []
     metrics: dict[str, Any] = {
-        "data": spec.name, "test_pairs": len(test), "counts": counts,
+        "data": spec.name, "split": split, "test_pairs": len(test), "counts": counts,
         "greedy": {**translation_scores(greedy, refs), "seconds": round(t1 - t0, 1)},
         "beam": {**translation_scores(beam, refs), "seconds": round(t2 - t1, 1),
-                 "beam_width": beam_width, "length_penalty": LENGTH_PENALTY},
+                 "beam_width": beam_width, "length_penalty": LENGTH_PENALTY,
+                 "repeat_penalty": repeat_penalty},
         "translation_memory": translation_scores(memory, refs),
+        "short_segments": {
+            "source_words": f"1-{SHORT_SOURCE_WORDS}",
+            "beam": segment_scores([beam[i] for i in short], [refs[i] for i in short]),
+            "translation_memory": segment_scores([memory[i] for i in short],
+                                                 [refs[i] for i in short])},
+        "one_word_strings": segment_scores(string_beam, [p[1] for p in strings]),
+        "repetition": {"beam": repetition_report(beam, sources),
+                       "greedy": repetition_report(greedy, sources),
+                       "references": repetition_report(refs, sources)},
         "parameters": model.count_params(),
         "examples": [
             {"source": s, "reference": r, "greedy": g, "beam": b, "memory": m}
@@ -205,17 +306,34 @@ def evaluate(run: Run) -> Evaluation:
     for i in range(min(len(test), 40)):
         lines += [f"ES   {sources[i]}", f"REF  {refs[i]}", f"BEAM {beam[i]}",
                   f"GRDY {greedy[i]}", f"TM   {memory[i]}", ""]
+    for (s, r), b in list(zip(strings, string_beam))[:40]:
+        lines += [f"ES   {s}", f"REF  {r}", f"BEAM {b}", ""]
     atomic_write_text(run.reports / "examples.txt", "\n".join(lines))
     headline: dict[str, Any] = {}
     for name in ("beam", "greedy", "translation_memory"):
         for key in ("bleu_cased", "bleu_lowercased", "chrf"):
             headline[f"{name} {key}"] = metrics[name][key]
-    headline["test pairs"] = len(test)
+    seg = metrics["short_segments"]["beam"]
+    if seg["pairs"]:
+        headline[f"short (1-{SHORT_SOURCE_WORDS} words) pairs"] = seg["pairs"]
+        for key in ("bleu_cased", "bleu_lowercased", "chrf", "exact_match"):
+            headline[f"short beam {key}"] = seg[key]
+    one = metrics["one_word_strings"]
+    if one["pairs"]:
+        headline["one-word strings"] = one["pairs"]
+        for key in ("chrf", "exact_match", "exact_match_lowercased"):
+            headline[f"one-word beam {key}"] = one[key]
+    rep = metrics["repetition"]
+    for name in ("beam", "greedy", "references"):
+        headline[f"repeats a word ({name})"] = rep[name]["with_repeats"]
+    headline[f"{split} pairs"] = len(test)
     headline["parameters"] = metrics["parameters"]
     notes = [f"\n  ES   {ex['source']}\n  REF  {ex['reference']}\n  BEAM {ex['beam']}"
              for ex in metrics["examples"][:4]]
+    notes += [f"\n  repeat: {ex['source']}  ->  {ex['output']}"
+              for ex in rep["beam"]["examples"][:3]]
     return Evaluation(metrics, headline, notes=notes,
-                      title=f"translation ({spec.name}) on the held-out test split")
+                      title=f"translation ({spec.name}) on the held-out {split} split")
 
 
 def _attention_figure(beam_fn, codec: TextCodec, sources: list[str], run: Run) -> None:
