@@ -33,6 +33,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from .data import ING_NOUNS
+
 __all__ = [
     "END_TOKENS",
     "FAULT_KINDS",
@@ -171,7 +173,10 @@ def _mention_heads(toks: Sequence[str]) -> list[str]:
     def close() -> None:
         words: list[str] = []
         for j, w in enumerate(chunk):
-            if j > 0 and (w in _HEAD_STOP or (w.endswith("ing") and len(w) > 5)):
+            # The app's head-noun rule for "-ing" words ("a sleeping cat" names a cat).
+            if j > 0 and (w in _HEAD_STOP or (
+                    w.endswith("ing") and len(w) > 5 and w not in ING_NOUNS
+                    and words and words[-1] not in _DETERMINERS)):
                 break
             words.append(w)
         content = [w for w in words if w not in _DETERMINERS]

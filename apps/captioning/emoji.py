@@ -431,48 +431,20 @@ def _caption_words(name: str, subcategory: str) -> str | None:
     return phrase if _plural(words[-1]) else "a " + phrase
 
 
-# Nouns ending in -ing, which the head-noun rule must not take for a verb ("a hot spring").
-_ING_NOUNS = frozenset({
-    "spring", "string", "ring", "king", "wing", "swing", "building", "ceiling", "painting",
-    "pudding", "wedding", "dumpling", "earring", "sling", "icing", "stuffing", "seedling",
-    "duckling", "sapling", "lightning", "clothing", "filling", "ping", "awning", "bowling",
-    "sewing", "shopping", "clearing", "crossing", "railing", "stocking", "darling",
-})
-# What ends a caption's head noun phrase: the app's stop words plus a few prepositions of
-# place that emoji captions use ("the sun behind a cloud", "a sunset over a city").
-_HEAD_STOP = frozenset({
-    "with", "of", "in", "on", "from", "like", "is", "are", "called", "that", "and", "for",
-    "at", "to", "who", "which", "by", "or", "has", "have", "carry", "carries", "gets", "can",
-    "was", "were", "made", "next", "also", "used", "means", "stands", "over", "under",
-    "behind", "near", "beside", "into",
-})
-_DETERMINERS = frozenset({"a", "an", "the", "some", "two", "three"})
-
-
 def head_noun(caption: str) -> str | None:
     """The head noun of an emoji caption: "a boxing glove" -> glove, "a chick hatching from
     an egg" -> chick, "a pair of scissors" -> pair (as the app reads "a bunch of grapes").
 
-    Like :func:`apps.captioning.data.head_noun`, but an "-ing" word ends the noun phrase only
-    when it follows a noun and is not itself a noun ("a shooting star", "a dumpling" and
-    "a hot spring" keep their nouns).
+    The app's own rule, :func:`apps.captioning.data.head_noun` (an "-ing" word ends the
+    noun phrase only when it follows a noun and is not itself a noun: "a shooting star",
+    "a dumpling" and "a hot spring" keep their nouns).
 
     Args:
         caption: the caption.
     """
-    from .data import tokenize
+    from .data import head_noun as rule
 
-    words = tokenize(caption)
-    kept: list[str] = []
-    for i, w in enumerate(words):
-        if w == "," or (i > 0 and w in _HEAD_STOP):
-            break
-        if (i > 0 and w.endswith("ing") and len(w) > 5 and w not in _ING_NOUNS
-                and kept and kept[-1] not in _DETERMINERS):
-            break
-        kept.append(w)
-    content = [w for w in kept if w not in _DETERMINERS]
-    return content[-1] if content else None
+    return rule(caption)
 
 
 # ---------------------------------------------------------------------------------------

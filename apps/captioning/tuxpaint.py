@@ -25,7 +25,9 @@ from .data import (
     SCENE_MAX_WORDS,
     Stamp,
     compose_scene_caption,
+    head_noun,
     list_stamps,
+    split_head,
     split_stamps,
     stamps_root,
 )
@@ -86,10 +88,14 @@ def examples_for_split(stamps: Sequence[Stamp], split: str, recipe: Recipe,
     for i in range(recipe.scenes[split]):
         rng = np.random.default_rng([seed, split_code, 1, i])
         n = int(rng.integers(2, 4))
-        # Distinct head nouns, so "a hen next to a hen" never needs telling apart.
+        # Distinct head nouns, so "a hen next to a hen" never needs telling apart. Keyed by
+        # the split's frozen rule (data.split_head) so that the pictures stay the ones every
+        # figure was measured on; under the corrected rule only training and validation
+        # scenes differ ("a railroad crossing" beside "school crossing" may occur).
         picked: list[Stamp] = []
         for idx in rng.permutation(len(sceneable)):
-            if all(sceneable[idx].head != p.head for p in picked):
+            if all(split_head(sceneable[idx].caption) != split_head(p.caption)
+                   for p in picked):
                 picked.append(sceneable[idx])
             if len(picked) == n:
                 break
@@ -206,7 +212,11 @@ def tuxpaint_splits(config: str = "full", limit: int | None = None) -> dict[str,
             images=[r["image"] for r in rows],
             references=[[r["caption"].decode()] for r in rows],
             kinds=["single" if r["kind"] == 0 else "scene" for r in rows],
-            heads=[r["head"].decode() for r in rows],
+            # Re-derived from the caption, not the stored field: datasets built before the
+            # head-noun rule's "-ing" fix hold the old heads ("christmas" for "a christmas
+            # pudding is eaten ...").
+            heads=[(head_noun(r["caption"].decode()) or "") if r["kind"] == 0 else ""
+                   for r in rows],
             stamps=[[s.decode() for s in r["stamps"]] for r in rows],
         )
     return out
