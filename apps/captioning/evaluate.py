@@ -5,7 +5,10 @@ Beam-search (and greedy) captions for the test pictures; corpus BLEU-1..4
 nearest-neighbour baseline computed in the same run; head-noun accuracy on single stamps
 with the two recognisers the decoder draws object names from (the nearest training
 single, the CNN's ImageNet top-1) and their union, the ceiling of any choice between
-them; whether a scene caption names all its objects in order. Figures:
+them; whether a scene caption names all its objects in order; caption faults (a/an
+agreement, a noun named twice, words after the end; :mod:`.caption_faults`) over every
+test caption, of the decoder as exported, of its raw output (without the in-graph fixes
+of :mod:`.grammar`) and of the references themselves. Figures:
 ``reports/examples.png`` and every test caption in ``reports/captions.json``.
 """
 
@@ -25,7 +28,7 @@ from .model import caption_features
 from .splits import picture
 from .train import data_options, imagenet_prior_weights, load_trained
 
-__all__ = ["evaluate", "head_noun_recognisers",
+__all__ = ["evaluate", "fault_counts", "head_noun_recognisers",
            "nearest_neighbour_captions", "objects_in_order"]
 
 EXAMPLES_IN_GRID = 16
@@ -93,6 +96,24 @@ def head_noun_recognisers(prep: Prepared, idx: list[int]) -> dict[str, float]:
     return {"nearest_training_single": round(float(a.mean()), 4),
             "imagenet_top1": round(float(b.mean()), 4),
             "either": round(float((a | b).mean()), 4)}
+
+
+def fault_counts(captions: dict[str, list[str]], n_objects: list[int | None]
+                 ) -> dict[str, dict[str, Any]]:
+    """:func:`.caption_faults.count_caption_faults` of each named caption list.
+
+    Args:
+        captions: name -> one caption per test picture ("model_beam", "references", ...).
+        n_objects: how many objects each picture holds (None where unknown).
+
+    Returns:
+        name -> {"article", "doubled_noun", "trailing", "faults", "with_fault",
+        "extra_object", "captions", "examples"} (a few examples per kind).
+    """
+    from .caption_faults import count_caption_faults
+
+    return {name: count_caption_faults(caps, n_objects, max_examples=3)
+            for name, caps in captions.items()}
 
 
 def _share(flags) -> float:
@@ -165,6 +186,18 @@ def _headline(metrics: dict[str, Any]) -> dict[str, str]:
                 f"{r['nearest_training_single']:.1%}, by ImageNet top-1 "
                 f"{r['imagenet_top1']:.1%}, by either {r['either']:.1%} (the decoder's two "
                 "sources of object names)")
+    if "caption_faults" in metrics:
+        f = metrics["caption_faults"]
+
+        def faults(name: str) -> str:
+            c = f[name]
+            return (f"{c['faults']} (article {c['article']}, doubled noun "
+                    f"{c['doubled_noun']}, trailing {c['trailing']})")
+
+        rows["caption faults"] = (
+            f"over all {f['model_beam']['captions']} test captions: model {faults('model_beam')}, "
+            f"before the in-graph fixes {faults('model_beam_raw')}, references "
+            f"{faults('references')}")
     return rows
 
 
@@ -185,6 +218,8 @@ def evaluate(run: Run) -> Evaluation:
     greedy, _, _ = caption_features(model, vocab, prep.grid["test"], prep.pooled["test"],
                                     "greedy")
     decode_s = time.time() - t0
+    raw, _, _ = caption_features(model, vocab, prep.grid["test"], prep.pooled["test"],
+                                 "beam", beam_width, fixes=False)
     nn = nearest_neighbour_captions(prep.pooled["train"], prep.splits["train"].references,
                                     prep.pooled["test"])
     metrics: dict[str, Any] = {
@@ -198,6 +233,12 @@ def evaluate(run: Run) -> Evaluation:
         metrics[kind] = _kind_metrics(kind, idx, test, beam, greedy, nn, prep)
     metrics["all"] = {"model_beam": bleu_by_order(beam, test.references),
                       "nearest_neighbour": bleu_by_order(nn, test.references)}
+    # Objects per picture: a single holds one stamp, a scene its stamps (distinct head
+    # nouns); unknown for user data.
+    n_objects = [len(s) if s else None for s in test.stamps]
+    metrics["caption_faults"] = fault_counts(
+        {"model_beam": beam, "model_beam_raw": raw, "references": [r[0] for r in test.references],
+         "nearest_neighbour": nn}, n_objects)
     order = _example_order(test.kinds, EXAMPLES_IN_GRID)
     plot_examples([picture(test, i) for i in order],
                   [beam[i] for i in order], [test.references[i][0] for i in order],
@@ -206,6 +247,6 @@ def evaluate(run: Run) -> Evaluation:
                         "nearest neighbour")
     atomic_write_json(run.reports / "captions.json", [
         {"kind": test.kinds[i], "reference": test.references[i][0], "beam": beam[i],
-         "greedy": greedy[i], "nearest_neighbour": nn[i]} for i in range(len(test))])
+         "beam_raw": raw[i], "greedy": greedy[i], "nearest_neighbour": nn[i]} for i in range(len(test))])
     return Evaluation(metrics=metrics, headline=_headline(metrics),
                       title=f"captioning: test pictures ({len(test):,}), beam {beam_width}")

@@ -41,6 +41,7 @@ from rnnkit.app import LoadedExport, Run, Servable
 from rnnkit.export import ServingModule
 from rnnkit.modeling.vocabulary import PAD, Vocabulary
 
+from .grammar import fix_articles
 from .model import Captioner, decode
 from .train import load_trained
 
@@ -199,6 +200,9 @@ class CaptionServer(ServingModule):
         words = tf.gather(self.words, out.tokens)
         words = tf.where(tf.equal(out.tokens, PAD), tf.constant(""), words)
         captions = tf.strings.strip(tf.strings.reduce_join(words, axis=1, separator=" "))
+        # "a"/"an" agreement in the graph: the prior's nouns follow whatever article the
+        # generator chose (apps/captioning/grammar.py); word count and attention unchanged.
+        captions = fix_articles(captions)
         return {"captions": captions[:n], "scores": out.scores[:n],
                 "lengths": out.lengths[:n], "attention": out.attention[:n]}
 

@@ -114,17 +114,22 @@ class Captioner(keras.Model):
             The mixing weights are learnt on training pictures, whose captions the generator
             has memorised, so they under-trust the prior on new pictures; ``train`` sets this
             by calibration on the validation split (:func:`apps.captioning.train.calibrate_prior`).
+        noun_ids: vocabulary ids of words that name an object; decoding never emits one of
+            them twice in a caption (:func:`decode`; ``train`` sets them from
+            :func:`apps.captioning.grammar.noun_word_ids`). None: no such rule.
     """
 
     def __init__(self, vocab_size: int, feature_dim: int = 1280, embed_dim: int = 256,
                  units: int = 512, attention_dim: int = 256, dropout: float = 0.3,
-                 num_classes: int = 0, prior_boost: float = 0.0, **kwargs):
+                 num_classes: int = 0, prior_boost: float = 0.0,
+                 noun_ids: Sequence[int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.feature_dim = int(vocab_size), int(feature_dim)
         self.embed_dim, self.units = int(embed_dim), int(units)
         self.attention_dim, self.dropout_rate = int(attention_dim), float(dropout)
         self.num_classes = int(num_classes)
         self.prior_boost = float(prior_boost)
+        self.noun_ids = None if noun_ids is None else [int(i) for i in noun_ids]
         if self.num_classes:
             # Frozen: these are the CNN's ImageNet head weights, copied in by set_class_prior.
             self.classifier = keras.layers.Dense(self.num_classes, trainable=False,
@@ -146,7 +151,7 @@ class Captioner(keras.Model):
                 "feature_dim": self.feature_dim, "embed_dim": self.embed_dim,
                 "units": self.units, "attention_dim": self.attention_dim,
                 "dropout": self.dropout_rate, "num_classes": self.num_classes,
-                "prior_boost": self.prior_boost}
+                "prior_boost": self.prior_boost, "noun_ids": self.noun_ids}
 
     def build(self, input_shape=None) -> None:
         # Build every sub-layer from shapes alone, so the model can load weights or be
@@ -332,7 +337,8 @@ def caption_accuracy(vocab_size: int):
 
 
 def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int = 3,
-           max_length: int = 24, length_penalty: float = 0.6, block_repeats: bool = True):
+           max_length: int = 24, length_penalty: float = 0.6, block_repeats: bool = True,
+           nouns_once: bool = True):
     """Decodes captions in the graph with :func:`rnnkit.samplers.generate`.
 
     Args:
@@ -344,21 +350,39 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
         length_penalty: GNMT alpha used to rank hypotheses.
         block_repeats: never say a word twice in a row. On by default: no training caption
             does, and the copy priors otherwise produce "a wheel wheel".
+        nouns_once: never name the same object word twice in one caption ("a dog next to
+            a dog"), for the words in ``model.noun_ids`` (nothing when it is None). Each
+            hypothesis carries how often it emitted every id (the translation app's
+            :func:`apps.translation.repetition.penalised_step`, infinite penalty), which
+            beam search reorders with the hypotheses.
 
     Returns:
         :class:`rnnkit.samplers.SamplerOutput`.
     """
+    import tensorflow as tf
+
     from rnnkit import samplers
+    from rnnkit.modeling.vocabulary import START
 
     h0, context = model.encode(grid, pooled, training=False)
-    return samplers.generate(model.step, h0, context, max_length=max_length, method=method,
+    step, state = model.step, h0
+    if nouns_once and model.noun_ids:
+        from ..translation.repetition import penalised_step
+
+        from .grammar import noun_mask
+
+        step = penalised_step(model.step, noun_mask(model.noun_ids, model.vocab_size),
+                              float("inf"), START)
+        state = (h0, tf.zeros([tf.shape(h0)[0], model.vocab_size], h0.dtype))
+    return samplers.generate(step, state, context, max_length=max_length, method=method,
                              beam_width=beam_width, length_penalty=length_penalty,
                              block_repeats=block_repeats)
 
 
 def caption_features(model, vocab: Vocabulary, grid: np.ndarray, pooled: np.ndarray,
                      method: str = "beam", beam_width: int = 3, batch_size: int = 128,
-                     max_length: int = 24) -> tuple[list[str], list[float], list[np.ndarray]]:
+                     max_length: int = 24, fixes: bool = True
+                     ) -> tuple[list[str], list[float], list[np.ndarray]]:
     """Captions, scores and attention maps ``(words, cells)`` for cached feature arrays.
 
     Args:
@@ -369,10 +393,17 @@ def caption_features(model, vocab: Vocabulary, grid: np.ndarray, pooled: np.ndar
         beam_width: hypotheses kept per picture.
         batch_size: pictures per decoding call.
         max_length: most tokens per caption.
+        fixes: decode as the export does: each object word at most once
+            (``decode(nouns_once=True)``) and the articles fixed
+            (:func:`apps.captioning.grammar.fix_articles`). False shows the decoder's own
+            faults.
     """
     import tensorflow as tf
 
-    fn = tf.function(lambda g, p: decode(model, g, p, method, beam_width, max_length),
+    from .grammar import fix_articles
+
+    fn = tf.function(lambda g, p: decode(model, g, p, method, beam_width, max_length,
+                                         nouns_once=fixes),
                      reduce_retracing=True)
     caps, scores, atts = [], [], []
     for s in range(0, len(pooled), batch_size):
@@ -381,4 +412,6 @@ def caption_features(model, vocab: Vocabulary, grid: np.ndarray, pooled: np.ndar
         scores += out.scores.numpy().tolist()
         for a, n in zip(out.attention.numpy(), out.lengths.numpy()):
             atts.append(a[: max(int(n), 1)])
+    if fixes and caps:
+        caps = [c.decode() for c in fix_articles(tf.constant(caps)).numpy()]
     return caps, scores, atts

@@ -114,6 +114,7 @@ def train(run: Run) -> dict[str, Any]:
     from rnnkit.atomic import atomic_write_json
     from rnnkit.backbones import OFFLINE_BACKBONES, canonical_name
 
+    from .grammar import noun_word_ids
     from .model import Captioner, caption_accuracy, caption_loss, class_word_matrix
 
     hp = HPARAMS
@@ -139,10 +140,13 @@ def train(run: Run) -> dict[str, Any]:
     val_ds = caption_dataset(prep, "validation", vocab, max_len, run.batch_size, False,
                              run.seed)
     feature_dim = int(prep.pooled["train"].shape[-1])
+    # Object words decoding names at most once ("a dog next to a dog" for one dog).
+    noun_ids = noun_word_ids(vocab, train_refs,
+                             [w for ws in prior[2] for w in ws] if prior else ())
     with run.strategy.scope():
         model = Captioner(len(vocab), feature_dim=feature_dim, embed_dim=hp["embed_dim"],
                           units=run.units, dropout=run.dropout,
-                          num_classes=1000 if prior else 0)
+                          num_classes=1000 if prior else 0, noun_ids=noun_ids)
         model.build()
         if prior:
             model.set_class_prior(prior[0], prior[1], class_word_matrix(prior[2], vocab))
@@ -164,7 +168,7 @@ def train(run: Run) -> dict[str, Any]:
         "backbone": backbone, "max_len": max_len, "imagenet_prior": bool(prior),
         "prior_calibration": calibration, "hparams": hp,
         "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
-        "train_pictures": len(prep.splits["train"]),
+        "noun_words": len(noun_ids), "train_pictures": len(prep.splits["train"]),
         "best_epoch": result["best_epoch"] + 1, "epochs_run": result["epochs_run"],
         "best_val_masked_accuracy": result["best"],
         "feature_seconds": round(t_features, 1),
