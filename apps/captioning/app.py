@@ -43,7 +43,9 @@ class CaptioningApp(App):
                 "beam_width": 3}
     quick = {"epochs": 8}
     data_help = ("tuxpaint (Tux Paint stamps, singles and scenes; train's default, later verbs "
-                 "default to the data trained on), flickr8k:PATH (Flickr8k.token.txt + images) "
+                 "default to the data trained on), tuxpaint+svg, tuxpaint+emoji or "
+                 "tuxpaint+svg+emoji (extra training drawings: Tux Paint's SVG stamps, "
+                 "four licensed emoji art sets), flickr8k:PATH (Flickr8k.token.txt + images) "
                  "or coco:PATH (annotations/captions_*.json + images)")
     inputs = "file"
     inputs_help = "image files (JPEG, PNG, GIF, BMP)"

@@ -52,7 +52,12 @@ def prepare_features(spec: str | None, quick: bool, limit: int | None, seed: int
     """
     from rnnkit.backbones import canonical_name, get_backbone
 
+    from .extra_drawings import parse_extras
+
     backbone_name = canonical_name(backbone_name)
+    extras = parse_extras(spec)
+    if extras:
+        return _with_extras(extras, quick, limit, seed, backbone_name)
     splits = formats.load_splits(spec, quick=quick, limit=limit, seed=seed)
     name = formats.dataset_name(spec, quick, limit)
     grid, pooled = {}, {}
@@ -68,6 +73,39 @@ def prepare_features(spec: str | None, quick: bool, limit: int | None, seed: int
                 backbone = get_backbone(backbone_name)
             grid[split_name], pooled[split_name] = cached_features(split, key, backbone)
     return Prepared(splits, grid, pooled, backbone_name)
+
+
+def _with_extras(extras: tuple[str, ...], quick: bool, limit: int | None, seed: int,
+                 backbone_name: str) -> Prepared:
+    """Tux Paint's splits and features with each extra source's training pictures (and
+    their features, cached per source) appended to the training split."""
+    from rnnkit.backbones import get_backbone
+
+    from .extra_drawings import extra_training_split
+    from .splits import limit_split
+
+    prep = prepare_features(None, quick, limit, seed, backbone_name)
+    train = prep.splits["train"]
+    grids, pooled = [prep.grid["train"]], [prep.pooled["train"]]
+    backbone = None
+    for source in extras:
+        extra = limit_split(extra_training_split(source), limit)
+        key = f"extra-{source}-{limit or 'all'}-train-{backbone_name}"
+        try:
+            g, p = load_cached_features(key, len(extra))
+        except FileNotFoundError:
+            if backbone is None:
+                backbone = get_backbone(backbone_name)
+            g, p = cached_features(extra, key, backbone)
+        grids.append(g)
+        pooled.append(p)
+        train = Split(train.images + extra.images, train.references + extra.references,
+                      train.kinds + extra.kinds, train.heads + extra.heads,
+                      train.stamps + extra.stamps)
+    prep.splits["train"] = train
+    prep.grid["train"] = np.concatenate(grids)
+    prep.pooled["train"] = np.concatenate(pooled)
+    return prep
 
 
 def compute_features(split: Split, backbone, batch_size: int = 32,

@@ -1,6 +1,7 @@
 """The ``--data`` formats: the Tux Paint default, Flickr8k and COCO captions.
 
-* ``--data tuxpaint`` (default): :mod:`.tuxpaint`'s pictures.
+* ``--data tuxpaint`` (default): :mod:`.tuxpaint`'s pictures; ``tuxpaint+svg``,
+  ``tuxpaint+emoji``, ``tuxpaint+svg+emoji`` add training drawings (:mod:`.extra_drawings`).
 * ``--data flickr8k:PATH``: ``PATH/Flickr8k.token.txt`` (``IMAGE#N<TAB>caption``) and the
   images in ``PATH/Flicker8k_Dataset`` or ``PATH/Images`` (or ``PATH``); the official
   ``Flickr_8k.{train,dev,test}Images.txt`` lists are used when present.
@@ -123,12 +124,19 @@ def coco_splits(path: str | os.PathLike[str], seed: int = 1337,
 
 
 def parse_data_spec(spec: str | None) -> tuple[str, str | None]:
-    """``None``/"tuxpaint" -> ("tuxpaint", None); "flickr8k:PATH" / "coco:PATH" -> (fmt, PATH).
+    """``None``/"tuxpaint" (or "tuxpaint+svg+emoji": extra training drawings, see
+    :mod:`.extra_drawings`) -> ("tuxpaint", None); "flickr8k:PATH" / "coco:PATH" -> (fmt, PATH).
 
     Raises:
         DataError: for an unknown format or a missing path.
     """
     if spec is None or spec in ("tuxpaint", "default"):
+        return "tuxpaint", None
+    if spec.startswith("tuxpaint+"):
+        # Tux Paint plus extra training drawings (checked here, read by .features).
+        from .extra_drawings import parse_extras
+
+        parse_extras(spec)
         return "tuxpaint", None
     fmt, _, path = spec.partition(":")
     if fmt not in ("flickr8k", "coco", "tuxpaint"):
