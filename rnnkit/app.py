@@ -100,12 +100,16 @@ class Evaluation:
             baseline); floats print with four decimals.
         title: the first line of the printed block.
         notes: further lines printed after the block (examples, report paths).
+        metrics_file: the file in ``reports/`` (``metrics.json``, which ``export`` puts
+            in the model's card; another name for figures that must not end up there,
+            e.g. a validation-split sweep).
     """
 
     metrics: dict[str, Any]
     headline: dict[str, Any]
     title: str = ""
     notes: list[str] = field(default_factory=list)
+    metrics_file: str = METRICS_FILE
 
 
 @dataclass
@@ -439,7 +443,7 @@ class App:
             metrics["gradient_flow"] = write_gradient_flow_report(
                 probe.model, probe.inputs, probe.targets, run.reports, loss_fn=probe.loss,
                 title=f"{self.name}: gradient flow through time (held-out batch)")
-        atomic_write_json(run.reports / METRICS_FILE, metrics)
+        atomic_write_json(run.reports / result.metrics_file, metrics)
         print(format_headline(result.title or f"{self.name}: held-out evaluation",
                               {**result.headline, "reports": str(run.reports)}))
         for line in result.notes:

@@ -309,7 +309,7 @@ def test_content_mask():
 
     mask = content_mask(["<pad>", "<start>", "<end>", "<unk>", "the", "Sheet", "▸", "42",
                          "-", "e-mail", "x"])
-    assert mask.tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
+    assert mask.tolist() == [0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0]
 
 
 def test_repeat_penalty_stops_a_decoder_that_repeats():

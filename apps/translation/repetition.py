@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from rnnkit.modeling.vocabulary import SPECIALS, UNK
+
 __all__ = ["FUNCTION_WORDS", "content_counts", "content_mask", "penalised_step",
            "repeated_words", "repetition_report"]
 
@@ -81,11 +83,15 @@ def repetition_report(outputs: Sequence[str], sources: Sequence[str],
 
 def content_mask(target_tokens: Sequence[str]) -> np.ndarray:
     """``[V]`` float32: 1 for the vocabulary entries the penalty applies to (words with a
-    letter that are not function words), 0 for specials, punctuation, numbers and
-    function words."""
+    letter that are not function words, and ``<unk>``, which is written out as the most
+    attended source word), 0 for the other specials, punctuation, numbers and function
+    words."""
     mask = np.zeros(len(target_tokens), np.float32)
     for i, token in enumerate(target_tokens):
         low = token.lower()
+        if token == SPECIALS[UNK]:
+            mask[i] = 1.0
+            continue
         if (token.startswith("<") and token.endswith(">")) or low in FUNCTION_WORDS:
             continue
         if _WORD.fullmatch(token) and len(token) > 1:

@@ -301,6 +301,11 @@ def evaluate(run: Run) -> Evaluation:
             for s, r, g, b, m in list(zip(sources, refs, greedy, beam, memory))
             [:: max(1, len(test) // 12)][:12]],
     }
+    if split != "test":
+        # A sweep on validation (choosing decoding settings) leaves the test reports alone.
+        return Evaluation(metrics, _headline(metrics, split), title=(
+            f"translation ({spec.name}) on the {split} split, repeat penalty {repeat_penalty}"),
+            metrics_file=f"metrics_{split}_repeat{repeat_penalty:g}.json")
     _attention_figure(beam_fn, codec, sources, run)
     lines = []
     for i in range(min(len(test), 40)):
@@ -309,6 +314,16 @@ def evaluate(run: Run) -> Evaluation:
     for (s, r), b in list(zip(strings, string_beam))[:40]:
         lines += [f"ES   {s}", f"REF  {r}", f"BEAM {b}", ""]
     atomic_write_text(run.reports / "examples.txt", "\n".join(lines))
+    headline = _headline(metrics, split)
+    notes = [f"\n  ES   {ex['source']}\n  REF  {ex['reference']}\n  BEAM {ex['beam']}"
+             for ex in metrics["examples"][:4]]
+    notes += [f"\n  repeat: {ex['source']}  ->  {ex['output']}"
+              for ex in metrics["repetition"]["beam"]["examples"][:3]]
+    return Evaluation(metrics, headline, notes=notes,
+                      title=f"translation ({spec.name}) on the held-out {split} split")
+
+
+def _headline(metrics: dict[str, Any], split: str) -> dict[str, Any]:
     headline: dict[str, Any] = {}
     for name in ("beam", "greedy", "translation_memory"):
         for key in ("bleu_cased", "bleu_lowercased", "chrf"):
@@ -326,14 +341,9 @@ def evaluate(run: Run) -> Evaluation:
     rep = metrics["repetition"]
     for name in ("beam", "greedy", "references"):
         headline[f"repeats a word ({name})"] = rep[name]["with_repeats"]
-    headline[f"{split} pairs"] = len(test)
+    headline[f"{split} pairs"] = metrics["test_pairs"]
     headline["parameters"] = metrics["parameters"]
-    notes = [f"\n  ES   {ex['source']}\n  REF  {ex['reference']}\n  BEAM {ex['beam']}"
-             for ex in metrics["examples"][:4]]
-    notes += [f"\n  repeat: {ex['source']}  ->  {ex['output']}"
-              for ex in rep["beam"]["examples"][:3]]
-    return Evaluation(metrics, headline, notes=notes,
-                      title=f"translation ({spec.name}) on the held-out {split} split")
+    return headline
 
 
 def _attention_figure(beam_fn, codec: TextCodec, sources: list[str], run: Run) -> None:
