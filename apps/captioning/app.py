@@ -76,6 +76,10 @@ class CaptioningApp(App):
         if verb in ("evaluate", "export"):
             parser.add_argument("--beam-width", type=int, default=None,
                                 help=f"beam size [default: {d['beam_width']}]")
+        if verb == "evaluate":
+            parser.add_argument("--split", choices=("test", "validation"), default="test",
+                                help="the held-out split to caption; choices between "
+                                     "variants are made on validation [default: test]")
         if verb == "predict":
             parser.add_argument("--plot", nargs="?", const="captions", default=None,
                                 metavar="DIR",

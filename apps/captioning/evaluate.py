@@ -148,6 +148,9 @@ def _kind_metrics(kind: str, idx: list[int], test, beam, greedy, nn, prep: Prepa
             [objects_in_order(beam[i], h) for h, i in zip(scene_heads, idx)])
         entry["all_objects_in_order_nearest_neighbour"] = _share(
             [objects_in_order(nn[i], h) for h, i in zip(scene_heads, idx)])
+        # Share of the scenes' objects whose head noun the caption names (any order).
+        entry["objects_named_beam"] = _share(
+            [data.noun_matches(h or "", beam[i]) for hs, i in zip(scene_heads, idx) for h in hs])
     return entry
 
 
@@ -175,6 +178,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, str]:
         if "head_noun_accuracy_beam" in e:
             line += (f"  head noun {e['head_noun_accuracy_beam']:.1%} "
                      f"(NN {e['head_noun_accuracy_nearest_neighbour']:.1%})")
+        if "objects_named_beam" in e:
+            line += f"  objects named {e['objects_named_beam']:.1%}"
         if "all_objects_in_order_beam" in e:
             line += (f"  objects in order {e['all_objects_in_order_beam']:.1%} "
                      f"(NN {e['all_objects_in_order_nearest_neighbour']:.1%})")
@@ -211,6 +216,11 @@ def evaluate(run: Run) -> Evaluation:
     spec, quick, limit = data_options(run)
     beam_width = run.beam_width
     prep = prepare_features(spec, quick, limit, run.seed, summary["backbone"])
+    split = run.get("split") or "test"
+    if split != "test":
+        # Every function below reads "test": point it at the chosen held-out split.
+        prep.splits["test"], prep.grid["test"], prep.pooled["test"] = (
+            prep.splits[split], prep.grid[split], prep.pooled[split])
     test = prep.splits["test"]
     t0 = time.time()
     beam, _, _ = caption_features(model, vocab, prep.grid["test"], prep.pooled["test"],
@@ -223,6 +233,7 @@ def evaluate(run: Run) -> Evaluation:
     nn = nearest_neighbour_captions(prep.pooled["train"], prep.splits["train"].references,
                                     prep.pooled["test"])
     metrics: dict[str, Any] = {
+        "split": split,
         "data": spec or "tuxpaint", "backbone": prep.backbone, "beam_width": beam_width,
         "test_pictures": len(test), "train_pictures": len(prep.splits["train"]),
         "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
@@ -249,4 +260,4 @@ def evaluate(run: Run) -> Evaluation:
         {"kind": test.kinds[i], "reference": test.references[i][0], "beam": beam[i],
          "beam_raw": raw[i], "greedy": greedy[i], "nearest_neighbour": nn[i]} for i in range(len(test))])
     return Evaluation(metrics=metrics, headline=_headline(metrics),
-                      title=f"captioning: test pictures ({len(test):,}), beam {beam_width}")
+                      title=f"captioning: {split} pictures ({len(test):,}), beam {beam_width}")

@@ -257,7 +257,21 @@ def load_trained(run: Run):
         raise ModelError(f"no {VOCAB_FILE} in {run.output}: run `rnnkit captioning train` "
                          "first (or pass --output)")
     vocab = Vocabulary.from_tokens(json.loads(path.read_text(encoding="utf-8")))
-    return run.load_model(), vocab, summary
+    model = run.load_model()
+    if getattr(model, "noun_ids", None) is None:
+        # Trained before decoding named each object word once: derive the words as train
+        # does, from the training captions (and the prior's words), so evaluate and export
+        # apply the same rule to an older model.
+        from .formats import load_splits
+        from .grammar import noun_word_ids
+
+        spec, quick, limit = data_options(run)
+        refs = [r for rs in load_splits(spec, quick, limit, run.seed)["train"].references
+                for r in rs]
+        extra = ([w for ws in imagenet_prior_weights(summary["backbone"])[2] for w in ws]
+                 if summary.get("imagenet_prior") else [])
+        model.noun_ids = noun_word_ids(vocab, refs, extra)
+    return model, vocab, summary
 
 
 def gradient_probe(run: Run, size: int = 32) -> GradientProbe:
