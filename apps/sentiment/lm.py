@@ -281,7 +281,7 @@ def pretrained_encoder(
     summary["cache"] = str(folder)
     return {
         # The boundary row is the last one: the classifier has no such token.
-        "embedding": np.asarray(model.embedding.embeddings)[: len(vocabulary)],
+        "embedding": keras.ops.convert_to_numpy(model.embedding.embeddings)[: len(vocabulary)],
         "forward": model.forward_rnn.get_weights(),
         "backward": model.backward_rnn.get_weights() if model.backward_rnn else None,
         "summary": summary,
@@ -296,7 +296,7 @@ def _pretrain(model: ElmanLanguageModel, token_lists: Sequence[np.ndarray],
     started = time.time()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(token_lists))
-    n_held = max(1, int(round(len(order) * settings["lm_heldout"]))) if len(order) > 1 else 0
+    n_held = max(1, round(len(order) * settings["lm_heldout"])) if len(order) > 1 else 0
     held = [token_lists[i] for i in order[:n_held]]
     fit_on = [token_lists[i] for i in order[n_held:]]
     boundary = model.vocab_size - 1
@@ -329,7 +329,7 @@ def _pretrain(model: ElmanLanguageModel, token_lists: Sequence[np.ndarray],
           + " -> ".join(f"{math.exp(v):.1f}" for v in losses))
     return {
         "seconds": round(seconds, 1), "settings": settings, "reviews": len(fit_on),
-        "heldout_reviews": n_held, "tokens": int(len(stream)), "steps_per_epoch": steps,
+        "heldout_reviews": n_held, "tokens": len(stream), "steps_per_epoch": steps,
         "heldout_loss": losses, "heldout_perplexity": [math.exp(v) for v in losses],
         "train_loss_sampled": list(result["history"]["loss"]),
         "best_epoch": result["best_epoch"] + 1,
