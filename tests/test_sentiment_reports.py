@@ -47,6 +47,11 @@ def test_probe_set_is_well_formed_and_scored():
     perfect = probes.score_probes(labels * 0.8 + 0.1, items)
     assert perfect["pair_accuracy"] == 1.0 and perfect["pairs_wrong"] == []
     assert perfect["max_confidence"] == pytest.approx(0.9)
+    short = sum(len(p.text.split()) < 10 for p in items)
+    assert perfect["short_items"] == short > 20 and perfect["short_over_0_99"] == 0
+    sure = probes.score_probes(np.where(labels == 1, 0.995, 0.2), items)
+    assert sure["short_over_0_99"] == sum(len(p.text.split()) < 10 and p.label == 1
+                                          for p in items)
     negative = probes.score_probes(np.full(len(items), 0.2), items)
     assert negative["item_accuracy"] == 0.5 and negative["pair_accuracy"] == 0.0
     assert sorted(negative["by_kind"]) == sorted(probes.KINDS)

@@ -9,7 +9,8 @@ select a model.
 Scores: item accuracy (each sentence alone), pair accuracy (both sentences of a pair
 right, the strict figure: a model that calls everything negative scores 0 here), and the
 same per kind; plus the largest confidence given to any probe sentence (they are all
-under 20 words).
+under 20 words) and how many of the sentences of under ten words get a confidence above
+0.99 (the issue's over-confidence check).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rnnkit.errors import DataError
 
 PROBES_PATH = Path(__file__).with_name("probes.tsv")
 KINDS = ("negation", "contrast", "intensifier")
+SHORT_WORDS = 10  # "a text of under ten words" (issue 14's over-confidence check)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def score_probes(
         probes: the probes from :func:`load_probes`.
 
     Returns:
-        ``{"pairs", "item_accuracy", "pair_accuracy", "max_confidence", "by_kind": {...},
-        "pairs_wrong": [ids]}``.
+        ``{"pairs", "item_accuracy", "pair_accuracy", "max_confidence", "short_items",
+        "short_over_0_99", "by_kind": {...}, "pairs_wrong": [ids]}``.
     """
     probs = np.asarray(probabilities, dtype=np.float64)
     if probs.shape != (len(probes),):
@@ -99,7 +101,11 @@ def score_probes(
 
     everything = np.ones(len(probes), dtype=bool)
     out: dict[str, object] = dict(summary(everything))
-    out["max_confidence"] = float(np.max(np.maximum(probs, 1.0 - probs)))
+    confidence = np.maximum(probs, 1.0 - probs)
+    out["max_confidence"] = float(np.max(confidence))
+    short = np.asarray([len(p.text.split()) < SHORT_WORDS for p in probes])
+    out["short_items"] = int(short.sum())
+    out["short_over_0_99"] = int((confidence[short] > 0.99).sum())
     out["by_kind"] = {kind: summary(kinds == kind) for kind in KINDS if (kinds == kind).any()}
     out["pairs_wrong"] = sorted(int(pid) for pid in np.unique(pair_ids)
                                 if not right[pair_ids == pid].all())

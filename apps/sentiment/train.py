@@ -407,7 +407,10 @@ def evaluate(run: Run) -> Evaluation:
         "probe pairs right": f"RNN {probe_report['rnn']['pair_accuracy']:.3f}, TF-IDF tuned "
                              f"{probe_report[tuned]['pair_accuracy']:.3f} "
                              f"({probe_report['rnn']['pairs']} pairs)",
-        "probe max confidence": f"{probe_report['rnn']['max_confidence']:.4f}",
+        "probe max confidence": f"{probe_report['rnn']['max_confidence']:.4f}; "
+                                f"{probe_report['rnn']['short_over_0_99']} of "
+                                f"{probe_report['rnn']['short_items']} probes of under 10 "
+                                "words above 0.99",
     }
     if "skipped" not in ood_report:
         for name in ood.OUT_OF_DOMAIN + ("imdb-sentences",):
