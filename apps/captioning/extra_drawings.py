@@ -173,12 +173,14 @@ def _builder_class():
             )
 
         def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(self.builder_config.name)}
+
+        def _generate_examples(self, name):
             src = _sources()
-            name = self.builder_config.name
             emoji_by_id = {r.to_stamp().id: r for r in src["emoji"]}
             extra = (src["svg"] if name == "svg"
                      else [r.to_stamp() for r in src["emoji"]])
-            return {"train": extra_examples(name, src["train"], extra, emoji_by_id)}
+            yield from extra_examples(name, src["train"], extra, emoji_by_id)
 
     return TuxPaintExtraDrawings
 
