@@ -189,3 +189,29 @@ def test_cli_pretrain_lm_train_and_export(tmp_path):
     assert p.shape == (4,) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     assert [x.decode() for x in result["label"].numpy()] == [
         "positive" if v >= 0.5 else "negative" for v in p]
+
+
+@pytest.mark.slow
+def test_generation_from_the_cached_language_model(tokens, pretrained, tmp_path):
+    import tensorflow as tf
+
+    from apps.sentiment import lm
+    from rnnkit.errors import DataError
+
+    vocabulary, _ = tokens
+    _, weights = pretrained
+    model, vocab = lm.load_cached(weights["summary"]["cache"])
+    assert vocab == list(vocabulary)
+    text, ids, state = lm.read_prompt(model, vocab, "This MOVIE was, quite simply, great!")
+    assert text == "this movie was quite simply great !"
+    # The step-by-step recurrence is the layer's own: same last state as the Keras layer.
+    hidden = model.forward_rnn(model.embedding(tf.constant([ids])))
+    np.testing.assert_allclose(state, hidden[0, -1].numpy(), atol=1e-5)
+    out = lm.generate(model, vocab, "This movie was", words=12, seed=4)
+    assert out.startswith("this movie was ") and len(out.split()) == 15
+    assert all(w in vocab[2:] for w in out.split()[3:])  # no padding, [UNK] or boundary
+    assert out == lm.generate(model, vocab, "This movie was", words=12, seed=4)
+    assert len(lm.generate(model, vocab, "", words=5).split()) == 5
+    with pytest.raises(DataError, match="not a pretrained language model"):
+        lm.load_cached(tmp_path)
+    assert lm.main([str(tmp_path), "x"]) == 2

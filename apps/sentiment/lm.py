@@ -42,7 +42,7 @@ import tensorflow as tf
 from keras import layers
 
 from rnnkit import SimpleRecurrentLayer
-from rnnkit.atomic import atomic_path, atomic_write_json
+from rnnkit.atomic import atomic_path, atomic_write_json, atomic_write_text
 from rnnkit.errors import DataError
 from rnnkit.fetch import cache_lock
 from rnnkit.paths import cache_dir
@@ -277,6 +277,7 @@ def pretrained_encoder(
             with atomic_path(weights_file, suffix=".weights.h5") as tmp:
                 model.save_weights(tmp)
             atomic_write_json(summary_file, summary)
+            atomic_write_text(folder / "vocabulary.txt", "\n".join(vocabulary) + "\n")
             summary = {**summary, "cached": False}
     summary["cache"] = str(folder)
     return {
@@ -332,7 +333,8 @@ def _pretrain(model: ElmanLanguageModel, token_lists: Sequence[np.ndarray],
         "heldout_reviews": n_held, "tokens": len(stream), "steps_per_epoch": steps,
         "heldout_loss": losses, "heldout_perplexity": [math.exp(v) for v in losses],
         "train_loss_sampled": list(result["history"]["loss"]),
-        "best_epoch": result["best_epoch"] + 1,
+        "best_epoch": result["best_epoch"] + 1, "embed_dim": model.embed_dim,
+        "units": model.units,
     }
 
 
@@ -471,3 +473,115 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.optimizer.set_scales(scales)
         print("layer-group learning-rate scales (embedding, encoder, head): "
               + ", ".join(f"{s:.3g}" for s in scales))
+
+
+def load_cached(folder: str | Path) -> tuple[ElmanLanguageModel, list[str]]:
+    """Load a cached language model and its vocabulary (a ``sentiment_lm/<key>`` folder).
+
+    Args:
+        folder: the folder ``train --pretrain-lm`` printed and stored in ``run.json``.
+
+    Raises:
+        DataError: the folder does not hold a finished pretraining.
+    """
+    folder = Path(folder)
+    needed = [folder / n for n in ("lm.weights.h5", "summary.json", "vocabulary.txt")]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise DataError(f"{folder} is not a pretrained language model (missing "
+                        f"{', '.join(missing)})")
+    summary = json.loads(needed[1].read_text())
+    settings, embed_dim, units = summary["settings"], summary["embed_dim"], summary["units"]
+    vocabulary = needed[2].read_text(encoding="utf-8").split("\n")[:-1]
+    model = ElmanLanguageModel(len(vocabulary) + 1, embed_dim, units, settings["lm_backward"],
+                               settings["lm_sampled"], 0.0, name="elman_lm")
+    model(tf.zeros((1, 2), tf.int32))
+    model.load_weights(needed[0])
+    return model, vocabulary
+
+
+def read_prompt(model: ElmanLanguageModel, vocabulary: Sequence[str], prompt: str
+                ) -> tuple[str, list[int], np.ndarray]:
+    """Standardise ``prompt`` as the classifier does and run the forward model over it.
+
+    Returns:
+        (the standardised text, its ids after a review boundary, the last hidden state).
+    """
+    from .model import standardize
+
+    index = {w: i for i, w in enumerate(vocabulary)}
+    text = standardize(tf.constant([prompt])).numpy()[0].decode().strip()
+    ids = [len(vocabulary)] + [index.get(w, 1) for w in text.split()]
+    kernel, recurrent, bias = (keras.ops.convert_to_numpy(w)
+                               for w in model.forward_rnn.weights[:3])
+    table = keras.ops.convert_to_numpy(model.embedding.embeddings)
+    state = np.zeros(recurrent.shape[0], np.float32)
+    for i in ids:  # the layer's recurrence (tanh Elman), one step at a time
+        state = np.tanh(table[i] @ kernel + state @ recurrent + bias)
+    return text, ids, state
+
+
+def generate(model: ElmanLanguageModel, vocabulary: Sequence[str], prompt: str,
+             words: int = 30, temperature: float = 0.8, seed: int = 0) -> str:
+    """Continue ``prompt`` with the forward language model, sampling one token at a time.
+
+    The prompt goes through the classifier's own standardisation (lower case, no
+    punctuation but ``!`` and ``?``); unknown words become ``[UNK]`` and the sampler never
+    emits ``[UNK]``, padding or the review boundary.
+
+    Args:
+        model: a loaded language model (:func:`load_cached`).
+        vocabulary: its vocabulary.
+        prompt: the start of a review (may be empty).
+        words: how many tokens to add.
+        temperature: softmax temperature (lower: safer, more repetitive).
+        seed: sampling seed.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    text, _, state = read_prompt(model, vocabulary, prompt)
+    kernel, recurrent, bias = (keras.ops.convert_to_numpy(w)
+                               for w in model.forward_rnn.weights[:3])
+    table = keras.ops.convert_to_numpy(model.embedding.embeddings)
+    out_w = keras.ops.convert_to_numpy(model.out_weights)
+    out_b = keras.ops.convert_to_numpy(model.out_bias)
+    rng = np.random.default_rng(seed)
+    banned = [0, 1, len(vocabulary)]
+    added = []
+    for _ in range(words):
+        logits = (out_w @ state + out_b) / temperature
+        logits[banned] = -np.inf
+        p = np.exp(logits - logits.max())
+        token = int(rng.choice(len(p), p=p / p.sum()))
+        added.append(vocabulary[token])
+        state = np.tanh(table[token] @ kernel + state @ recurrent + bias)
+    return " ".join(([text] if text else []) + added)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m apps.sentiment.lm FOLDER "prompt" ...``: continue prompts with a cached
+    forward language model."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.sentiment.lm",
+        description="Continue review prompts with a language model cached by "
+                    "`rnnkit sentiment train --pretrain-lm`.")
+    parser.add_argument("folder", help="the cache folder (run.json: train.language_model.cache)")
+    parser.add_argument("prompts", nargs="+")
+    parser.add_argument("--words", type=int, default=30)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        model, vocabulary = load_cached(args.folder)
+    except DataError as exc:
+        print(f"error: {exc}")
+        return 2
+    for prompt in args.prompts:
+        print(generate(model, vocabulary, prompt, args.words, args.temperature, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
