@@ -56,6 +56,14 @@ def test_token_stream_and_windows(tokens):
     assert np.array_equal(windows[:, :-1].ravel(), stream[: windows.shape[0] * 10])
     shuffled = np.concatenate(list(lm.window_dataset(stream, 10, 4, 3).as_numpy_iterator()))
     assert shuffled.shape[1] == 11 and len(shuffled) % 4 == 0  # training drops the remainder
+    # Every epoch (a new iterator) cuts the stream at a new phase.
+    training = lm.window_dataset(stream, 10, 4, 3)
+    all_windows = np.lib.stride_tricks.sliding_window_view(stream, 11)
+    phases = set()
+    for _ in range(6):
+        first = next(iter(training))[0].numpy()
+        phases.add(int(np.flatnonzero((all_windows == first).all(axis=1))[0]) % 10)
+    assert len(phases) > 1, phases
     from rnnkit.errors import DataError
 
     with pytest.raises(DataError, match="fewer than one window"):

@@ -199,12 +199,15 @@ def window_dataset(stream: np.ndarray, window: int, batch_size: int, seed: int |
                         f"window of {window + 1}")
     data = tf.constant(stream, tf.int32)
 
-    def frames(_: tf.Tensor) -> tf.Tensor:
-        offset = (tf.random.uniform([], 0, window, tf.int32, seed=seed) if seed is not None
-                  else tf.constant(0))
+    def frames(offset: tf.Tensor) -> tf.Tensor:
+        offset = tf.cast(offset % window, tf.int32)
         return tf.signal.frame(data[offset:], window + 1, window, pad_end=False)
 
-    ds = tf.data.Dataset.from_tensors(0).map(frames).unbatch()
+    # Dataset.random draws anew for every iterator (one per epoch); a seeded random op
+    # inside map would repeat its first draw every epoch.
+    phase = (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+             if seed is not None else tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)))
+    ds = phase.map(frames).unbatch()
     if seed is not None:
         count = (len(stream) - 1) // window
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
