@@ -188,6 +188,15 @@ def test_cli_pretrain_lm_train_and_export(tmp_path):
     assert second["hparams"]["pretrain_lm"] and second["hparams"]["gradual_unfreeze"]
     assert main(["train", "--limit", str(LIMIT), "--output", str(tmp_path / "bad"),
                  "--pretrain-lm", "--glove"]) == 2  # both set the embedding: a user error
+    from apps.sentiment import shorttext
+
+    short = shorttext.report(out)  # validation and short-text figures, no test split
+    assert len(short["language_model"]["heldout_perplexity"]) == 2  # before + 1 epoch
+    assert short["options"]["pretrain_lm"] is True
+    assert 0 <= short["probes"]["short_over_0_99"] <= short["probes"]["short_items"] > 20
+    assert short["out_of_domain"]["amazon"]["short_examples"] == 534
+    assert (out / "reports" / "short_texts.json").is_file()
+    assert shorttext.main([str(tmp_path / "missing")]) == 2
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
     serve = tf.saved_model.load(str(exports / "1")).signatures["serving_default"]
     texts = ["", "Ce film était magnifique ! 素晴らしい映画 😀", "bad " * 25_000,
