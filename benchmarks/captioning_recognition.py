@@ -7,6 +7,14 @@ each) against galleries of training drawings: the training stamps, + the SVG-onl
 
 (from the repository root; fetches the stamps, the emoji art sets and the weights through
 the app's own readers, all cached).
+
+    python benchmarks/captioning_recognition.py by-art-set efficientnet_lite0
+
+holds out one art set at a time (Tux Paint's held-out test singles, or one emoji artist's
+singles) and names each held-out picture by its nearest training single of every other
+set (1-NN on pooled features, cosine), from the app's cached features of
+``--data tuxpaint+svg+emoji`` (run ``rnnkit captioning prepare --data tuxpaint+svg+emoji``
+first, or it computes them).
 """
 import sys
 import time
@@ -16,6 +24,45 @@ import tensorflow as tf
 
 from apps.captioning import data, emoji, svg_stamps
 from rnnkit.backbones import get_backbone
+
+
+def by_art_set(backbone: str) -> None:
+    """One line per held-out art set: 1-NN head-noun accuracy against all other sets."""
+    from apps.captioning.features import prepare_features
+
+    prep = prepare_features("tuxpaint+svg+emoji", False, None, 1337, backbone)
+    tr, te = prep.splits["train"], prep.splits["test"]
+
+    def art(stamp_ids):
+        first = stamp_ids[0]
+        return first.split("/")[1] if first.startswith("emoji/") else "tuxpaint"
+
+    singles = [i for i, k in enumerate(tr.kinds) if k == "single"]
+    feats = prep.pooled["train"][singles]
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    heads = [tr.heads[i] for i in singles]
+    sets = np.array([art(tr.stamps[i]) for i in singles])
+    tq = [i for i, k in enumerate(te.kinds) if k == "single"]
+    tfeat = prep.pooled["test"][tq] / np.linalg.norm(prep.pooled["test"][tq], axis=1,
+                                                     keepdims=True)
+    cases = {"tuxpaint (held-out test singles)": (tfeat, [te.heads[i] for i in tq],
+                                                   "tuxpaint")}
+    for name in sorted(set(sets) - {"tuxpaint"}):
+        m = sets == name
+        cases[name] = (feats[m], [h for h, k in zip(heads, m) if k], name)
+    for label, (q, qh, held) in cases.items():
+        keep = sets != held
+        g, gh = feats[keep], [h for h, k in zip(heads, keep) if k]
+        nn = (q @ g.T).argmax(1)
+        acc = np.mean([data.noun_matches(h, gh[j]) for h, j in zip(qh, nn)])
+        print(f"{backbone}: held out {label}: {len(q)} pictures, gallery {len(g)} singles of "
+              f"the other sets: head noun 1-NN {acc:.3f}")
+
+
+if sys.argv[1:2] == ["by-art-set"]:
+    for name in sys.argv[2:]:
+        by_art_set(name)
+    sys.exit(0)
 
 stamps, _ = data.list_stamps(data.stamps_root())
 parts = data.split_stamps(stamps, 1337)
