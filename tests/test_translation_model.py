@@ -252,6 +252,18 @@ def test_cli_end_to_end(tmp_path, capsys):
     for key in ("greedy", "beam", "translation_memory"):
         assert set(metrics[key]) >= {"bleu_cased", "bleu_lowercased", "chrf"}
     assert metrics["test_pairs"] == 200
+    # The short-segment report and the repeated-word check, printed and written.
+    assert "short beam exact_match" in printed and "repeats a word (references)" in printed
+    short = metrics["short_segments"]["beam"]
+    assert 0 < short["pairs"] < 200 and 0.0 <= short["exact_match"] <= 1.0
+    assert metrics["one_word_strings"]["pairs"] == 200
+    assert metrics["repetition"]["references"]["outputs"] == 200
+    # A validation sweep writes its own file and leaves the test figures alone.
+    assert main(["evaluate", "--limit", "200", "--output", str(run), "--beam-width", "2",
+                 "--split", "validation", "--repeat-penalty", "inf"]) == 0
+    assert "validation split, repeat penalty inf" in capsys.readouterr().out
+    assert (run / "reports" / "metrics_validation_repeatinf.json").is_file()
+    assert json.loads((run / "reports" / "metrics.json").read_text()) == metrics
     for png in ("training_curves.png", "attention.png"):
         assert (run / "reports" / png).stat().st_size > 1000
     assert main(["export", "--output", str(run), "--export-dir", str(sm)]) == 0
@@ -327,13 +339,15 @@ def test_repeat_penalty_stops_a_decoder_that_repeats():
         n = tf.shape(tokens)[0]
         return tf.tile(tf.constant(pref)[None], [n, 1]), h, tf.fill([n, S], 1.0 / S)
 
-    content = np.zeros(V, np.float32)
-    content[4:] = 1.0
+    # Ids 4-7 are content words; 6 is 5 in another case.
+    vocab = ["<pad>", "<start>", "<end>", "<unk>", "open", "Sheet", "sheet", "file"]
     h0 = tf.zeros([2, 4])
 
-    def decode(penalty, width):
-        fn = step if penalty == 0 else penalised_step(step, content, penalty, START)
-        state = h0 if penalty == 0 else (h0, tf.zeros([2, V + S]))
+    def decode(penalty, width, pref=pref):
+        fn, state = step, h0
+        if penalty:
+            fn, initial = penalised_step(step, vocab, penalty, START)
+            state = initial(h0, S)
         out = samplers.generate(fn, state, (), beam_width=width, max_length=6)
         return out.tokens.numpy().tolist(), out.lengths.numpy().tolist()
 
@@ -344,6 +358,18 @@ def test_repeat_penalty_stops_a_decoder_that_repeats():
         assert lengths == [1, 1] and tokens[0][0] == 5
         tokens, lengths = decode(0.5, width)
         assert lengths[0] > 1 and set(tokens[0][: lengths[0]]) == {5}
+    # "sheet" after "Sheet" is a repeat too: with 6 as the second choice, an infinite
+    # penalty ends the output instead of switching case.
+    pref[6] = -0.5
+    tokens, lengths = decode(float("inf"), 3)
+    assert lengths == [1, 1] and tokens[0][0] == 5
+
+
+def test_case_groups():
+    from apps.translation.repetition import case_groups
+
+    groups, n = case_groups(["<pad>", "Sheet", "sheet", "file", "SHEET"])
+    assert n == 3 and groups.tolist() == [0, 1, 1, 2, 1]
 
 
 def test_label_smoothing_changes_only_the_training_loss():

@@ -11,9 +11,9 @@ source occurs ``k`` times. The languages differ, so the source side is compared 
 not by word; the same check run on the human references shows its false-alarm level.
 
 The penalty (:func:`penalised_step`): during decoding every hypothesis carries how often
-it has emitted each id; the log-probability of a content id it has already emitted is
-lowered by ``penalty`` per earlier emission. Copy ids (``V + j``, a source word outside
-the vocabulary) count as content words.
+it has emitted each word (case-insensitively); the log-probability of a content word it
+has already emitted is lowered by ``penalty`` per earlier emission. Copy ids (``V + j``, a
+source word outside the vocabulary) count as content words, one per source position.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from rnnkit.modeling.vocabulary import SPECIALS, UNK
 
-__all__ = ["FUNCTION_WORDS", "content_counts", "content_mask", "penalised_step",
+__all__ = ["FUNCTION_WORDS", "case_groups", "content_counts", "content_mask", "penalised_step",
            "repeated_words", "repetition_report"]
 
 #: Function words of the two languages (lower case): repeating them is no fault.
@@ -99,35 +99,60 @@ def content_mask(target_tokens: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def penalised_step(step: Callable, content: np.ndarray, penalty: float,
-                   start_token: int) -> Callable:
-    """Wrap a translator's step so hypotheses pay ``penalty`` per repeat of a content id.
+def case_groups(target_tokens: Sequence[str]) -> tuple[np.ndarray, int]:
+    """``([V] int32, G)``: the id of each entry's lower-cased form among ``G`` groups, so
+    "Default" after "default" counts as a repeat."""
+    index: dict[str, int] = {}
+    groups = np.array([index.setdefault(t.lower(), len(index)) for t in target_tokens],
+                      np.int32)
+    return groups, len(index)
 
-    The wrapped step's state is ``(h, counts)``: ``counts`` ``[N, V + S]`` holds how often
-    each id has been emitted (beam search reorders it with the hypotheses). Start the
-    search from ``(h0, tf.zeros([B, V + S]))``.
+
+def penalised_step(step: Callable, target_tokens: Sequence[str], penalty: float,
+                   start_token: int) -> tuple[Callable, Callable]:
+    """Wrap a translator's step so hypotheses pay ``penalty`` per repeat of a content word.
+
+    The wrapped step's state is ``(h, counts)``: ``counts`` ``[N, G + S]`` holds how often
+    each word (lower-cased vocabulary group, or source position for a copy id ``V + j``)
+    has been emitted; beam search reorders it with the hypotheses.
 
     Args:
         step: ``(tokens, h, context) -> (log_probs [N, V + S], h, attention [N, S])``.
-        content: :func:`content_mask` of the target vocabulary (``V`` entries).
+        target_tokens: the target vocabulary (``V`` entries).
         penalty: log-probability subtracted per earlier emission (``inf``: never repeat).
         start_token: the id fed on the first step (never counted).
+
+    Returns:
+        ``(wrapped_step, initial_state)``: ``initial_state(h0, source_length)`` builds the
+        wrapped step's first state.
     """
-    base = tf.constant(content, tf.float32)
+    mask = tf.constant(content_mask(target_tokens), tf.float32)
+    groups_np, num_groups = case_groups(target_tokens)
+    groups = tf.constant(groups_np, tf.int32)
+
+    def extended(source_length):
+        # Group of every id V + j: a group of its own per source position.
+        ext_groups = tf.concat([groups, num_groups + tf.range(source_length)], axis=0)
+        ext_mask = tf.concat([mask, tf.ones([source_length], mask.dtype)], axis=0)
+        return ext_groups, ext_mask
+
+    def initial_state(h0, source_length):
+        return h0, tf.zeros(tf.stack([tf.shape(h0)[0], num_groups + source_length]),
+                            tf.float32)
 
     def wrapped(tokens, state, context):
         h, counts = state
-        width = tf.shape(counts)[1]
-        emitted = tf.one_hot(tokens, width, dtype=counts.dtype)
+        source_length = tf.shape(counts)[1] - num_groups
+        ext_groups, ext_mask = extended(source_length)
+        emitted = tf.one_hot(tf.gather(ext_groups, tokens), tf.shape(counts)[1],
+                             dtype=counts.dtype)
         counts = counts + emitted * tf.cast(tokens != start_token, counts.dtype)[:, None]
         log_probs, h, attention = step(tokens, h, context)
-        extra = width - tf.shape(base)[0]
-        mask = tf.concat([base, tf.ones([extra], base.dtype)], axis=0)
-        repeats = counts * mask[None, :]
+        repeats = tf.gather(counts, ext_groups, axis=1) * ext_mask[None, :]
         if np.isinf(penalty):
             log_probs = tf.where(repeats > 0, tf.constant(-1e9, log_probs.dtype), log_probs)
         else:
             log_probs = log_probs - penalty * repeats
         return log_probs, (h, counts), attention
 
-    return wrapped
+    return wrapped, initial_state
