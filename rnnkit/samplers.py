@@ -56,6 +56,13 @@ captioner's ImageNet prior) can keep pointing at the same word after saying it; 
 training text never repeats a word back to back this is a safe, model-agnostic fix. The
 start token is never blocked on the first step, and ``end_token`` is never blocked.
 
+Penalising repeats
+------------------
+:func:`penalise_repeats` wraps a step function so each hypothesis carries how often it
+has emitted each word and pays a penalty (or is forbidden) to say a chosen word again:
+"move to move" in translation, "a dog next to a dog" in captioning. Unlike
+``block_repeats`` it also catches repeats that are not back to back.
+
 Choosing the search
 -------------------
 :func:`generate` is the one entry point the apps call: ``method="greedy"`` (or a beam
@@ -78,6 +85,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from rnnkit.modeling.vocabulary import END, PAD, START
@@ -90,6 +98,7 @@ __all__ = [
     "generate",
     "greedy_search",
     "length_penalty_factor",
+    "penalise_repeats",
     "tile_for_beam",
 ]
 
@@ -176,6 +185,63 @@ def _call_step(step_fn: StepFn, tokens, state, context):
     if attention is not None:
         attention = tf.cast(attention, tf.float32)
     return logits, new_state, attention
+
+
+def penalise_repeats(step_fn: StepFn, penalised: Any, penalty: float, start_token: int,
+                     groups: Any = None) -> StepFn:
+    """Wrap ``step_fn`` so a hypothesis pays ``penalty`` per earlier emission of a word.
+
+    The wrapped step's state is ``(state, counts)``: ``counts`` float ``[N, G + E]`` holds
+    how often each *group* of ids has been emitted (beam search reorders it with the
+    hypotheses, so each hypothesis has its own). Ids ``0..V-1`` belong to ``groups`` (for
+    instance one group per lower-cased word, so "Default" after "default" is a repeat);
+    ids from ``V`` on (a copy mechanism's extended ids, ``E`` of them) are each a group of
+    their own and always penalised. Start the search from ``(state0, zeros([B, G + E]))``;
+    without groups ``G = V``.
+
+    Args:
+        step_fn: the model's step function (module docs); its logits may be wider than
+            ``V`` (extended ids).
+        penalised: ``[V]`` 0/1 (float or bool): the ids the penalty applies to.
+        penalty: subtracted from an id's log-probability per earlier emission of its group
+            (>= 0; ``inf`` forbids any repeat).
+        start_token: the id fed on the first step (never counted).
+        groups: ``[V]`` int group of each id, ``0..G-1`` (default: each id its own).
+
+    Raises:
+        ValueError: for a negative penalty or groups of another length than ``penalised``.
+    """
+    if penalty < 0:
+        raise ValueError(f"penalty must be >= 0, got {penalty}")
+    penalised = np.asarray(penalised, np.float32)
+    vocab = penalised.shape[0]
+    groups = np.arange(vocab) if groups is None else np.asarray(groups, np.int32)
+    if groups.shape != (vocab,):
+        raise ValueError(f"groups has {groups.shape[0]} entries, penalised {vocab}")
+    num_groups = int(groups.max()) + 1 if vocab else 0
+    # Built here, outside any tf.function the wrapper may be traced in.
+    mask = tf.constant(penalised)
+    group_ids = tf.constant(groups, tf.int32)
+    forbid = penalty == float("inf")
+
+    def wrapped(tokens, state, context):
+        inner, counts = state
+        extra = tf.shape(counts)[1] - num_groups
+        ext_groups = tf.concat([group_ids, num_groups + tf.range(extra)], axis=0)
+        ext_mask = tf.concat([mask, tf.ones([extra], mask.dtype)], axis=0)
+        emitted = tf.one_hot(tf.gather(ext_groups, tokens), tf.shape(counts)[1],
+                             dtype=counts.dtype)
+        counts = counts + emitted * tf.cast(tokens != start_token, counts.dtype)[:, None]
+        logits, inner, attention = _call_step(step_fn, tokens, inner, context)
+        repeats = tf.gather(counts, ext_groups, axis=1) * tf.cast(ext_mask, counts.dtype)[None]
+        repeats = repeats[:, : tf.shape(logits)[1]]
+        if forbid:
+            logits = tf.where(repeats > 0, tf.constant(_NEG_INF, logits.dtype), logits)
+        else:
+            logits = logits - penalty * repeats
+        return logits, (inner, counts), attention
+
+    return wrapped
 
 
 def greedy_search(

@@ -294,3 +294,39 @@ def test_generate_rejects_an_unknown_method_or_width():
         samplers.generate(*args, max_length=5, method="sampling")
     with pytest.raises(ValueError, match="beam_width"):
         samplers.generate(*args, max_length=5, beam_width=0)
+
+
+def test_penalise_repeats_forbids_or_penalises_a_word_said_before():
+    """A step that always prefers id 4 then the end token: wrapped with an infinite
+    penalty it says 4 once; a group makes id 5 ("the same word") a repeat of 4; ids past
+    the vocabulary (copy ids) are always penalised."""
+    vocab = 6
+    prefs = np.full(vocab + 2, -9.0, np.float32)
+    prefs[4], prefs[5], prefs[END] = -0.1, -0.5, -3.0
+
+    def step(tokens, h, context):
+        n = tf.shape(tokens)[0]
+        return tf.tile(tf.constant(prefs)[None], [n, 1]), h, None
+
+    penalised = np.array([0, 0, 0, 0, 1, 1], np.float32)
+    h0 = tf.zeros([1, 2])
+    runs = {}
+    for name, groups, width in (("own", None, 6), ("grouped", [0, 1, 2, 3, 4, 4], 5)):
+        fn = samplers.penalise_repeats(step, penalised, float("inf"), START, groups=groups)
+        out = samplers.generate(fn, (h0, tf.zeros([1, width + 2])), (), beam_width=3,
+                                max_length=6)
+        runs[name] = out.tokens[0, : out.lengths[0]].numpy().tolist()
+    assert runs["own"] == [4, 5] and runs["grouped"] == [4]
+    # A finite penalty still lets a strong preference repeat.
+    fn = samplers.penalise_repeats(step, penalised, 0.01, START)
+    out = samplers.generate(fn, (h0, tf.zeros([1, 8])), (), method="greedy", max_length=4)
+    assert out.tokens[0].numpy().tolist() == [4, 4, 4, 4]
+    # Copy ids (past the vocabulary) count as penalised words of their own.
+    prefs[4], prefs[vocab] = -9.0, -0.1
+    fn = samplers.penalise_repeats(step, penalised, float("inf"), START)
+    out = samplers.generate(fn, (h0, tf.zeros([1, 8])), (), method="greedy", max_length=4)
+    assert out.tokens[0, : out.lengths[0]].numpy().tolist() == [vocab, 5]
+    with pytest.raises(ValueError, match="penalty must be >= 0"):
+        samplers.penalise_repeats(step, penalised, -1.0, START)
+    with pytest.raises(ValueError, match="groups has 2 entries"):
+        samplers.penalise_repeats(step, penalised, 1.0, START, groups=[0, 1])

@@ -18,7 +18,7 @@ Two faults of the decoder are removed by construction rather than by training:
   prior's words) and that no training caption says twice; decoding then never emits one
   of them a second time in a caption (:func:`apps.captioning.model.decode`, using the
   translation app's state-carrying step wrapper
-  :func:`apps.translation.repetition.penalised_step` with an infinite penalty). Training
+  :func:`rnnkit.samplers.penalise_repeats` with an infinite penalty). Training
   scenes never hold two things with the same head noun, so no reference breaks the rule.
 """
 

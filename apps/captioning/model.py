@@ -352,9 +352,9 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
             does, and the copy priors otherwise produce "a wheel wheel".
         nouns_once: never name the same object word twice in one caption ("a dog next to
             a dog"), for the words in ``model.noun_ids`` (nothing when it is None). Each
-            hypothesis carries how often it emitted every id (the translation app's
-            :func:`apps.translation.repetition.penalised_step`, infinite penalty), which
-            beam search reorders with the hypotheses.
+            hypothesis carries how often it emitted every id
+            (:func:`rnnkit.samplers.penalise_repeats`, infinite penalty), which beam
+            search reorders with the hypotheses.
 
     Returns:
         :class:`rnnkit.samplers.SamplerOutput`.
@@ -367,12 +367,11 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
     h0, context = model.encode(grid, pooled, training=False)
     step, state = model.step, h0
     if nouns_once and model.noun_ids:
-        from ..translation.repetition import penalised_step
-
         from .grammar import noun_mask
 
-        step = penalised_step(model.step, noun_mask(model.noun_ids, model.vocab_size),
-                              float("inf"), START)
+        step = samplers.penalise_repeats(model.step, noun_mask(model.noun_ids,
+                                                               model.vocab_size),
+                                         float("inf"), START)
         state = (h0, tf.zeros([tf.shape(h0)[0], model.vocab_size], h0.dtype))
     return samplers.generate(step, state, context, max_length=max_length, method=method,
                              beam_width=beam_width, length_penalty=length_penalty,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from rnnkit import samplers
 from rnnkit.modeling.vocabulary import SPECIALS, UNK
 
 __all__ = ["FUNCTION_WORDS", "case_groups", "content_counts", "content_mask", "penalised_step",
@@ -110,11 +111,8 @@ def case_groups(target_tokens: Sequence[str]) -> tuple[np.ndarray, int]:
 
 def penalised_step(step: Callable, target_tokens: Sequence[str], penalty: float,
                    start_token: int) -> tuple[Callable, Callable]:
-    """Wrap a translator's step so hypotheses pay ``penalty`` per repeat of a content word.
-
-    The wrapped step's state is ``(h, counts)``: ``counts`` ``[N, G + S]`` holds how often
-    each word (lower-cased vocabulary group, or source position for a copy id ``V + j``)
-    has been emitted; beam search reorders it with the hypotheses.
+    """The translator's step with :func:`rnnkit.samplers.penalise_repeats` on content words,
+    counted case-insensitively (:func:`case_groups`).
 
     Args:
         step: ``(tokens, h, context) -> (log_probs [N, V + S], h, attention [N, S])``.
@@ -124,35 +122,14 @@ def penalised_step(step: Callable, target_tokens: Sequence[str], penalty: float,
 
     Returns:
         ``(wrapped_step, initial_state)``: ``initial_state(h0, source_length)`` builds the
-        wrapped step's first state.
+        wrapped step's first state (copy ids ``V + j`` count per source position).
     """
-    mask = tf.constant(content_mask(target_tokens), tf.float32)
-    groups_np, num_groups = case_groups(target_tokens)
-    groups = tf.constant(groups_np, tf.int32)
-
-    def extended(source_length):
-        # Group of every id V + j: a group of its own per source position.
-        ext_groups = tf.concat([groups, num_groups + tf.range(source_length)], axis=0)
-        ext_mask = tf.concat([mask, tf.ones([source_length], mask.dtype)], axis=0)
-        return ext_groups, ext_mask
+    groups, num_groups = case_groups(target_tokens)
+    wrapped = samplers.penalise_repeats(step, content_mask(target_tokens), penalty,
+                                        start_token, groups=groups)
 
     def initial_state(h0, source_length):
         return h0, tf.zeros(tf.stack([tf.shape(h0)[0], num_groups + source_length]),
                             tf.float32)
-
-    def wrapped(tokens, state, context):
-        h, counts = state
-        source_length = tf.shape(counts)[1] - num_groups
-        ext_groups, ext_mask = extended(source_length)
-        emitted = tf.one_hot(tf.gather(ext_groups, tokens), tf.shape(counts)[1],
-                             dtype=counts.dtype)
-        counts = counts + emitted * tf.cast(tokens != start_token, counts.dtype)[:, None]
-        log_probs, h, attention = step(tokens, h, context)
-        repeats = tf.gather(counts, ext_groups, axis=1) * ext_mask[None, :]
-        if np.isinf(penalty):
-            log_probs = tf.where(repeats > 0, tf.constant(-1e9, log_probs.dtype), log_probs)
-        else:
-            log_probs = log_probs - penalty * repeats
-        return log_probs, (h, counts), attention
 
     return wrapped, initial_state
