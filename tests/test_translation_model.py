@@ -423,3 +423,27 @@ def test_checkpoint_average_is_kept_only_when_it_helps(trained):
     recent = history(good, good, noisy)
     assert T.average_checkpoints(model, recent, 1, val, 3)["epochs"] == [1, 2]
     model.set_weights(good)
+
+
+def test_never_repeat_on_real_sentences(trained):
+    """With an infinite penalty no output of the (small, repetitive) trained model names a
+    content word twice, whatever its case; without it some do."""
+    from apps.translation.repetition import case_groups, content_mask
+
+    _, _, model, codec = trained
+    splits, _ = T.data.load_splits(T.data.parse_spec("help"), limit=400)
+    texts = tf.constant([s for s, _ in splits["validation"][:48]])
+    vocab = codec.target_vocab.itos
+    mask, (groups, _) = content_mask(vocab), case_groups(vocab)
+
+    def repeats(penalty):
+        out = make_translate_fn(model, codec, beam_width=3, repeat_penalty=penalty)(texts)
+        found = 0
+        for row, n in zip(out["tokens"].numpy(), out["lengths"].numpy()):
+            words = [("copy", t) if t >= len(vocab) else ("word", groups[t])
+                     for t in row[:n] if t >= len(vocab) or mask[t]]
+            found += len(words) != len(set(words))
+        return found
+
+    assert repeats(float("inf")) == 0
+    assert repeats(0.0) > 0
