@@ -200,7 +200,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, str]:
                     f"{c['doubled_noun']}, trailing {c['trailing']})")
 
         rows["caption faults"] = (
-            f"over all {f['model_beam']['captions']} test captions: model {faults('model_beam')}, "
+            f"over all {f['model_beam']['captions']} {metrics.get('split', 'test')} captions: "
+            f"model {faults('model_beam')}, "
             f"before the in-graph fixes {faults('model_beam_raw')}, references "
             f"{faults('references')}")
     return rows
