@@ -72,3 +72,26 @@ def test_extra_examples(sources, source):
     counts = count_caption_faults([e["caption"] for e in rows],
                                   [len(e["stamps"]) for e in rows])
     assert counts["article"] == 0 and counts["doubled_noun"] == 0, counts["examples"]
+
+
+def test_features_with_extras_append_to_training_only():
+    """``--data tuxpaint+svg+emoji`` (the 60-picture test subset): Tux Paint's splits and
+    features unchanged, each source's pictures and features appended to training."""
+    import numpy as np
+
+    from apps.captioning.features import prepare_features
+
+    plain = prepare_features(None, False, 60, 1337, "efficientnet_lite0")
+    more = prepare_features("tuxpaint+svg+emoji", False, 60, 1337, "efficientnet_lite0")
+    for split in ("validation", "test"):
+        assert more.splits[split].references == plain.splits[split].references
+        np.testing.assert_array_equal(more.pooled[split], plain.pooled[split])
+    n0 = len(plain.splits["train"])
+    train = more.splits["train"]
+    assert len(train) == n0 + 120 == len(more.pooled["train"]) == len(more.grid["train"])
+    np.testing.assert_array_equal(more.pooled["train"][:n0], plain.pooled["train"])
+    extra_ids = [s for ids in train.stamps[n0:] for s in ids]
+    assert any(s.startswith("emoji/") for s in extra_ids)
+    assert any(not s.startswith("emoji/") and s not in
+               {x for ids in plain.splits["train"].stamps for x in ids} for s in extra_ids)
+    assert all(h for h, k in zip(train.heads, train.kinds) if k == "single")
