@@ -1,5 +1,5 @@
-"""voice_gender end to end through the CLI on a small real subset (24 Fillets clips per
-language): prepare -> train -> evaluate -> export -> predict, then the export served by
+"""voice_gender end to end through the CLI on a small real subset (``--data fillets``, 24
+Fillets clips per language): prepare -> train -> evaluate -> export -> predict, then the export served by
 `rnnkit serve` over REST (raw waveform rows and base64 WAV files), and the gradient-flow
 probe on the trained fold model. The figures of such a tiny run mean nothing; the test
 checks the machinery, files and formats."""
@@ -23,7 +23,7 @@ from apps.voice_gender import data as vdata
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--limit", "24"]
+SMALL = ["--data", "fillets", "--limit", "24"]
 
 
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -87,3 +87,44 @@ def test_no_speaker_over_the_cap(real_rows):
 
     # The cap trims clips, never a whole speaker.
     assert set(counts) == {c.speaker for c in sources.real_clips()}
+
+
+def test_default_data_is_every_real_speaker():
+    """`make voice-gender` (no flags) trains on the real speakers; Fillets stays one flag away."""
+    from apps.voice_gender.app import VoiceGenderApp
+
+    app = VoiceGenderApp()
+    run = app.parse(["train"])
+    assert run.data == REAL_SPEC and run.epochs == 12
+    assert not pipeline.extra_voices_wanted(run.data, run.get("extra_voices"))
+    fillets = app.parse(["train", "--data", "fillets"])
+    assert parse_spec(fillets.data)[0] == "fillets"
+    assert pipeline.extra_voices_wanted(fillets.data, fillets.get("extra_voices"))
+
+
+def test_shortest_real_clips_are_classified_unless_nothing_is_voiced(real_rows):
+    """Letters, syllables and single words last a second or less: the shortest real clips
+    get status ``ok``; ``too_short``/``silent`` only for a clip with no voiced frame.
+
+    The status does not depend on the weights, so an untrained model is enough.
+    """
+    import soundfile as sf
+    import tensorflow as tf
+
+    from apps.voice_gender.features import clip_f0
+    from apps.voice_gender.model import build_model, classify
+
+    rows = sorted(real_rows, key=lambda r: (sf.info(str(r.path)).duration, str(r.path)))[:24]
+    audio = [data.load_audio(r.path) for r in rows]
+    wave = np.zeros((len(audio), max(len(a) for a in audio)), np.float32)
+    for i, a in enumerate(audio):
+        wave[i, : len(a)] = a
+    out = classify(build_model(2, seed=0), tf.constant(wave),
+                   tf.constant([len(a) for a in audio], tf.int32))
+    status = [s.decode() for s in out["status"].numpy()]
+    for row, a, s in zip(rows, audio, status):
+        if s != "ok":
+            assert float(clip_f0(a)) == 0.0, f"{row.path} ({len(a) / 16000:.2f} s) is voiced: {s}"
+    ok = [len(a) / 16000 for a, s in zip(audio, status) if s == "ok"]
+    assert len(ok) >= 20, list(zip([str(r.path) for r in rows], status))
+    assert min(ok) < 1.0  # sub-second real speech is classified, not refused

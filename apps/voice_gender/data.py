@@ -1,6 +1,9 @@
-"""Voice data: the Fish Fillets NG recordings (default) and user datasets, as TFDS.
+"""Voice data: the documented real speakers (the app's default), the Fish Fillets NG
+recordings and user datasets, as TFDS.
 
-Default data: the dialogue of the game Fish Fillets NG, recorded by actors, from the Debian
+The app's default, ``real`` (:func:`real_fold_clips`): every documented real speaker of
+:mod:`.sources`, at most :data:`REAL_PER_SPEAKER` clips each, one split per speaker-disjoint
+fold. ``fillets`` (also what these functions read when ``spec`` is None): the dialogue of the game Fish Fillets NG, recorded by actors, from the Debian
 packages ``fillets-ng-data-cs`` and ``fillets-ng-data-nl`` (fetched with ``apt-get
 download`` + ``dpkg-deb -x`` by :func:`rnnkit.fetch.apt_package`). Files are
 ``usr/share/games/fillets-ng/sound/<level>/<lang>/<prefix>-<code>-<id>.ogg``; the code

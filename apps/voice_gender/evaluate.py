@@ -304,7 +304,7 @@ def _speaker_summary(metrics: dict[str, Any], rows: dict[str, Any],
     right = [e["right"] for e in per_speaker.values()]
     tel = [e["telephone_right"] for e in per_speaker.values()]
     # Mean over speakers within each sex, then over the sexes: every speaker counts once,
-    # whatever their clip count, and the 11 women weigh as much as the 28 men.
+    # whatever their clip count, and the 10 women weigh as much as the 29 men.
     by_sex = {n: [e["right"] for e in per_speaker.values() if e["label"] == n] for n in names}
     tel_by_sex = {n: [e["telephone_right"] for e in per_speaker.values() if e["label"] == n]
                   for n in names}

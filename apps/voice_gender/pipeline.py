@@ -1,6 +1,8 @@
 """What each training run reads: the folds of a dataset, the extra voices, the tf.data input.
 
-Default data (Fillets, splits ``cs``/``nl``) gives two cross-language folds, ``cs_to_nl``
+Real speakers (the app's default, splits ``fold0``..``fold4``) give one run per fold
+(trained on the other four splits, tested on its own) plus ``final`` on all five. Fillets
+(splits ``cs``/``nl``) gives two cross-language folds, ``cs_to_nl``
 (train on Czech, test on Dutch) and ``nl_to_cs``, plus ``final`` (both languages, no test:
 the model ``export`` ships). Validation (early stopping) is a seeded 15 % of the *training*
 side's clips, picked by a hash of the file path, never the test language. User data
@@ -38,8 +40,9 @@ _SEX_NAMES = {"female": "female", "f": "female", "woman": "female", "women": "fe
 def folds_for(b) -> list[dict[str, Any]]:
     """The training runs of a built dataset.
 
-    Fillets (splits ``cs``/``nl``): the two cross-language folds plus ``final`` (both
-    languages, no test). User data: one ``final`` run on ``train`` tested on ``test``.
+    Real speakers (splits ``fold<i>``): one run per fold, tested on it and trained on the
+    others, plus ``final`` on all of them. Fillets (splits ``cs``/``nl``): the two
+    cross-language folds plus ``final`` (both languages, no test). User data: one ``final`` run on ``train`` tested on ``test``.
 
     Args:
         b: a built TFDS builder (see ``data.prepare``).
@@ -144,8 +147,9 @@ def extra_voices_wanted(spec: str | None, flag: bool | None) -> bool:
     Args:
         spec: the ``--data`` value.
         flag: ``--extra-voices`` (True) / ``--no-extra-voices`` (False), or None when
-            neither was given: then the default Fillets data gets them and user data
-            (whose classes may not be female/male) does not.
+            neither was given: then the Fillets data gets them; the real speakers (their
+            benefit there is unmeasured) and user data (whose classes may not be
+            female/male) do not.
     """
     if flag is None:
         return data.parse_spec(spec)[0] == data.DEFAULT_SPEC

@@ -1,9 +1,10 @@
 """The ``train`` verb: one model per fold of the data, then the final model.
 
-Default data (Fillets) trains ``cs_to_nl`` and ``nl_to_cs`` (the speaker-disjoint
-evaluation folds, ``<output>/folds/<name>/``) and ``final`` on both languages
-(``<output>/model.keras``, the model ``export`` ships); user data trains ``final`` only
-(see :mod:`.pipeline`). Every run: class-balanced loss weights, Adam with a cosine-decayed
+The default real-speaker data trains ``fold0``..``fold4`` (each tested on its own
+speakers, ``<output>/folds/<name>/``) and ``final`` on every real speaker
+(``<output>/model.keras``, the model ``export`` ships); Fillets trains ``cs_to_nl`` and
+``nl_to_cs`` and ``final`` on both languages; user data trains ``final`` only (see
+:mod:`.pipeline`). Every run: class-balanced loss weights, Adam with a cosine-decayed
 learning rate and gradient clipping, early stopping on the validation loss.
 
 The summary ``train`` returns (``run.json``'s ``train`` entry) holds what ``evaluate`` and
