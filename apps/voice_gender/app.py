@@ -22,10 +22,11 @@ from . import train as training
 from .formats import REAL_SPEC, USER_FORMATS
 
 
-#: Epoch limit of every run. 12 keeps ``make voice-gender`` (5 folds + final on about 3,300
-#: clips) inside its 25-minute budget; chosen on fold0's early-stopping clips (a 20-epoch
-#: run of fold0 had its validation accuracy at 0.963 after 12 epochs, best 0.968), never on
-#: a test fold. The Fillets figures of docs/voice_gender.md were measured with 20-30.
+#: Epoch limit of every run, sized so that ``make voice-gender`` (5 folds + final on about
+#: 3,300 clips) fits its 25-minute budget (an estimate, docs/voice_gender.md); chosen on
+#: fold0's early-stopping clips (a 20-epoch run of fold0 had its validation accuracy at
+#: 0.963 after 12 epochs, best 0.968), never on a test fold. The Fillets figures of
+#: docs/voice_gender.md were measured with 20-30.
 EPOCHS = 12
 QUICK_LIMIT = 60  # --quick: clips per split (5 fold splits for real, 2 languages for Fillets)
 
