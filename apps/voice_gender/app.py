@@ -21,7 +21,6 @@ from . import evaluate as evaluation
 from . import train as training
 from .formats import REAL_SPEC, USER_FORMATS
 
-
 #: Epoch limit of every run, sized so that ``make voice-gender`` (5 folds + final on about
 #: 3,300 clips) fits its 25-minute budget (an estimate, docs/voice_gender.md); chosen on
 #: fold0's early-stopping clips (a 20-epoch run of fold0 had its validation accuracy at
