@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .compositing import IMAGE_SIZE, compose
+from .compositing import compose
 from .data import SCENE_MAX_WORDS, Stamp, compose_scene_caption, head_noun
 from .splits import Split
 
@@ -157,16 +157,10 @@ def _builder_class():
                            for n in EXTRAS]
 
         def _info(self):
-            text_list = tfds.features.Sequence(tfds.features.Text())
+            from .tuxpaint import picture_features
+
             return self.dataset_info_from_configs(
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-                                                 encoding_format="jpeg"),
-                    "caption": tfds.features.Text(),
-                    "kind": tfds.features.ClassLabel(names=["single", "scene"]),
-                    "stamps": text_list, "head": tfds.features.Text(),
-                    "source": text_list, "licence": text_list, "attribution": text_list,
-                }),
+                features=picture_features("source", "licence", "attribution"),
                 supervised_keys=("image", "caption"),
                 citation="Tux Paint stamps (GPL-2.0); Noto Emoji (Apache-2.0), Twemoji "
                          "(CC-BY-4.0), OpenMoji (CC-BY-SA-4.0), Fluent Emoji (MIT).",

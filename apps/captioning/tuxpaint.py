@@ -58,6 +58,24 @@ QUICK_RECIPE = Recipe({"train": 1, "validation": 1, "test": 1},
                       {"train": 500, "validation": 50, "test": 100})
 
 
+
+def picture_features(*text_lists: str) -> Any:
+    """The TFDS features of a captioned picture: ``image`` (JPEG), ``caption``, ``kind``
+    (single or scene), ``stamps``, ``head``, plus a text list per name in ``text_lists``
+    (e.g. the extra drawings' ``source``, ``licence``, ``attribution``)."""
+    import tensorflow_datasets as tfds
+
+    return tfds.features.FeaturesDict({
+        # JPEG keeps the dataset about 5x smaller than PNG; the CNN cannot tell.
+        "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+                                     encoding_format="jpeg"),
+        "caption": tfds.features.Text(),
+        "kind": tfds.features.ClassLabel(names=["single", "scene"]),
+        "stamps": tfds.features.Sequence(tfds.features.Text()),
+        "head": tfds.features.Text(),
+        **{name: tfds.features.Sequence(tfds.features.Text()) for name in text_lists},
+    })
+
 def examples_for_split(stamps: Sequence[Stamp], split: str, recipe: Recipe,
                        seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields (key, example) for one split: singles first, then scenes.
@@ -149,15 +167,7 @@ def make_builder_class():
 
         def _info(self):
             return self.dataset_info_from_configs(
-                features=tfds.features.FeaturesDict({
-                    # JPEG keeps the dataset about 5x smaller than PNG; the CNN cannot tell.
-                    "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-                                                 encoding_format="jpeg"),
-                    "caption": tfds.features.Text(),
-                    "kind": tfds.features.ClassLabel(names=["single", "scene"]),
-                    "stamps": tfds.features.Sequence(tfds.features.Text()),
-                    "head": tfds.features.Text(),
-                }),
+                features=picture_features(),
                 supervised_keys=("image", "caption"),
                 homepage="https://tuxpaint.org/",
                 citation="Tux Paint stamps (GPL-2), Debian package tuxpaint-stamps-default.",

@@ -42,8 +42,8 @@ from rnnkit.libreoffice_help import help_paragraphs, help_text_root
 from rnnkit.paths import cache_dir, tfds_dir
 
 __all__ = [
-    "LENGTH_BOUNDS",
     "EXTRA_BOUNDS",
+    "LENGTH_BOUNDS",
     "SPLITS",
     "SPLIT_FRACTIONS",
     "DataError",

@@ -46,9 +46,26 @@ from rnnkit.modeling.vocabulary import END, PAD, SPECIALS, START, UNK, Vocabular
 
 from .repetition import penalised_step
 
-__all__ = ["BEAM_WIDTH", "END", "LENGTH_PENALTY", "REPEAT_PENALTY", "MAX_OUTPUT_TOKENS", "MAX_SOURCE_TOKENS", "PAD",
-           "SOURCE_END", "START", "UNK", "TextCodec", "Translator", "build_vocabulary",
-           "corpus_tokens", "detokenize", "make_translate_fn", "max_output_length", "tokenize"]
+__all__ = [
+    "BEAM_WIDTH",
+    "END",
+    "LENGTH_PENALTY",
+    "MAX_OUTPUT_TOKENS",
+    "MAX_SOURCE_TOKENS",
+    "PAD",
+    "REPEAT_PENALTY",
+    "SOURCE_END",
+    "START",
+    "UNK",
+    "TextCodec",
+    "Translator",
+    "build_vocabulary",
+    "corpus_tokens",
+    "detokenize",
+    "make_translate_fn",
+    "max_output_length",
+    "tokenize",
+]
 
 #: Decoding settings of evaluate and export: common GNMT-style values fixed before any
 #: evaluation (never tuned on the test split).

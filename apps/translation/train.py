@@ -30,8 +30,8 @@ from rnnkit.modeling.vocabulary import PAD, Vocabulary
 
 from . import data
 from .figures import output_words, plot_attention
-from .repetition import repetition_report
 from .model import LENGTH_PENALTY, TextCodec, Translator, build_vocabulary, make_translate_fn
+from .repetition import repetition_report
 
 __all__ = ["RecentWeights", "average_checkpoints", "evaluate", "gradient_probe", "load_trained",
            "make_dataset", "train", "translate_all", "translation_memory", "validation_loss"]
