@@ -196,8 +196,9 @@ def penalise_repeats(step_fn: StepFn, penalised: Any, penalty: float, start_toke
     hypotheses, so each hypothesis has its own). Ids ``0..V-1`` belong to ``groups`` (for
     instance one group per lower-cased word, so "Default" after "default" is a repeat);
     ids from ``V`` on (a copy mechanism's extended ids, ``E`` of them) are each a group of
-    their own and always penalised. Start the search from ``(state0, zeros([B, G + E]))``;
-    without groups ``G = V``.
+    their own and always penalised. Start the search from
+    ``wrapped.initial_state(state0, E)``, i.e. ``(state0, zeros([B, G + E]))``; without
+    groups ``G = V``.
 
     Args:
         step_fn: the model's step function (module docs); its logits may be wider than
@@ -241,6 +242,12 @@ def penalise_repeats(step_fn: StepFn, penalised: Any, penalty: float, start_toke
             logits = logits - penalty * repeats
         return logits, (inner, counts), attention
 
+    def initial_state(state0: Any, extra: Any = 0) -> tuple:
+        """``(state0, zeros [B, G + extra])``: the wrapped step's first state."""
+        batch = tf.shape(tf.nest.flatten(state0)[0])[0]
+        return state0, tf.zeros(tf.stack([batch, num_groups + extra]), tf.float32)
+
+    wrapped.initial_state = initial_state
     return wrapped
 
 

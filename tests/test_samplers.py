@@ -313,8 +313,9 @@ def test_penalise_repeats_forbids_or_penalises_a_word_said_before():
     runs = {}
     for name, groups, width in (("own", None, 6), ("grouped", [0, 1, 2, 3, 4, 4], 5)):
         fn = samplers.penalise_repeats(step, penalised, float("inf"), START, groups=groups)
-        out = samplers.generate(fn, (h0, tf.zeros([1, width + 2])), (), beam_width=3,
-                                max_length=6)
+        state = fn.initial_state(h0, 2)
+        assert state[1].shape == (1, width + 2)
+        out = samplers.generate(fn, state, (), beam_width=3, max_length=6)
         runs[name] = out.tokens[0, : out.lengths[0]].numpy().tolist()
     assert runs["own"] == [4, 5] and runs["grouped"] == [4]
     # A finite penalty still lets a strong preference repeat.

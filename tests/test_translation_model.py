@@ -346,8 +346,8 @@ def test_repeat_penalty_stops_a_decoder_that_repeats():
     def decode(penalty, width, pref=pref):
         fn, state = step, h0
         if penalty:
-            fn, initial = penalised_step(step, vocab, penalty, START)
-            state = initial(h0, S)
+            fn = penalised_step(step, vocab, penalty, START)
+            state = fn.initial_state(h0, S)
         out = samplers.generate(fn, state, (), beam_width=width, max_length=6)
         return out.tokens.numpy().tolist(), out.lengths.numpy().tolist()
 

@@ -359,7 +359,6 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
     Returns:
         :class:`rnnkit.samplers.SamplerOutput`.
     """
-    import tensorflow as tf
 
     from rnnkit import samplers
     from rnnkit.modeling.vocabulary import START
@@ -372,7 +371,7 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
         step = samplers.penalise_repeats(model.step, noun_mask(model.noun_ids,
                                                                model.vocab_size),
                                          float("inf"), START)
-        state = (h0, tf.zeros([tf.shape(h0)[0], model.vocab_size], h0.dtype))
+        state = step.initial_state(h0)
     return samplers.generate(step, state, context, max_length=max_length, method=method,
                              beam_width=beam_width, length_penalty=length_penalty,
                              block_repeats=block_repeats)

@@ -18,7 +18,6 @@ with U+FFFD; words the model does not know (any script) are copied from the sour
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +26,14 @@ from rnnkit.app import LoadedExport, Run, Servable
 from rnnkit.export import ServingModule
 
 from .figures import plot_attention
-from .model import BEAM_WIDTH, LENGTH_PENALTY, REPEAT_PENALTY, TextCodec, Translator, make_translate_fn
+from .model import (
+    BEAM_WIDTH,
+    LENGTH_PENALTY,
+    REPEAT_PENALTY,
+    TextCodec,
+    Translator,
+    make_translate_fn,
+)
 from .train import load_trained
 
 #: Keys of reports/metrics.json kept in the export's card.

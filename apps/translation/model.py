@@ -379,9 +379,8 @@ def make_translate_fn(model: Translator, codec: TextCodec, beam_width: int = BEA
         h0, context = model.decode_context(enc["ids"], enc["ext"])
         step, state = model.step, h0
         if repeat_penalty > 0:
-            step, initial_state = penalised_step(model.step, codec.target_vocab.itos,
-                                                 repeat_penalty, START)
-            state = initial_state(h0, tf.shape(enc["ids"])[1])
+            step = penalised_step(model.step, codec.target_vocab.itos, repeat_penalty, START)
+            state = step.initial_state(h0, tf.shape(enc["ids"])[1])
         out = samplers.generate(step, state, context, beam_width=beam_width,
                                 length_penalty=length_penalty,
                                 max_length=max_output_length(enc["length"]))

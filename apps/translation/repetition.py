@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from rnnkit import samplers
 from rnnkit.modeling.vocabulary import SPECIALS, UNK
@@ -110,7 +109,7 @@ def case_groups(target_tokens: Sequence[str]) -> tuple[np.ndarray, int]:
 
 
 def penalised_step(step: Callable, target_tokens: Sequence[str], penalty: float,
-                   start_token: int) -> tuple[Callable, Callable]:
+                   start_token: int) -> Callable:
     """The translator's step with :func:`rnnkit.samplers.penalise_repeats` on content words,
     counted case-insensitively (:func:`case_groups`).
 
@@ -121,15 +120,9 @@ def penalised_step(step: Callable, target_tokens: Sequence[str], penalty: float,
         start_token: the id fed on the first step (never counted).
 
     Returns:
-        ``(wrapped_step, initial_state)``: ``initial_state(h0, source_length)`` builds the
-        wrapped step's first state (copy ids ``V + j`` count per source position).
+        The wrapped step; ``wrapped.initial_state(h0, source_length)`` builds its first
+        state (copy ids ``V + j`` count per source position).
     """
-    groups, num_groups = case_groups(target_tokens)
-    wrapped = samplers.penalise_repeats(step, content_mask(target_tokens), penalty,
-                                        start_token, groups=groups)
-
-    def initial_state(h0, source_length):
-        return h0, tf.zeros(tf.stack([tf.shape(h0)[0], num_groups + source_length]),
-                            tf.float32)
-
-    return wrapped, initial_state
+    groups, _ = case_groups(target_tokens)
+    return samplers.penalise_repeats(step, content_mask(target_tokens), penalty,
+                                     start_token, groups=groups)

@@ -166,7 +166,7 @@ class RecentWeights(keras.callbacks.Callback):
         self.epochs: dict[int, list[np.ndarray]] = {}
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.epochs[epoch] = [np.array(v) for v in self.model.get_weights()]
+        self.epochs[epoch] = self.model.get_weights()  # already copies
         for old in sorted(self.epochs)[:-self.keep]:
             del self.epochs[old]
 
