@@ -38,7 +38,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +344,7 @@ def fit(
     mode: str = "auto",
     patience: int = 3,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
+    validation_metrics: Callable[[keras.Model], Mapping[str, float]] | None = None,
     verbose: int | str = "auto",
     strategy: tf.distribute.Strategy | None = None,
     shard_policy: str = "data",
@@ -369,6 +370,10 @@ def fit(
         patience: epochs without improvement before stopping.
         extra_callbacks: Keras callbacks called after the loop's own work each epoch; their
             counters (``wait``, ``best``, ``cooldown_counter``...) are checkpointed.
+        validation_metrics: called with the model after each epoch's validation pass; the
+            ``{name: value}`` it returns joins the epoch's metrics, so ``monitor`` can name
+            one (for a measure the compiled metrics cannot express, such as a decoded
+            output's quality). Every worker calls it, so it must not depend on the worker.
         verbose: 0 silent, 1 (or "auto") a progress bar, 2 one line per epoch.
         strategy: the strategy the model was built under (default: the model's own).
         shard_policy: how batches are shared between workers (see
@@ -494,6 +499,9 @@ def fit(
             for batch in dist_val:
                 val_logs = test_step(batch)
             row.update({f"val_{key}": _to_float(value) for key, value in val_logs.items()})
+            if validation_metrics is not None:
+                row.update({key: float(value)
+                            for key, value in validation_metrics(model).items()})
             if bar is not None:
                 bar.update(step, [(k, v) for k, v in row.items()], finalize=True)
             elif show == 2:

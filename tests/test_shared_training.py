@@ -80,6 +80,33 @@ def test_fit_restores_best_weights(tmp_path):
         training.save_model(model, tmp_path / "m.h5")
 
 
+def test_fit_monitors_a_validation_metric_of_its_own(tmp_path):
+    """``validation_metrics`` adds a measure the compiled metrics cannot express (here the
+    first kernel's norm, read from the model after each epoch); early stopping watches it
+    and the weights of its best epoch are the ones restored, even when that epoch is not
+    the best by the loss."""
+    training.seed_everything(4)
+    train, val = _data()
+    model = _model()
+    norm = lambda m: float(np.linalg.norm(m.layers[0].kernel.numpy()))
+    seen = []
+
+    def smallest_kernel(m):
+        seen.append(norm(m))
+        return {"val_kernel_norm": -seen[-1]}
+
+    result = training.fit(model, train, val, output_dir=tmp_path, epochs=4,
+                          monitor="val_kernel_norm", mode="max",
+                          validation_metrics=smallest_kernel, verbose=0)
+    assert len(seen) == 4 and result["history"]["val_kernel_norm"] == pytest.approx(
+        [-n for n in seen])
+    assert result["best_epoch"] == int(np.argmin(seen))
+    assert result["best_epoch"] != int(np.argmin(result["history"]["val_loss"]))
+    assert norm(model) == pytest.approx(min(seen), rel=1e-6)
+    on_disk = json.loads((tmp_path / "history.json").read_text())
+    assert on_disk["monitor"] == "val_kernel_norm"
+
+
 def test_fit_steps_per_epoch_and_a_foreign_checkpoint(tmp_path, capfd):
     training.seed_everything(3)
     train, val = _data()
