@@ -72,6 +72,13 @@ class SentimentApp(App):
                                 default=None,
                                 help="also pretrain the backward language model (for the "
                                      f"backward RNN) [default: {hp['lm_backward']}]")
+            parser.add_argument("--ensemble", default=None, metavar="RECIPES",
+                                help="train one member per recipe and average their "
+                                     "calibrated logits in one saved model: a comma-"
+                                     f"separated list of {', '.join(training.MEMBER_RECIPES)} "
+                                     "(base: these settings; crop: + --crop-prob 0.3; lm: "
+                                     "+ --pretrain-lm --lr-decay 1 --lm-epochs 10) "
+                                     "[default: one model]")
             parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
                                 default=None,
                                 help="fit a temperature on validation and fold it into the "

@@ -107,6 +107,7 @@ def build_classifier(
     embed_dropout: float = 0.25,
     head_dropout: float = 0.4,
     embeddings: np.ndarray | None = None,
+    name: str = "sentiment_classifier",
 ) -> keras.Model:
     """Return the classifier on token ids: ``(B, T) int -> (B, 1)`` positive-class logit.
 
@@ -119,6 +120,7 @@ def build_classifier(
         head_dropout: dropout before the output layer.
         embeddings: optional initial embedding matrix ``(vocab_size, embed_dim)`` (e.g.
             GloVe rows for the words it knows, see :mod:`apps.sentiment.glove`).
+        name: the model's name (ensemble members need distinct ones).
     """
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     init = "uniform" if embeddings is None else keras.initializers.Constant(embeddings)
@@ -131,7 +133,7 @@ def build_classifier(
     x = MaskedPooling(("max", "mean"), name="max_mean_pool")(x)
     x = layers.Dropout(head_dropout, name="head_dropout")(x)
     logit = layers.Dense(1, name="logit")(x)
-    return keras.Model(ids, logit, name="sentiment_classifier")
+    return keras.Model(ids, logit, name=name)
 
 
 def build_end_to_end(

@@ -13,6 +13,7 @@ matrix to ``<output>/reports``.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -23,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnnkit.app import Evaluation, GradientProbe, Run
+from rnnkit.atomic import atomic_write_json
 from rnnkit.errors import DataError
 from rnnkit.inference import map_by_length
 from rnnkit.reports import plot_confusion_matrix
@@ -30,7 +32,7 @@ from rnnkit.reports import plot_confusion_matrix
 from . import calibration, data, lm, ood, probes
 from .data import CLASS_NAMES
 from .lm import LM_HPARAMS
-from .model import build_classifier, build_end_to_end, make_vectorizer
+from .model import ScaleLogit, build_classifier, build_end_to_end, make_vectorizer
 
 #: Model and optimisation defaults (``--quick`` overrides a few, see cli.py).
 HPARAMS: dict[str, Any] = {
@@ -52,8 +54,19 @@ HPARAMS: dict[str, Any] = {
     "pretrain_lm": False,
     "lr_decay": 2.6,
     "gradual_unfreeze": False,
+    "ensemble": "",
     **LM_HPARAMS,
 }
+
+#: Member recipes of ``--ensemble`` (a comma-separated list of these names): each member
+#: is trained with the run's settings and these changes, on the same vocabulary.
+MEMBER_RECIPES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "crop": {"crop_prob": 0.3},
+    "lm": {"pretrain_lm": True, "lr_decay": 1.0, "lm_epochs": 10},
+    "lm-crop": {"pretrain_lm": True, "lr_decay": 1.0, "lm_epochs": 10, "crop_prob": 0.3},
+}
+MEMBERS_DIR = "members"
 BUCKETS = (64, 96, 128, 160, 192, 256, 320, 400)
 
 # Length-bucketed datasets have no known size: Keras warns every epoch that the data "ran
@@ -131,10 +144,32 @@ def _hparams(run: Run) -> dict[str, Any]:
     return {key: run.get(key, value) for key, value in HPARAMS.items()}
 
 
+def parse_ensemble(spec: str) -> list[str]:
+    """The member recipes of an ``--ensemble`` value ("" = one model, no ensemble).
+
+    Raises:
+        DataError: an unknown recipe name or one named twice.
+    """
+    names = [name.strip() for name in (spec or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in MEMBER_RECIPES]
+    if unknown:
+        raise DataError(f"--ensemble: unknown member recipe(s) {unknown}; choose from "
+                        f"{', '.join(MEMBER_RECIPES)}")
+    if len(set(names)) != len(names):
+        raise DataError(f"--ensemble names a recipe twice: {spec!r}")
+    return names
+
+
 def train(run: Run) -> dict[str, Any]:
-    """The ``train`` verb: see the module docstring."""
+    """The ``train`` verb: see the module docstring.
+
+    With ``--ensemble`` each member recipe is trained in ``<output>/members/<recipe>/``
+    (a finished member is reused when ``train`` runs again with the same settings) and the
+    saved model averages their calibrated logits.
+    """
     run.seed_everything()
     hp = _hparams(run)
+    recipes = parse_ensemble(hp["ensemble"])
     splits = data.load_splits(run.data, run.seed, run.limit)
     train_text = splits["train"].map(lambda t, y: t)
     n_train = int(splits["train"].reduce(0, lambda n, _: n + 1))
@@ -144,15 +179,72 @@ def train(run: Run) -> dict[str, Any]:
     print(f"adapting the vocabulary ({hp['vocab_size']:,} tokens) on {n_train:,} reviews")
     vectorizer = make_vectorizer(hp["vocab_size"])
     vectorizer.adapt(train_text.batch(512))
-    vocab_size = vectorizer.vocabulary_size()
+    corpus = {"splits": splits, "vectorizer": vectorizer, "n_train": n_train,
+              "train_ids": token_dataset(splits["train"], vectorizer, hp["max_len"]),
+              "val_ids": token_dataset(splits["validation"], vectorizer, hp["max_len"])}
+    if not recipes:
+        inference, temperature, summary = train_member(run, hp, corpus)
+    else:
+        members, summaries = [], {}
+        for name in recipes:
+            print(f"ensemble member {name!r} ({len(members) + 1} of {len(recipes)})")
+            member_hp = {**hp, **MEMBER_RECIPES[name], "ensemble": ""}
+            member, member_t, summaries[name] = train_member(
+                run, member_hp, corpus, f"{MEMBERS_DIR}/{name}")
+            members.append((member, member_t))
+        inference = build_ensemble(members)
+        temperature, val_ece = 1.0, {}
+        if hp["calibrate"]:
+            temperature, val_ece = fit_temperature_on(
+                inference, corpus["val_ids"], run.batch_size, hp["max_len"])
+        val_acc = validation_accuracy(inference, corpus["val_ids"], run.batch_size,
+                                      hp["max_len"])
+        print(f"ensemble of {len(members)}: validation accuracy {val_acc:.4f} (members "
+              + ", ".join(f"{n} {m['best_val_accuracy']:.4f}" for n, m in summaries.items())
+              + f"), T = {temperature:.3f}")
+        val_windows = window_accuracy(inference, corpus["val_ids"], run.seed)
+        summary = {"best_val_accuracy": val_acc, "temperature": temperature,
+                   "validation_ece": val_ece, "val_window_accuracy": val_windows,
+                   "members": summaries,
+                   "language_model": next((m["language_model"] for m in summaries.values()
+                                           if m.get("language_model")), None)}
+    model = build_end_to_end(vectorizer, inference, hp["max_len"], temperature)
+    run.save_model(model)
+    return {**summary, "hparams": hp, "vocab_size": vectorizer.vocabulary_size(),
+            "train_examples": n_train, "params": int(model.count_params())}
 
-    train_ids = token_dataset(splits["train"], vectorizer, hp["max_len"])
-    val_ids = token_dataset(splits["validation"], vectorizer, hp["max_len"])
+
+def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
+                 subdir: str | None = None) -> tuple[keras.Model, float, dict[str, Any]]:
+    """Train one token-id classifier with the settings ``hp``.
+
+    Args:
+        run: the ``train`` run.
+        hp: the settings (:data:`HPARAMS` keys).
+        corpus: the splits, the adapted vectorizer and the token datasets.
+        subdir: train in ``<output>/<subdir>`` and save the member there (an ensemble
+            member); a member saved there with the same settings is loaded, not retrained.
+
+    Returns:
+        (the uncompiled classifier, its validation temperature, its summary).
+    """
+    vectorizer = corpus["vectorizer"]
+    vocab_size = vectorizer.vocabulary_size()
+    saved = run.output / subdir / "member.json" if subdir else None
+    if saved is not None and saved.is_file():
+        record = json.loads(saved.read_text())
+        same = record.get("hparams") == json.loads(json.dumps(hp))
+        if same and (saved.parent / "model.keras").is_file():
+            print(f"member {subdir} already trained; loading it")
+            classifier = keras.saving.load_model(saved.parent / "model.keras", compile=False)
+            return classifier, record["temperature"], record
+    run.seed_everything()
     train_ds = bucketed(
-        random_crops(train_ids.shuffle(30_000, seed=run.seed, reshuffle_each_iteration=True),
+        random_crops(corpus["train_ids"].shuffle(30_000, seed=run.seed,
+                                                 reshuffle_each_iteration=True),
                      hp["crop_prob"], hp["crop_min"], hp["crop_max"], run.seed),
         run.batch_size, hp["max_len"], shuffle_seed=None)
-    val_ds = bucketed(val_ids, run.batch_size, hp["max_len"], shuffle_seed=None)
+    val_ds = bucketed(corpus["val_ids"], run.batch_size, hp["max_len"], shuffle_seed=None)
 
     embeddings, glove_found = None, 0
     if hp["glove"]:
@@ -167,10 +259,10 @@ def train(run: Run) -> dict[str, Any]:
             raise DataError("--pretrain-lm and --glove both set the initial embedding: "
                             "pick one")
         pretrained = lm.pretrained_encoder(
-            review_tokens(splits["train"], vectorizer), vectorizer.get_vocabulary(),
+            review_tokens(corpus["splits"]["train"], vectorizer), vectorizer.get_vocabulary(),
             hp["embed_dim"], hp["units"], hp, run.seed)
         lm_summary = pretrained["summary"]
-    steps = max(1, math.ceil(n_train / run.batch_size)) * run.epochs
+    steps = max(1, math.ceil(corpus["n_train"] / run.batch_size)) * run.epochs
     callbacks = []
     with run.strategy.scope():
         classifier = build_classifier(
@@ -205,30 +297,47 @@ def train(run: Run) -> dict[str, Any]:
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
         )
     classifier.summary(print_fn=lambda line, **_: print(line))
-    result = run.fit(classifier, train_ds, val_ds, monitor="val_accuracy", mode="max",
-                     patience=hp["patience"], extra_callbacks=callbacks)
+    result = run.fit(classifier, train_ds, val_ds, subdir=subdir, monitor="val_accuracy",
+                     mode="max", patience=hp["patience"], extra_callbacks=callbacks)
     # Save an uncompiled copy: the served model needs the weights, not the optimizer state
     # (which would triple model.keras and every export).
-    inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"])
+    inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"],
+                                 name=f"member_{subdir.rsplit('/', 1)[-1]}" if subdir
+                                 else "sentiment_classifier")
     inference.set_weights(classifier.get_weights())
     temperature, val_ece = 1.0, {}
     if hp["calibrate"]:
-        temperature, val_ece = fit_temperature_on(inference, val_ids, run.batch_size,
-                                                  hp["max_len"])
+        temperature, val_ece = fit_temperature_on(inference, corpus["val_ids"],
+                                                  run.batch_size, hp["max_len"])
         print(f"temperature scaling on validation: T = {temperature:.3f}, ECE "
               f"{val_ece['before']:.4f} -> {val_ece['after']:.4f}")
-    val_windows = window_accuracy(inference, val_ids, run.seed)
+    val_windows = window_accuracy(inference, corpus["val_ids"], run.seed)
     print("validation accuracy on 5-30-token windows of the validation reviews (a short-text "
           f"proxy): {val_windows:.4f}")
-    model = build_end_to_end(vectorizer, inference, hp["max_len"], temperature)
-    run.save_model(model)
-    return {
-        "hparams": hp, "vocab_size": vocab_size, "train_examples": n_train,
-        "params": int(model.count_params()), "best_epoch": result["best_epoch"] + 1,
+    summary = {
+        "hparams": hp, "best_epoch": result["best_epoch"] + 1,
         "epochs_run": result["epochs_run"], "best_val_accuracy": result["best"],
         "temperature": temperature, "validation_ece": val_ece, "glove_words": glove_found,
         "val_window_accuracy": val_windows, "language_model": lm_summary,
     }
+    if saved is not None:
+        run.save_model(inference, f"{subdir}/model.keras")
+        atomic_write_json(saved, summary)
+    return inference, temperature, summary
+
+
+def build_ensemble(members: list[tuple[keras.Model, float]]) -> keras.Model:
+    """Token ids -> the mean of the members' logits, each divided by its own temperature
+    (so that no member dominates by being over-confident).
+
+    Args:
+        members: (token-id classifier, its validation temperature) pairs.
+    """
+    ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
+    logits = [ScaleLogit(1.0 / t, name=f"member_{i}_temperature")(m(ids))
+              for i, (m, t) in enumerate(members)]
+    mean = keras.layers.Average(name="mean_logit")(logits) if len(logits) > 1 else logits[0]
+    return keras.Model(ids, mean, name="sentiment_ensemble")
 
 
 def window_accuracy(
@@ -256,16 +365,28 @@ def window_accuracy(
     return right / max(1, len(windows))
 
 
+def _validation_logits(classifier: keras.Model, val_ids: tf.data.Dataset, batch_size: int,
+                       max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    logits, labels = [], []
+    for ids, label in bucketed(val_ids, batch_size, max_len, shuffle_seed=None):
+        logits.append(classifier(ids, training=False)[:, 0].numpy())
+        labels.append(label.numpy())
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def validation_accuracy(classifier: keras.Model, val_ids: tf.data.Dataset, batch_size: int,
+                        max_len: int) -> float:
+    """Accuracy of a token-id classifier on the validation reviews."""
+    logits, labels = _validation_logits(classifier, val_ids, batch_size, max_len)
+    return float(((logits >= 0) == (labels >= 0.5)).mean())
+
+
 def fit_temperature_on(
     classifier: keras.Model, val_ids: tf.data.Dataset, batch_size: int, max_len: int
 ) -> tuple[float, dict[str, float]]:
     """Fit the temperature on the validation split's logits; return it and the validation
     ECE before and after (see :mod:`apps.sentiment.calibration`)."""
-    logits, labels = [], []
-    for ids, label in bucketed(val_ids, batch_size, max_len, shuffle_seed=None):
-        logits.append(classifier(ids, training=False)[:, 0].numpy())
-        labels.append(label.numpy())
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    logits, labels = _validation_logits(classifier, val_ids, batch_size, max_len)
     temperature = calibration.fit_temperature(logits, labels)
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     return temperature, {
