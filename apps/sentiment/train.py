@@ -238,7 +238,8 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
             print(f"member {subdir} already trained; loading it")
             classifier = keras.saving.load_model(saved.parent / "model.keras", compile=False)
             return classifier, record["temperature"], record
-    run.seed_everything()
+    if subdir:
+        run.seed_everything()  # every member starts from the run's seed, whatever came before
     train_ds = bucketed(
         random_crops(corpus["train_ids"].shuffle(30_000, seed=run.seed,
                                                  reshuffle_each_iteration=True),
