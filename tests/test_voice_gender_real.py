@@ -8,6 +8,7 @@ exactly one test fold.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,13 +91,17 @@ def test_no_speaker_over_the_cap(real_rows):
 
 
 def test_default_data_is_every_real_speaker():
-    """`make voice-gender` (no flags) trains on the real speakers; Fillets stays one flag away."""
+    """`make voice-gender` (no flags) trains on the real speakers with the Festival voices
+    as extra training speakers; Fillets stays one flag away; user data gets no Festival
+    voices unless asked."""
     from apps.voice_gender.app import VoiceGenderApp
 
     app = VoiceGenderApp()
     run = app.parse(["train"])
     assert run.data == REAL_SPEC and run.epochs == 12
-    assert not pipeline.extra_voices_wanted(run.data, run.get("extra_voices"))
+    assert pipeline.extra_voices_wanted(run.data, run.get("extra_voices"))
+    assert not pipeline.extra_voices_wanted(run.data, False)
+    assert not pipeline.extra_voices_wanted(f"folder:{Path(__file__).parent}", None)
     fillets = app.parse(["train", "--data", "fillets"])
     assert parse_spec(fillets.data)[0] == "fillets"
     assert pipeline.extra_voices_wanted(fillets.data, fillets.get("extra_voices"))

@@ -55,9 +55,9 @@ class VoiceGenderApp(App):
             group.add_argument("--extra-voices", dest="extra_voices", action="store_true",
                                default=None,
                                help="add the Festival voices (5 female, 5 male) as extra "
-                                    "TRAINING speakers [default: on for --data fillets, off "
-                                    "for real and FORMAT:PATH data, whose classes must then "
-                                    "be female/male]")
+                                    "TRAINING speakers [default: on for --data real and "
+                                    "fillets, off for FORMAT:PATH data, whose classes must "
+                                    "then be female/male]")
             group.add_argument("--no-extra-voices", dest="extra_voices", action="store_false",
                                help="train on the dataset's own speakers only")
         if verb == "train":
