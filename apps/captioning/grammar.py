@@ -78,9 +78,12 @@ def noun_word_ids(vocab: Vocabulary, references: Iterable[str],
     """Ids of the words a caption may name only once.
 
     The head noun of every training caption (each phrase of a scene caption) and
-    ``extra_nouns`` (the ImageNet prior's head words), minus any word that some training
-    caption itself says twice ("a christmas pudding is eaten on christmas day": then the
-    rule would forbid a human caption).
+    ``extra_nouns`` (the ImageNet prior's head words), minus any word that one phrase of a
+    training caption says twice ("a christmas pudding is eaten on christmas day": then the
+    rule would forbid a human description of one thing). A word said once in each of two
+    phrases of a scene ("a sheep next to a baby sheep a lamb") stays restricted: two
+    mentions of one head noun are what the rule is there to stop ("a sheep , a sheep and
+    a butterfly" from a decoder).
 
     Args:
         vocab: the decoder's vocabulary.
@@ -93,9 +96,9 @@ def noun_word_ids(vocab: Vocabulary, references: Iterable[str],
     nouns = set(extra_nouns)
     repeated: set[str] = set()
     for ref in references:
-        words = ref.split()
-        repeated |= {w for w in set(words) if words.count(w) > 1}
         for part in data.scene_parts(ref):
+            words = part.split()
+            repeated |= {w for w in set(words) if words.count(w) > 1}
             head = data.head_noun(part)
             if head:
                 nouns.add(head)
