@@ -193,12 +193,13 @@ def train(run: Run) -> dict[str, Any]:
                 run, member_hp, corpus, f"{MEMBERS_DIR}/{name}")
             members.append((member, member_t))
         inference = build_ensemble(members)
+        # The ensemble reads the validation reviews once: its accuracy and its temperature.
+        logits, labels = validation_logits(inference, corpus["val_ids"], run.batch_size,
+                                           hp["max_len"])
+        val_acc = float(((logits >= 0) == (labels >= 0.5)).mean())
         temperature, val_ece = 1.0, {}
         if hp["calibrate"]:
-            temperature, val_ece = fit_temperature_on(
-                inference, corpus["val_ids"], run.batch_size, hp["max_len"])
-        val_acc = validation_accuracy(inference, corpus["val_ids"], run.batch_size,
-                                      hp["max_len"])
+            temperature, val_ece = temperature_from_logits(logits, labels)
         print(f"ensemble of {len(members)}: validation accuracy {val_acc:.4f} (members "
               + ", ".join(f"{n} {m['best_val_accuracy']:.4f}" for n, m in summaries.items())
               + f"), T = {temperature:.3f}")
@@ -366,8 +367,9 @@ def window_accuracy(
     return right / max(1, len(windows))
 
 
-def _validation_logits(classifier: keras.Model, val_ids: tf.data.Dataset, batch_size: int,
-                       max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_logits(classifier: keras.Model, val_ids: tf.data.Dataset, batch_size: int,
+                      max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """A token-id classifier's logits on the validation reviews, and their labels."""
     logits, labels = [], []
     for ids, label in bucketed(val_ids, batch_size, max_len, shuffle_seed=None):
         logits.append(classifier(ids, training=False)[:, 0].numpy())
@@ -375,11 +377,16 @@ def _validation_logits(classifier: keras.Model, val_ids: tf.data.Dataset, batch_
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def validation_accuracy(classifier: keras.Model, val_ids: tf.data.Dataset, batch_size: int,
-                        max_len: int) -> float:
-    """Accuracy of a token-id classifier on the validation reviews."""
-    logits, labels = _validation_logits(classifier, val_ids, batch_size, max_len)
-    return float(((logits >= 0) == (labels >= 0.5)).mean())
+def temperature_from_logits(logits: np.ndarray, labels: np.ndarray
+                            ) -> tuple[float, dict[str, float]]:
+    """The temperature fitted on validation logits, and the validation ECE before and
+    after (see :mod:`apps.sentiment.calibration`)."""
+    temperature = calibration.fit_temperature(logits, labels)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    return temperature, {
+        "before": calibration.reliability(sig(logits), labels)["ece"],
+        "after": calibration.reliability(sig(logits / temperature), labels)["ece"],
+    }
 
 
 def fit_temperature_on(
@@ -387,13 +394,8 @@ def fit_temperature_on(
 ) -> tuple[float, dict[str, float]]:
     """Fit the temperature on the validation split's logits; return it and the validation
     ECE before and after (see :mod:`apps.sentiment.calibration`)."""
-    logits, labels = _validation_logits(classifier, val_ids, batch_size, max_len)
-    temperature = calibration.fit_temperature(logits, labels)
-    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
-    return temperature, {
-        "before": calibration.reliability(sig(logits), labels)["ece"],
-        "after": calibration.reliability(sig(logits / temperature), labels)["ece"],
-    }
+    return temperature_from_logits(*validation_logits(classifier, val_ids, batch_size,
+                                                      max_len))
 
 
 def predict_proba(model: keras.Model, texts: list[str], batch_size: int = 128) -> np.ndarray:
