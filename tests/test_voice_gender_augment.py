@@ -15,7 +15,8 @@ import tensorflow as tf
 from apps.voice_gender import data as vdata
 from apps.voice_gender.augment import TELEPHONE_BAND, augment, telephone
 from apps.voice_gender.features import clip_f0
-from apps.voice_gender.pipeline import train_dataset
+from apps.voice_gender.pipeline import loss_weights, train_dataset
+from rnnkit.errors import DataError
 
 SR = 16_000
 
@@ -84,10 +85,13 @@ def test_train_dataset_yields_padded_batches():
     clips = [harmonic_tone(f, seconds=s, seed=i) for i, (f, s) in
              enumerate([(210, 1.0), (120, 2.5), (230, 5.0), (110, 0.6)])]
     labels = [0, 1, 0, 1]
+    speakers = ["a", "b", "c", "b"]
     ds = tf.data.Dataset.from_generator(
-        lambda: ((vdata.to_int16(c), y) for c, y in zip(clips, labels)),
-        output_signature=(tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int64)))
-    batches = list(train_dataset(ds, 2, seed=1, class_weight=np.array([2.0, 0.5])))
+        lambda: ((vdata.to_int16(c), y, s) for c, y, s in zip(clips, labels, speakers)),
+        output_signature=(tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int64),
+                          tf.TensorSpec([], tf.string)))
+    # Speaker "c" has no key: it weighs 1.
+    batches = list(train_dataset(ds, 2, seed=1, weights={"0\ta": 2.0, "1\tb": 0.5}))
     assert len(batches) == 2
     seen = []
     for inputs, label, weight in batches:
@@ -95,9 +99,25 @@ def test_train_dataset_yields_padded_batches():
         assert wave.shape[0] == 2 and np.all(length <= wave.shape[1])
         assert np.all(length <= 4 * SR) and np.all(np.isfinite(wave))
         assert np.all(np.abs(wave) <= 1.0)
-        np.testing.assert_array_equal(weight.numpy(), np.where(label.numpy() == 0, 2.0, 0.5))
-        seen.extend(label.numpy().tolist())
-    assert sorted(seen) == sorted(labels)
+        seen.extend(zip(label.numpy().tolist(), weight.numpy().tolist()))
+    assert sorted(seen) == [(0, 1.0), (0, 2.0), (1, 0.5), (1, 0.5)]
+
+
+def test_loss_weights_balance_classes_and_speakers():
+    # Class 0: speaker a 6 clips, b 2 clips; class 1: speaker c 4 clips.
+    labels = np.array([0] * 8 + [1] * 4)
+    speakers = ["a"] * 6 + ["b"] * 2 + ["c"] * 4
+    by_clip = loss_weights(labels, speakers, 2, by_speaker=False)
+    assert by_clip == {"0\ta": 0.75, "0\tb": 0.75, "1\tc": 1.5}
+    by_speaker = loss_weights(labels, speakers, 2, by_speaker=True)
+    assert by_speaker == {"0\ta": 0.5, "0\tb": 1.5, "1\tc": 1.5}
+    for weights in (by_clip, by_speaker):
+        per_clip = np.array([weights[f"{y}\t{s}"] for y, s in zip(labels, speakers)])
+        assert per_clip.mean() == pytest.approx(1.0)
+        # Each class carries half of the total weight.
+        assert per_clip[labels == 0].sum() == pytest.approx(per_clip[labels == 1].sum())
+    with pytest.raises(DataError, match="one speaker per clip"):
+        loss_weights(labels, speakers[:-1], 2, by_speaker=True)
 
 
 def test_clip_f0_on_real_speech():

@@ -46,13 +46,14 @@ def trained(tmp_path_factory):
     audio = [vdata.load_audio(p) for p, _, _ in rows]
     labels = np.array([0 if lab == "female" else 1 for _, lab, _ in rows])
     ds = tf.data.Dataset.from_generator(
-        lambda: ((vdata.to_int16(a), y) for a, y in zip(audio, labels)),
-        output_signature=(tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int64)))
+        lambda: ((vdata.to_int16(a), y, "") for a, y in zip(audio, labels)),
+        output_signature=(tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int64),
+                          tf.TensorSpec([], tf.string)))
     keras.utils.set_random_seed(0)
     model = build_model(2, units=32, proj=32, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   weighted_metrics=[])
-    batches = train_dataset(ds, 12, seed=0, class_weight=np.ones(2))
+    batches = train_dataset(ds, 12, seed=0, weights={})
     history = model.fit(batches, epochs=8, verbose=0).history["loss"]
     module = VoiceServing(model, ["female", "male"])
     path = export_saved_model(

@@ -28,6 +28,21 @@ from .formats import REAL_SPEC, USER_FORMATS
 #: docs/voice_gender.md were measured with 20-30.
 EPOCHS = 12
 QUICK_LIMIT = 60  # --quick: clips per split (5 fold splits for real, 2 languages for Fillets)
+#: Highest frequency the log-mel front end listens to (``--fmax``), in Hz.
+FMAX = 8000.0
+#: Whether every training speaker weighs the same in the loss (``--speaker-balance``).
+SPEAKER_BALANCE = False
+
+
+def _band_edge(text: str) -> float:
+    """``--fmax``: a frequency from 1 to 8 kHz (the 16 kHz waveform's Nyquist limit)."""
+    try:
+        hz = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a frequency in Hz: {text!r}") from None
+    if not 1000 <= hz <= 8000:
+        raise argparse.ArgumentTypeError(f"must be from 1000 to 8000 Hz, got {hz:g}")
+    return hz
 
 
 class VoiceGenderApp(App):
@@ -39,7 +54,8 @@ class VoiceGenderApp(App):
         "log-mel frames computed inside the graph. Default data: 39 documented real speakers "
         "from seven Debian packages, evaluated in 5 speaker-disjoint folds."
     )
-    defaults = {"data": REAL_SPEC, "epochs": EPOCHS, "batch_size": 32, "patience": 6}
+    defaults = {"data": REAL_SPEC, "epochs": EPOCHS, "batch_size": 32, "patience": 6,
+                "fmax": FMAX, "speaker_balance": SPEAKER_BALANCE}
     quick = {"epochs": 3, "limit": QUICK_LIMIT, "patience": 2}
     data_help = ("data: 'real' (default: every documented real speaker, 5 speaker-disjoint "
                  "folds), 'fillets' (the Fish Fillets NG actors, cs<->nl) or FORMAT:PATH "
@@ -64,6 +80,15 @@ class VoiceGenderApp(App):
             parser.add_argument("--patience", type=int, default=None,
                                 help=f"early-stopping patience in epochs "
                                      f"[default: {self.defaults['patience']}]")
+            parser.add_argument("--fmax", type=_band_edge, default=None, metavar="HZ",
+                                help=f"highest frequency of the log-mel filter bank, 1000-8000 "
+                                     f"Hz (the pitch cues always use the whole band) "
+                                     f"[default: {self.defaults['fmax']:g}]")
+            parser.add_argument("--speaker-balance", dest="speaker_balance",
+                                action=argparse.BooleanOptionalAction, default=None,
+                                help="weigh every training speaker the same in the loss "
+                                     "(each class still weighs the same) instead of every "
+                                     f"clip [default: {'on' if self.defaults['speaker_balance'] else 'off'}]")
 
     def prepare(self, run: Run) -> Mapping[str, Any]:
         from .pipeline import extra_voices_for

@@ -48,6 +48,12 @@ class FrontEndConfig:
     amin: float = 1e-10
     top_db: float = 80.0
 
+    def __post_init__(self):
+        nyquist = self.sample_rate / 2
+        if not 0 <= self.fmin < self.fmax <= nyquist:
+            raise ValueError(f"the mel filter bank needs 0 <= fmin < fmax <= {nyquist:g} Hz "
+                             f"(got fmin {self.fmin:g}, fmax {self.fmax:g})")
+
     def to_dict(self) -> dict:
         """Plain dict (for Keras layer configs and metrics files)."""
         return asdict(self)

@@ -235,9 +235,54 @@ def fold_examples(b, fold: dict, extra=None) -> tuple[tf.data.Dataset, tf.data.D
 
 
 def drop_too_short(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Training only: drop clips under the minimum length (a few Fillets files are empty)."""
+    """Training only: drop clips under the minimum length (a few Fillets files are empty).
+
+    Args:
+        ds: tuples whose first element is the audio.
+    """
     min_len = int(MIN_SECONDS * SAMPLE_RATE)
-    return ds.filter(lambda audio, label: tf.shape(audio)[0] >= min_len)
+    return ds.filter(lambda audio, *rest: tf.shape(audio)[0] >= min_len)
+
+
+def _weight_key(label, speaker):
+    return tf.strings.join([tf.strings.as_string(label), speaker], separator="\t")
+
+
+def loss_weights(labels: np.ndarray, speakers: list[str], num_classes: int,
+                 by_speaker: bool) -> dict[str, float]:
+    """Per-clip loss weights, keyed by class and speaker (:func:`train_dataset` looks them up).
+
+    Every class gets the same total weight. Within a class, every clip weighs the same, or
+    with ``by_speaker`` every speaker does: a speaker with 28 clips then counts as much as
+    one with 200, so the few voices of a rare recording chain are not drowned out. The mean
+    weight over all clips is 1 either way.
+
+    Args:
+        labels: (N,) class index of each training clip.
+        speakers: the speaker of each clip.
+        num_classes: number of classes (a class without clips gets no key).
+        by_speaker: spread each class's weight equally over its speakers.
+
+    Returns:
+        ``"<label>\\t<speaker>"`` -> weight of each of that speaker's clips.
+    """
+    if len(labels) != len(speakers) or not len(labels):
+        raise DataError(f"loss_weights needs one speaker per clip and at least one clip "
+                        f"(got {len(labels)} labels, {len(speakers)} speakers)")
+    n = len(labels)
+    per_class = np.bincount(labels, minlength=num_classes)
+    clips: dict[tuple[int, str], int] = {}
+    for y, s in zip(labels.tolist(), speakers):
+        clips[(y, s)] = clips.get((y, s), 0) + 1
+    speakers_in = np.bincount([y for y, _ in clips], minlength=num_classes)
+    weights = {}
+    for (y, s), count in clips.items():
+        if by_speaker:
+            w = n / (num_classes * speakers_in[y] * count)
+        else:
+            w = n / (num_classes * per_class[y])
+        weights[f"{y}\t{s}"] = float(w)
+    return weights
 
 
 def _to_float(audio: tf.Tensor) -> tf.Tensor:
@@ -245,23 +290,30 @@ def _to_float(audio: tf.Tensor) -> tf.Tensor:
 
 
 def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int,
-                  class_weight: np.ndarray) -> tf.data.Dataset:
+                  weights: dict[str, float]) -> tf.data.Dataset:
     """Shuffled, augmented, padded batches ``({"waveform", "length"}, label, weight)``.
 
     Args:
-        ds: (int16 audio, label) examples.
+        ds: (int16 audio, label, speaker) examples.
         batch_size: clips per batch.
         seed: shuffle/augmentation seed.
-        class_weight: per-class loss weight (balanced classes).
+        weights: :func:`loss_weights` of these examples (a clip whose key is missing
+            weighs 1).
     """
     win, _ = window_samples()
-    weights = tf.constant(class_weight, tf.float32)
+    # A table cannot be empty: one key no clip can have ("" never names a class) stands in.
+    keys, values = list(weights) or [""], list(weights.values()) or [1.0]
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string),
+                                            tf.constant(values, tf.float32)),
+        default_value=1.0)
     counter = tf.data.Dataset.counter()
 
     def view(index, example):
-        audio, label = example
+        audio, label, speaker = example
         x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win)
-        return ({"waveform": x, "length": tf.shape(x)[0]}, label, tf.gather(weights, label))
+        weight = table.lookup(_weight_key(label, speaker))
+        return ({"waveform": x, "length": tf.shape(x)[0]}, label, weight)
 
     ds = ds.cache().shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip((counter, ds)).map(view, num_parallel_calls=tf.data.AUTOTUNE)

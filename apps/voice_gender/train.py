@@ -4,8 +4,9 @@ The default real-speaker data trains ``fold0``..``fold4`` (each tested on its ow
 speakers, ``<output>/folds/<name>/``) and ``final`` on every real speaker
 (``<output>/model.keras``, the model ``export`` ships); Fillets trains ``cs_to_nl`` and
 ``nl_to_cs`` and ``final`` on both languages; user data trains ``final`` only (see
-:mod:`.pipeline`). Every run: class-balanced loss weights, Adam with a cosine-decayed
-learning rate and gradient clipping, early stopping on the validation loss.
+:mod:`.pipeline`). Every run: Adam with a cosine-decayed learning rate and gradient
+clipping, early stopping on the validation loss, loss weights under which every class weighs
+the same (and with ``--speaker-balance`` every speaker within a class too).
 
 The summary ``train`` returns (``run.json``'s ``train`` entry) holds what ``evaluate`` and
 ``export`` read: the class names, the recipe and one entry per fold (its splits, model file
@@ -45,7 +46,8 @@ def recipe_of(run: Run, extra) -> dict[str, Any]:
         extra: the extra-voice builder, or None.
     """
     recipe = {"data": run.data, "limit": run.limit, "seed": run.seed, "epochs": run.epochs,
-              "batch_size": run.batch_size, "augment": AUGMENT_VERSION}
+              "batch_size": run.batch_size, "augment": AUGMENT_VERSION,
+              "fmax": float(run.fmax), "speaker_balance": bool(run.speaker_balance)}
     if extra is not None:
         # Only recorded when used, so runs without extra voices keep their recipe.
         recipe["extra_voices"] = extra.builder_config.name
@@ -82,19 +84,23 @@ def train_fold(run: Run, b, fold: dict[str, Any], extra=None) -> dict[str, Any]:
     run.seed_everything()
     names = data.class_names(b)
     train_ex, val_ex = pipeline.fold_examples(b, fold, extra)
-    pair = lambda ex: (ex["audio"], ex["label"])
-    train_raw = pipeline.drop_too_short(train_ex.map(pair, num_parallel_calls=tf.data.AUTOTUNE))
-    val_raw = pipeline.drop_too_short(val_ex.map(pair, num_parallel_calls=tf.data.AUTOTUNE))
-    labels = np.array([int(y) for _, y in train_raw.map(lambda a, y: (0, y)).as_numpy_iterator()])
+    keep = ("audio", "label", "speaker")
+    train_raw = pipeline.drop_too_short(train_ex.map(lambda ex: tuple(ex[k] for k in keep),
+                                                     num_parallel_calls=tf.data.AUTOTUNE))
+    val_raw = pipeline.drop_too_short(val_ex.map(lambda ex: (ex["audio"], ex["label"]),
+                                                 num_parallel_calls=tf.data.AUTOTUNE))
+    rows = list(train_raw.map(lambda a, y, s: (y, s)).as_numpy_iterator())
+    labels = np.array([int(y) for y, _ in rows], dtype=np.int64)
+    speakers = [s.decode() for _, s in rows]
     counts = np.bincount(labels, minlength=len(names)).astype(float)
     if (counts == 0).any():
         missing = [n for n, c in zip(names, counts) if c == 0]
         raise DataError(f"training split has no clips of class(es) {missing}")
-    class_weight = counts.sum() / (len(names) * counts)
-    train_ds = pipeline.train_dataset(train_raw, run.batch_size, run.seed, class_weight)
+    weights = pipeline.loss_weights(labels, speakers, len(names), run.speaker_balance)
+    train_ds = pipeline.train_dataset(train_raw, run.batch_size, run.seed, weights)
     val_ds = pipeline.eval_dataset(val_raw, run.batch_size)
     with run.strategy.scope():
-        model = build_model(len(names), seed=run.seed)
+        model = build_model(len(names), seed=run.seed, frontend={"fmax": float(run.fmax)})
         steps = max(1, math.ceil(len(labels) / run.batch_size)) * run.epochs
         lr = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=steps,
                                                     alpha=LR_FLOOR)
