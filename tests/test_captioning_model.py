@@ -187,3 +187,29 @@ def test_prior_with_uniform_attention_is_the_imagenet_prediction():
         log_p = model._output(tf.zeros((1, 16)), uniform, prior)
         np.testing.assert_allclose(np.exp(log_p[0].numpy()), want, atol=1e-4)
         assert vocab.itos[int(np.argmax(log_p[0]))] == "espresso"
+
+
+def test_prior_boost_is_read_by_a_traced_decoder_and_saved(trained, tmp_path):
+    """Changing ``prior_boost`` changes what an already traced decoder says (it is a
+    variable, not a constant of the graph), and the value survives ``model.keras``."""
+    import keras
+
+    from apps.captioning.model import _DECODERS, caption_features
+
+    model, vocab, prep, _ = trained
+    grid, pooled = prep.grid["validation"][:8], prep.pooled["validation"][:8]
+    kept = model.prior_boost
+    try:
+        model.prior_boost = 0.0
+        plain, _, _ = caption_features(model, vocab, grid, pooled, "greedy")
+        (fn,) = [f for key, f in _DECODERS[model].items() if key[0] == "greedy"]
+        traces = fn.experimental_get_tracing_count()
+        model.prior_boost = 30.0  # all mixing weight on the global ImageNet prior
+        boosted, _, _ = caption_features(model, vocab, grid, pooled, "greedy")
+        assert fn.experimental_get_tracing_count() == traces  # no new trace for the boost
+        assert boosted != plain
+        path = tmp_path / "captioner.keras"
+        model.save(path)
+        assert keras.saving.load_model(path, compile=False).prior_boost == 30.0
+    finally:
+        model.prior_boost = kept

@@ -100,6 +100,28 @@ def test_one_epoch_lowers_loss(small_splits):
     assert after < before - 0.02, (before, after)
 
 
+def test_bigram_ids_hash_pairs_and_skip_padding():
+    import tensorflow as tf
+
+    from apps.sentiment.model import BigramIds
+
+    layer = BigramIds(101)
+    ids = tf.constant([[5, 7, 5, 7, 0, 0], [7, 5, 7, 9, 9, 0]], tf.int64)
+    out = layer(ids).numpy()
+    assert out.shape == (2, 6)
+    assert (out[ids.numpy() == 0] == 0).all()
+    valid = out[ids.numpy() > 0]
+    assert valid.min() >= 1 and valid.max() < 101
+    # The same (previous, current) pair gets the same bucket wherever it occurs ...
+    assert out[0, 1] == out[0, 3] == out[1, 2]  # (5, 7)
+    assert out[0, 2] == out[1, 1]  # (7, 5)
+    # ... and the order of the two words matters.
+    assert out[0, 1] != out[0, 2]
+    assert BigramIds.from_config(layer.get_config()).buckets == 101
+    with pytest.raises(ValueError, match="at least 2 buckets"):
+        BigramIds(1)
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """prepare / train / evaluate / export through the CLI on a small subset."""
@@ -109,10 +131,11 @@ def cli_run(tmp_path_factory):
     out, exports = work / "run", work / "saved_models"
     common = ["--limit", str(LIMIT)]
     assert main(["prepare", *common]) == 0
-    # GloVe initialisation and random crops on: the non-default training paths run too.
+    # GloVe initialisation, random crops and bigram embeddings on: the non-default
+    # training paths run too, and the export below serves a model with bigrams.
     assert main(["train", *common, "--output", str(out), "--epochs", "2", "--max-len", "96",
                  "--units", "16", "--vocab-size", "4000", "--batch-size", "32", "--glove",
-                 "--crop-prob", "0.3"]) == 0
+                 "--crop-prob", "0.3", "--bigram-buckets", "1009"]) == 0
     assert main(["evaluate", *common, "--output", str(out)]) == 0
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
     return out, exports

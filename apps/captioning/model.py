@@ -39,6 +39,7 @@ beam search).
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 
 import keras
@@ -128,7 +129,10 @@ class Captioner(keras.Model):
         self.embed_dim, self.units = int(embed_dim), int(units)
         self.attention_dim, self.dropout_rate = int(attention_dim), float(dropout)
         self.num_classes = int(num_classes)
-        self.prior_boost = float(prior_boost)
+        # A variable, not a Python number: a traced decoder reads its current value, so
+        # trying several boosts (calibration, the per-epoch monitor) traces decoding once.
+        self._boost = self.add_weight(shape=(), initializer=keras.initializers.Constant(
+            float(prior_boost)), trainable=False, name="prior_boost")
         self.noun_ids = None if noun_ids is None else [int(i) for i in noun_ids]
         if self.num_classes:
             # Frozen: these are the CNN's ImageNet head weights, copied in by set_class_prior.
@@ -145,6 +149,15 @@ class Captioner(keras.Model):
         self.combine = keras.layers.Dense(units, activation="tanh", name="combine")
         self.out_dropout = keras.layers.Dropout(dropout, name="out_dropout")
         self.logits = keras.layers.Dense(vocab_size, name="logits")
+
+    @property
+    def prior_boost(self) -> float:
+        """The boost of the global prior's mixing logit used when decoding."""
+        return float(keras.ops.convert_to_numpy(self._boost))
+
+    @prior_boost.setter
+    def prior_boost(self, value: float) -> None:
+        self._boost.assign(float(value))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size,
@@ -220,13 +233,14 @@ class Captioner(keras.Model):
         global_probs = keras.ops.softmax(keras.ops.mean(cell_logits, axis=1), axis=-1)
         return self.init_state(pooled), (keys, cell_logits, global_probs)
 
-    def _output(self, z, weights, prior_context, boost: float = 0.0, gen=None):
+    def _output(self, z, weights, prior_context, boost=None, gen=None):
         """Next-word scores from the combined state ``z`` (..., units).
 
         Without the prior (``prior_context`` None): the generator's logits. With it: ``log``
         of the mixture of the generator's distribution and the attended and global ImageNet
         word priors (module docstring); ``prior_context`` is (cell logits, global probs).
-        ``boost`` is added to the global prior's mixing logit (see ``prior_boost``).
+        ``boost`` (a scalar tensor or variable, None: no boost) is added to the global
+        prior's mixing logit (see ``prior_boost``).
         ``gen``: the generator's logits ``self.logits(z)`` when the caller already has them.
         """
         gen = self.logits(z) if gen is None else gen
@@ -247,8 +261,8 @@ class Captioner(keras.Model):
             global_conf = keras.ops.broadcast_to(global_conf[:, None], keras.ops.shape(cls)[:2])
         confidence = keras.ops.stack([keras.ops.max(cls, axis=-1), global_conf], axis=-1)
         mix_logits = self.copy_gate(keras.ops.concatenate([z, confidence], -1))
-        if boost:
-            mix_logits = mix_logits + keras.ops.convert_to_tensor([0.0, 0.0, boost])
+        if boost is not None:
+            mix_logits = mix_logits + keras.ops.convert_to_tensor([0.0, 0.0, 1.0]) * boost
         pi = keras.ops.softmax(mix_logits, -1)
         mixed = (pi[..., 0:1] * keras.ops.softmax(gen, axis=-1)
                  + pi[..., 1:2] * keras.ops.matmul(cls, class_words)
@@ -290,7 +304,7 @@ class Captioner(keras.Model):
         h = self.rnn.step(x, state)
         ctx, weights = self.attention(h, keys)
         z = self.combine(keras.ops.concatenate([h, ctx], axis=-1))
-        return self._output(z, weights, prior, self.prior_boost), h, weights
+        return self._output(z, weights, prior, self._boost), h, weights
 
 
 def caption_loss(vocab_size: int, label_smoothing: float = 0.0,
@@ -377,6 +391,10 @@ def decode(model: Captioner, grid, pooled, method: str = "beam", beam_width: int
                              block_repeats=block_repeats)
 
 
+# Traced decoders of :func:`caption_features`, per model (dropped with the model).
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def caption_features(model, vocab: Vocabulary, grid: np.ndarray, pooled: np.ndarray,
                      method: str = "beam", beam_width: int = 3, batch_size: int = 128,
                      max_length: int = 24, fixes: bool = True
@@ -400,9 +418,14 @@ def caption_features(model, vocab: Vocabulary, grid: np.ndarray, pooled: np.ndar
 
     from .grammar import fix_articles
 
-    fn = tf.function(lambda g, p: decode(model, g, p, method, beam_width, max_length,
-                                         nouns_once=fixes),
-                     reduce_retracing=True)
+    key = (method, beam_width, max_length, fixes)
+    traced = _DECODERS.setdefault(model, {})
+    if key not in traced:
+        # Kept per model: the per-epoch monitor decodes the same splits every epoch.
+        traced[key] = tf.function(lambda g, p: decode(model, g, p, method, beam_width,
+                                                      max_length, nouns_once=fixes),
+                                  reduce_retracing=True)
+    fn = traced[key]
     caps, scores, atts = [], [], []
     for s in range(0, len(pooled), batch_size):
         out = fn(tf.constant(grid[s:s + batch_size]), tf.constant(pooled[s:s + batch_size]))

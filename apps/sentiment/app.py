@@ -32,6 +32,9 @@ class SentimentApp(App):
             hp = training.HPARAMS
             parser.add_argument("--max-len", type=int, default=None,
                                 help=f"tokens kept per review [default: {hp['max_len']}]")
+            parser.add_argument("--bigram-buckets", type=int, default=None, metavar="N",
+                                help="add a hashed-bigram embedding with N buckets to each "
+                                     f"token's input (0: off) [default: {hp['bigram_buckets']}]")
             parser.add_argument("--units", type=int, default=None,
                                 help=f"hidden units per RNN direction [default: {hp['units']}]")
             parser.add_argument("--vocab-size", type=int, default=None,

@@ -85,6 +85,37 @@ class ClipTokens(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rnnkit_sentiment")
+class BigramIds(layers.Layer):
+    """Token ids ``(B, T)`` -> hashed id of the bigram ending at each step, in
+    ``[1, buckets)`` (0 where the token is padding).
+
+    The first token pairs with the padding id 0, so a review's opening word also gets a
+    bigram of its own. Hashing (as fastText's bigram buckets) needs no bigram vocabulary,
+    so nothing but this layer's two integers is stored, and every bigram gets a row.
+
+    Args:
+        buckets: number of hash buckets, bucket 0 included (at least 2).
+    """
+
+    _MULTIPLIER = 1_000_003  # odd and larger than any vocabulary: (prev, id) pairs spread
+
+    def __init__(self, buckets: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if int(buckets) < 2:
+            raise ValueError(f"BigramIds needs at least 2 buckets, got {buckets}")
+        self.buckets = int(buckets)
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        ids = tf.cast(ids, tf.int64)
+        prev = tf.pad(ids[:, :-1], [[0, 0], [1, 0]])
+        hashed = tf.math.floormod(prev * self._MULTIPLIER + ids, self.buckets - 1) + 1
+        return tf.where(ids > 0, hashed, tf.zeros_like(hashed))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "buckets": self.buckets}
+
+
+@keras.saving.register_keras_serializable(package="rnnkit_sentiment")
 class ScaleLogit(layers.Layer):
     """Multiply the logit by a constant (``1 / temperature``): temperature scaling folded
     into the saved model, so the export serves calibrated probabilities."""
@@ -107,6 +138,7 @@ def build_classifier(
     embed_dropout: float = 0.25,
     head_dropout: float = 0.4,
     embeddings: np.ndarray | None = None,
+    bigram_buckets: int = 0,
     name: str = "sentiment_classifier",
 ) -> keras.Model:
     """Return the classifier on token ids: ``(B, T) int -> (B, 1)`` positive-class logit.
@@ -120,12 +152,19 @@ def build_classifier(
         head_dropout: dropout before the output layer.
         embeddings: optional initial embedding matrix ``(vocab_size, embed_dim)`` (e.g.
             GloVe rows for the words it knows, see :mod:`apps.sentiment.glove`).
+        bigram_buckets: when > 0, each step's input also adds an embedding of the hashed
+            bigram ending there (:class:`BigramIds`), so a phrase such as "not good" has
+            a vector of its own before the recurrence reads it.
         name: the model's name (ensemble members need distinct ones).
     """
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     init = "uniform" if embeddings is None else keras.initializers.Constant(embeddings)
     x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, embeddings_initializer=init,
                          name="embedding")(ids)
+    if bigram_buckets:
+        pairs = BigramIds(bigram_buckets, name="bigram_ids")(ids)
+        x = layers.Add(name="add_bigrams")(
+            [x, layers.Embedding(bigram_buckets, embed_dim, name="bigram_embedding")(pairs)])
     x = layers.Dropout(embed_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
     x = layers.Bidirectional(
         SimpleRecurrentLayer(units, return_sequences=True), name="birnn"

@@ -55,6 +55,7 @@ HPARAMS: dict[str, Any] = {
     "lr_decay": 2.6,
     "gradual_unfreeze": False,
     "ensemble": "",
+    "bigram_buckets": 0,
     **LM_HPARAMS,
 }
 
@@ -269,7 +270,7 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
     with run.strategy.scope():
         classifier = build_classifier(
             vocab_size, hp["embed_dim"], hp["units"], hp["embed_dropout"], hp["head_dropout"],
-            embeddings=embeddings,
+            embeddings=embeddings, bigram_buckets=hp["bigram_buckets"],
         )
         if pretrained is not None:
             lm.transfer(classifier, pretrained)
@@ -304,7 +305,7 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
     # Save an uncompiled copy: the served model needs the weights, not the optimizer state
     # (which would triple model.keras and every export).
     inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"],
-                                 name=f"member_{subdir.rsplit('/', 1)[-1]}" if subdir
+                                 bigram_buckets=hp["bigram_buckets"], name=f"member_{subdir.rsplit('/', 1)[-1]}" if subdir
                                  else "sentiment_classifier")
     inference.set_weights(classifier.get_weights())
     temperature, val_ece = 1.0, {}
