@@ -29,7 +29,7 @@ from .formats import REAL_SPEC, USER_FORMATS
 EPOCHS = 12
 QUICK_LIMIT = 60  # --quick: clips per split (5 fold splits for real, 2 languages for Fillets)
 #: Highest frequency the log-mel front end listens to (``--fmax``), in Hz.
-FMAX = 8000.0
+FMAX = 4000.0
 #: Whether every training speaker weighs the same in the loss (``--speaker-balance``).
 SPEAKER_BALANCE = False
 

@@ -348,7 +348,11 @@ def builder(spec: str | None = None, limit: int | None = None, seed: int = 1337)
     if fmt == DEFAULT_SPEC:
         name, classes, desc = f"fillets_limit{limit}", GENDER_CLASSES, f"Fillets, {limit}/split"
     elif fmt == REAL_SPEC:
-        name = (f"real_k{REAL_FOLDS}_cap{REAL_PER_SPEAKER}_seed{seed}"
+        # The readers in the name: a source added later builds a new dataset, not a stale one.
+        from .sources import READERS
+
+        readers = hashlib.sha256(",".join(sorted(READERS)).encode()).hexdigest()[:8]
+        name = (f"real_k{REAL_FOLDS}_cap{REAL_PER_SPEAKER}_seed{seed}_src{readers}"
                 + (f"_limit{limit}" if limit else ""))
         classes = GENDER_CLASSES
         desc = f"every documented real speaker, {REAL_FOLDS} speaker-disjoint folds"

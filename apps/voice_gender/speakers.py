@@ -35,6 +35,12 @@ QUEEN_TALK = ("ScummVM engines/queen/talk.cpp (a dialogue file's lines play "
               "'<talkKey><id>P<n>' for the person talked to and '...J<n>' for Joe)")
 
 
+SKY_DATA = "beneath-a-steel-sky: usr/share/scummvm/beneath-a-steel-sky"
+SKY_CURSOR = (f"{SKY_DATA}/sky.cpt (a compact's cursor text, field 9: the label the game shows "
+              "under the pointer) and sky.dsk (text n is in text file 60600 + (n >> 12))")
+SKY_SPEAK = ("ScummVM engines/sky/logic.cpp (fnSpeakMe/fnSpeakWait: the first argument is the "
+             "compact that speaks; fnSpeakMeDir 'must be player')")
+
 @dataclass(frozen=True)
 class Speaker:
     """One documented real speaker.
@@ -175,6 +181,77 @@ QUEEN_DIALOGUES = {dog: character for character, dogs, _, _ in _QUEEN_CHARACTERS
 # not here: see EXCLUDED.
 DRASCULA_PREFIXES = {prefix: character for character, prefix, _, _ in _DRASCULA_CHARACTERS}
 
+# Beneath a Steel Sky (CD 0.0372): (character, compacts of sky.cpt that speak as them, sex,
+# document). Text numbers are the game's (sky.dsk text files 60600-60607); the reader attributes
+# a speech line to the compact the game's scripts make say it (see sources/steel_sky.py).
+_SKY_CHARACTERS = (
+    ("foster", ("foster",), "male",
+     (f"{SKY_SPEAK}: the player, Robert Foster; {SKY_DATA}/sky.dsk text 20482 'I CONCUR with "
+      "your OBSERVATION, Mr Foster.', text 20983 'I've found my DESTINY, Mr Foster!'")),
+    ("danielle", ("danielle",), "female",
+     (f"{SKY_CURSOR}: compact 'danielle' is labelled text 54 'Woman'; her own lines 16387 "
+      "'I'm Mrs Piermont...' and 16388 '...but YOU can call me DANIELLE.'; text 16758 'Professor "
+      "PIERMONT'S widow!'")),
+    ("babs", ("sc36_babs",), "female",
+     (f"{SKY_CURSOR}: compact 'sc36_babs' is labelled text 54 'Woman'; her own line 17157 'Well, "
+      "hello YOURSELF. They call ME Babs.'; text 17153 'Why is she called `BOUNCING' Babs?'")),
+    ("anita", ("anita",), "female",
+     (f"{SKY_CURSOR}: compact 'anita' is labelled text 54 'Woman'; her own line 8690 'I wish you "
+      "wouldn't CALL me that! My name is ANITA!'; text 13153 'Do you know a girl called ANITA?'")),
+    ("hobbins", ("jobsworth", "sc42_jobsworth", "sc82_jobsworth"), "male",
+     (f"{SKY_CURSOR}: compact 'jobsworth' is labelled text 4 'Man'; text 17347 'Hobbins is a "
+      "CRUEL and CALLOUS man...'; in court 17058 'Howard HOBBINS... COME ON UP!' before "
+      "sc42_jobsworth's 17065 'I've bin FRAMED, yer 'Onour.'; sc82_jobsworth speaks in script "
+      "HOBS_END (ScummVM skydefs.h)")),
+    ("judge", ("sc42_judge",), "male",
+     (f"{SKY_DATA}/sky.dsk text 298 'Judge Chutney, the man behind the new...'; sc42_judge speaks "
+      "the lines of CHUTNEY_SPEECH (ScummVM logic.cpp forward list); the prosecution addresses "
+      "him 'OBJECTION, m'Lord!' (16572)")),
+    ("greaves", ("sc42_prosecution",), "male",
+     (f"{SKY_DATA}/sky.dsk: the prosecution's 'OBJECTION, m'Lord!' (16572, 17002) is answered by "
+      "the judge's 17482 'Objection OVERRULED, Mr Greaves.'; the clerk's 16564 'That's Mr "
+      "GREAVES, m'Lord...'")),
+    ("henri", ("sc30_henri",), "male",
+     (f"{SKY_CURSOR}: compact 'sc30_henri' is labelled text 16615 'Doorman'; he speaks the lines "
+      "of HENRI_SPEECH (ScummVM logic.cpp forward list)")),
+    ("colston", ("sc36_colston",), "male",
+     (f"{SKY_CURSOR}: compact 'sc36_colston' is labelled text 4 'Man'; text 17025 'Is that Mr "
+      "Colston? Danielle Piermont here...'")),
+    ("blunt", ("sc31_guard",), "male",
+     (f"{SKY_DATA}/sky.dsk text 17486 'But Officer Blunt said it BIT him!'; compact 'sc31_guard' "
+      "speaks the lines of BLUNT_SPEECH (ScummVM logic.cpp forward list; compact.cpp 'Officer "
+      "Blunt' workaround on the sc31 guard)")),
+    ("eddie", ("sc32_gardener",), "male",
+     (f"{SKY_DATA}/sky.dsk text 16495 'He's MAD. And he's not a REAL gardener...'; compact "
+      "'sc32_gardener' (cursor text 16616 'Gardener') speaks the lines of EDDIE_SPEECH")),
+    ("gallagher", ("sc36_gallagher",), "male",
+     (f"{SKY_CURSOR}: compact 'sc36_gallagher' is labelled text 4 'Man'; text 368 'A guy called "
+      "GALLAGHER.'")),
+    ("barry", ("sc36_barman",), "male",
+     (f"{SKY_DATA}/sky.dsk text 17150 'Don't blame BARRY - he's only doing his JOB.'; compact "
+      "'sc36_barman' (cursor text 16619 'Barman') speaks the lines of BARRY_SPEECH")),
+    ("walter", ("witness",), "male",
+     (f"{SKY_CURSOR}: compact 'witness' is labelled text 4 'Man'; his own lines 20701 'I am "
+      "known as WALTER...'; he speaks the lines of WALTER_SPEECH")),
+    ("lobby_dad", ("dad",), "male",
+     f"{SKY_CURSOR}: compact 'dad' (a lobby guard) is labelled text 4 'Man'"),
+    ("lobby_son", ("son",), "male",
+     (f"{SKY_CURSOR}: compact 'son' (the other lobby guard, an adult: 8994 'What kind of "
+      "inspection, Norville?') is labelled text 4 'Man'")),
+    ("radman", ("radman",), "male",
+     f"{SKY_CURSOR}: compact 'radman' is labelled text 4 'Man'"),
+    ("foreman", ("foreman",), "male",
+     f"{SKY_CURSOR}: compact 'foreman' is labelled text 4 'Man'"),
+    ("anchor", ("anchor",), "male",
+     f"{SKY_CURSOR}: compact 'anchor' is labelled text 4 'Man'"),
+)
+# Compact (sky.cpt name) -> character, for the reader.
+SKY_COMPACTS = {cpt: character for character, cpts, _, _ in _SKY_CHARACTERS for cpt in cpts}
+STEEL_SKY_SPEAKERS: tuple[Speaker, ...] = tuple(
+    Speaker(f"steel_sky-{character}", "steel_sky", "beneath-a-steel-sky", "en", sex, document,
+            "steel_sky", _CAST_NOTE)
+    for character, _, sex, document in _SKY_CHARACTERS)
+
 SPEAKERS: tuple[Speaker, ...] = (
     # ---- Fish Fillets NG: one actor per language and fish (the app's original data).
     *(Speaker(f"fillets-{lang}-{sex}", "fillets", f"fillets-ng-data-{lang}", lang, sex,
@@ -226,6 +303,8 @@ SPEAKERS: tuple[Speaker, ...] = (
     *(Speaker(f"amazon_queen-{character}", "amazon_queen", "flight-of-the-amazon-queen", "en",
               sex, document, "amazon_queen", _CAST_NOTE)
       for character, _, sex, document in _QUEEN_CHARACTERS),
+    # ---- Beneath a Steel Sky (CD version): one cast, no cast list -> one group.
+    *STEEL_SKY_SPEAKERS,
 )
 
 EXCLUDED: tuple[Excluded, ...] = (
@@ -282,6 +361,17 @@ EXCLUDED: tuple[Excluded, ...] = (
              "are not read yet"),
     Excluded("drascula-italian", "drascula-italian",
              "reuses the English audio (../shared/DATA.md): the same speakers twice"),
+    Excluded("steel_sky-machines", "beneath-a-steel-sky",
+             "robots, androids, holograms and machines: joey and ken (whose cursor text is "
+             "'Joey'), medi ('Robot'), holo ('Projector'), hologram_b (a recorded message), "
+             "monitor, sc36_jukebox ('Jukebox'), sc32_buzzer ('Button', an intercom), and the "
+             "'gallagher' compact of the underworld ('Corpse')"),
+    Excluded("steel_sky-undocumented", "beneath-a-steel-sky",
+             "sc42_clerk (no line found that gives the clerk's sex), sc32_vincent (cursor text "
+             "16457 'Boy': possibly a child), and every line whose speaker the reader cannot "
+             "attribute from the scripts (lines of speech scripts reached through forward "
+             "variables whose script numbers are not in the reader's table, e.g. Lamb, the "
+             "foreman's and Anita's conversations)"),
 )
 
 _BY_ID = {s.id: s for s in SPEAKERS}
@@ -328,3 +418,16 @@ def _check_table() -> None:
 
 
 _check_table()
+
+
+def _check_steel_sky() -> None:
+    # The same guard for the steel_sky rows kept outside SPEAKERS until the reader is registered.
+    ids = [s.id for s in STEEL_SKY_SPEAKERS]
+    if len(ids) != len(set(ids)):
+        raise ValueError("steel_sky speaker ids must be unique")
+    for s in STEEL_SKY_SPEAKERS:
+        if s.sex not in SEXES or not s.document:
+            raise ValueError(f"speaker {s.id!r}: needs a sex in {SEXES} and a document")
+
+
+_check_steel_sky()

@@ -7,6 +7,7 @@ Readers (all fetch through :func:`rnnkit.fetch.apt_package`, cached under ``$RNN
 * ``drascula`` Drascula, the English and Spanish casts, characters by file prefix.
 * ``amazon_queen`` Flight of the Amazon Queen (CD), Joe and the documented dialogue persons.
 * ``ktuberling`` KTuberling words, only the German set (its recorder is named in the source tree).
+* ``steel_sky`` Beneath a Steel Sky (CD), the characters the game's scripts make speak.
 
 Each returns :class:`Clip` records (path, label, speaker, source, language, group). Who is
 admitted, with the document that gives each sex, is :mod:`apps.voice_gender.speakers`;
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import amazon_queen, drascula, fillets, klettres, ktuberling
+from . import amazon_queen, drascula, fillets, klettres, ktuberling, steel_sky
 from .base import Clip, SourceError, load
 from ..speakers import SPEAKERS, Speaker, speaker
 
@@ -46,6 +47,7 @@ READERS: dict[str, Callable[[], list[Clip]]] = {
     "drascula": drascula.clips,
     "amazon_queen": amazon_queen.clips,
     "ktuberling": ktuberling.clips,
+    "steel_sky": steel_sky.clips,
 }
 
 
