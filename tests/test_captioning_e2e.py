@@ -25,7 +25,9 @@ def run(tmp_path_factory):
     out, exports = base / "run", base / "saved"
     common = ["--limit", "60"]
     assert main(["prepare", *common]) == 0
-    assert main(["train", *common, "--epochs", "3", "--output", str(out)]) == 0
+    # Checkpoint averaging on: the non-default path runs too.
+    assert main(["train", *common, "--epochs", "3", "--average-checkpoints", "3",
+                 "--output", str(out)]) == 0
     assert main(["evaluate", *common, "--output", str(out)]) == 0
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
     return out, exports
@@ -68,6 +70,8 @@ def test_cli_wrote_reports_and_model(run):
     config = json.loads((out / "run.json").read_text())
     assert config["app"] == "captioning" and config["options"]["backbone"] == "efficientnet_lite0"
     assert config["train"]["backbone"] == "efficientnet_lite0" and config["train"]["max_len"] > 1
+    averaged = config["train"]["checkpoint_average"]
+    assert averaged["epochs"][-1] == config["train"]["best_epoch"] and len(averaged["epochs"]) <= 3
     assert (out / "reports" / "training_curves.png").stat().st_size > 5_000
     assert not (out / "captioner.json").exists()  # run.json and vocab.json only
 

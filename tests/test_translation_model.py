@@ -16,6 +16,7 @@ from reference_decoders import ref_beam, ref_greedy
 
 from apps.translation import train as T
 from apps.translation.app import TranslationApp, main
+from rnnkit.averaging import RecentWeights, average_checkpoints
 from apps.translation.model import (
     END,
     SOURCE_END,
@@ -398,7 +399,7 @@ def test_checkpoint_average_is_kept_only_when_it_helps(trained):
     noisy = [w + rng.normal(0, 0.5 * (np.std(w) + 1e-3), w.shape).astype(w.dtype) for w in good]
 
     def history(*epochs):
-        recent = T.RecentWeights(3)
+        recent = RecentWeights(3)
         recent.set_model(model)
         for i, weights in enumerate(epochs):
             model.set_weights(weights)
@@ -407,21 +408,24 @@ def test_checkpoint_average_is_kept_only_when_it_helps(trained):
 
     # Epoch 2 (the "best", whose weights the model holds) is the good one plus noise; the
     # average with the good epoch halves the noise and is kept.
+    def score(m):
+        return T.validation_loss(m, val)
+
     recent = history(good, noisy)
     noisy_loss = T.validation_loss(model, val)
-    result = T.average_checkpoints(model, recent, 1, val, 3)
+    result = average_checkpoints(model, recent, 1, 3, score)
     assert result["epochs"] == [1, 2] and result["adopted"]
     assert result["val_loss_average"] < result["val_loss_best_epoch"]
     assert result["val_loss_best_epoch"] == pytest.approx(noisy_loss, abs=1e-4)
     np.testing.assert_allclose(model.get_weights()[0], (good[0] + noisy[0]) / 2, rtol=1e-5)
     # Averaging the good weights with all-zero ones only hurts: the model keeps its own.
     recent = history([np.zeros_like(w) for w in good], good)
-    result = T.average_checkpoints(model, recent, 1, val, 3)
+    result = average_checkpoints(model, recent, 1, 3, score)
     assert not result["adopted"]
     np.testing.assert_array_equal(model.get_weights()[0], good[0])
     # Only epochs up to the best one, at most `count` of them, are averaged.
     recent = history(good, good, noisy)
-    assert T.average_checkpoints(model, recent, 1, val, 3)["epochs"] == [1, 2]
+    assert average_checkpoints(model, recent, 1, 3, score)["epochs"] == [1, 2]
     model.set_weights(good)
 
 

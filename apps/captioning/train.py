@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rnnkit.app import GradientProbe, Run
+from rnnkit.averaging import RecentWeights, average_checkpoints
 from rnnkit.errors import DataError, ModelError
 from rnnkit.modeling.vocabulary import Vocabulary
 
@@ -162,14 +163,24 @@ def train(run: Run) -> dict[str, Any]:
                       loss=caption_loss(len(vocab), run.label_smoothing,
                                         generator_loss=bool(prior)),
                       metrics=[caption_accuracy(len(vocab))])
-    monitor, metrics = hp["fallback_monitor"], None
+    monitor, recall = hp["fallback_monitor"], None
     if has_head_nouns(prep.splits["validation"]):
         monitor = hp["monitor"]
         boosts = RECALL_BOOSTS if prior else (0.0,)
-        metrics = lambda m: {monitor: max(head_recall(m, vocab, prep, "validation", b,
-                                                      "greedy") for b in boosts)}
+
+        def recall(m) -> float:
+            return max(head_recall(m, vocab, prep, "validation", b, "greedy") for b in boosts)
+
+    count = max(1, int(run.get("average_checkpoints", 1)))
+    averaging = count > 1 and recall is not None
+    # The best epoch can lie up to `patience` epochs before the last one.
+    recent = RecentWeights(count + hp["patience"]) if averaging else None
     result = run.fit(model, train_ds, val_ds, monitor=monitor, patience=hp["patience"],
-                     validation_metrics=metrics)
+                     validation_metrics=None if recall is None
+                     else (lambda m: {monitor: recall(m)}),
+                     extra_callbacks=[recent] if averaging else [])
+    averaged = (average_checkpoints(model, recent, result["best_epoch"], count, recall,
+                                    name=monitor, mode="max") if averaging else None)
     calibration = None
     if prior:
         calibration = calibrate_prior(model, vocab, prep, "validation")
@@ -184,7 +195,7 @@ def train(run: Run) -> dict[str, Any]:
         "vocab_size": len(vocab), "decoder_params": int(model.count_params()),
         "noun_words": len(noun_ids), "train_pictures": len(prep.splits["train"]),
         "best_epoch": result["best_epoch"] + 1, "epochs_run": result["epochs_run"],
-        "monitor": monitor, "best_monitored": result["best"],
+        "monitor": monitor, "best_monitored": result["best"], "checkpoint_average": averaged,
         "feature_seconds": round(t_features, 1),
         "fit_seconds": round(time.time() - t0 - t_features, 1),
     }

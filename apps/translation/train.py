@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from rnnkit.app import Evaluation, GradientProbe, Run
 from rnnkit.atomic import atomic_write_json, atomic_write_text
+from rnnkit.averaging import RecentWeights, average_checkpoints
 from rnnkit.errors import DataError, ModelError
 from rnnkit.inference import map_by_length
 from rnnkit.modeling.bleu import translation_scores
@@ -33,7 +34,7 @@ from .figures import output_words, plot_attention
 from .model import LENGTH_PENALTY, TextCodec, Translator, build_vocabulary, make_translate_fn
 from .repetition import repetition_report
 
-__all__ = ["RecentWeights", "average_checkpoints", "evaluate", "gradient_probe", "load_trained",
+__all__ = ["evaluate", "gradient_probe", "load_trained",
            "make_dataset", "train", "translate_all", "translation_memory", "validation_loss"]
 
 #: Fixed parts of the recipe (the model size and learning rate are flags, see app.py).
@@ -144,7 +145,8 @@ def train(run: Run) -> dict[str, Any]:
     recent = RecentWeights(count + run.patience)
     result = run.fit(model, train_ds, val_ds, monitor="val_loss", patience=run.patience,
                      extra_callbacks=[lr_drop, recent])
-    averaged = average_checkpoints(model, recent, result["best_epoch"], val_ds, count)
+    averaged = average_checkpoints(model, recent, result["best_epoch"], count,
+                                   lambda m: validation_loss(m, val_ds))
     run.save_model(model)
     return {"train_pairs": len(train_pairs), "extra_pairs": len(extra),
             "validation_pairs": len(val_pairs),
@@ -152,23 +154,6 @@ def train(run: Run) -> dict[str, Any]:
             "parameters": model.count_params(), "epochs_run": result["epochs_run"],
             "best_epoch": result["best_epoch"] + 1, "best_val_loss": result["best"],
             "checkpoint_average": averaged}
-
-
-class RecentWeights(keras.callbacks.Callback):
-    """Keeps the weights of the last ``keep`` epochs in memory (for checkpoint averaging).
-
-    After an interrupted run resumes, only the epochs trained since then are held.
-    """
-
-    def __init__(self, keep: int) -> None:
-        super().__init__()
-        self.keep = keep
-        self.epochs: dict[int, list[np.ndarray]] = {}
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.epochs[epoch] = self.model.get_weights()  # already copies
-        for old in sorted(self.epochs)[:-self.keep]:
-            del self.epochs[old]
 
 
 def validation_loss(model: keras.Model, val_ds: tf.data.Dataset) -> float:
@@ -179,36 +164,6 @@ def validation_loss(model: keras.Model, val_ds: tf.data.Dataset) -> float:
         total += float(tf.reduce_sum(nll * mask))
         count += float(tf.reduce_sum(mask))
     return total / max(count, 1.0)
-
-
-def average_checkpoints(model: keras.Model, recent: RecentWeights, best_epoch: int,
-                        val_ds: tf.data.Dataset, count: int) -> dict[str, Any]:
-    """Average the weights of ``best_epoch`` and the epochs before it that ``recent`` holds
-    (``count`` epochs at most).
-
-    The model keeps the average only when it lowers the validation loss; otherwise it
-    keeps the best epoch's weights (which :func:`rnnkit.training.fit` restored).
-
-    Returns:
-        What was done, for ``run.json``: epochs averaged (1-based), both losses, adopted.
-    """
-    epochs = [e for e in sorted(recent.epochs) if e <= best_epoch][-count:]
-    if len(epochs) < 2 or best_epoch not in recent.epochs:
-        return {"epochs": [best_epoch + 1], "adopted": False}
-    best = model.get_weights()
-    best_loss = validation_loss(model, val_ds)
-    mean = [np.mean([recent.epochs[e][i] for e in epochs], axis=0)
-            for i in range(len(best))]
-    model.set_weights(mean)
-    mean_loss = validation_loss(model, val_ds)
-    adopted = mean_loss < best_loss
-    if not adopted:
-        model.set_weights(best)
-    print(f"checkpoint average of epochs {[e + 1 for e in epochs]}: validation loss "
-          f"{mean_loss:.4f} vs best epoch {best_loss:.4f} -> "
-          f"{'kept' if adopted else 'not kept'}", flush=True)
-    return {"epochs": [e + 1 for e in epochs], "val_loss_best_epoch": round(best_loss, 4),
-            "val_loss_average": round(mean_loss, 4), "adopted": bool(adopted)}
 
 
 def translation_memory(train_pairs: list[tuple[str, str]], sources: list[str]) -> list[str]:

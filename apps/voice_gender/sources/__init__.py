@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..speakers import SPEAKERS, Speaker, speaker
 from . import amazon_queen, drascula, fillets, klettres, ktuberling, steel_sky
 from .base import Clip, SourceError, load
-from ..speakers import SPEAKERS, Speaker, speaker
 
 __all__ = [
     "READERS", "Clip", "ProvenanceRow", "SourceError", "as_data_clips", "fold_speakers", "load",
