@@ -18,6 +18,15 @@ class SourceError(RuntimeError):
     """A voice source cannot be fetched or read; the message names the package and file."""
 
 
+def unsigned8_to_int16(body: np.ndarray) -> np.ndarray:
+    """Unsigned 8-bit PCM (silence at 128, the old game formats) as int16, losslessly.
+
+    Args:
+        body: uint8 samples.
+    """
+    return ((body.astype(np.int16) - 128) * 256).astype(np.int16)
+
+
 @dataclass(frozen=True)
 class Clip:
     """One clip of a documented real speaker.

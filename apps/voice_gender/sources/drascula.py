@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Clip, SourceError, decoded_dir, fetch_package
+from .base import Clip, SourceError, decoded_dir, fetch_package, unsigned8_to_int16
 from ..speakers import DRASCULA_PREFIXES, speaker
 
 PACKAGES = {"en": "drascula", "es": "drascula-spanish"}
@@ -56,7 +56,7 @@ def read_als(path: Path) -> np.ndarray:
     if len(raw) <= ALS_HEADER + ALS_TRAILER:
         raise SourceError(f"{path}: {len(raw)} bytes, too short for an ALS speech file")
     body = np.frombuffer(raw[ALS_HEADER:len(raw) - ALS_TRAILER], dtype=np.uint8)
-    return ((body.astype(np.int16) - 128) * 256).astype(np.int16)
+    return unsigned8_to_int16(body)
 
 
 def speech_files(folder: Path) -> list[Path]:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..speakers import SKY_COMPACTS, STEEL_SKY_SPEAKERS, Speaker
-from .base import Clip, SourceError, decoded_dir, fetch_package
+from .base import Clip, SourceError, decoded_dir, fetch_package, unsigned8_to_int16
 
 PACKAGE = "beneath-a-steel-sky"
 DATA_DIR = Path("usr/share/scummvm/beneath-a-steel-sky")
@@ -350,7 +350,7 @@ def speech_pcm(disk: DataDisk, text: int) -> np.ndarray | None:
         raise SourceError(f"sky.dsk speech file {number} (text {text}): header size {total}, "
                           f"{len(data)} bytes")
     body = np.frombuffer(data[HEADER:total], dtype=np.uint8)
-    return ((body.astype(np.int16) - 128) * 256).astype(np.int16)
+    return unsigned8_to_int16(body)
 
 
 # ----------------------------------------------------------------------------- who speaks
