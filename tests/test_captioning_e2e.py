@@ -25,9 +25,7 @@ def run(tmp_path_factory):
     out, exports = base / "run", base / "saved"
     common = ["--limit", "60"]
     assert main(["prepare", *common]) == 0
-    # Checkpoint averaging on: the non-default path runs too.
-    assert main(["train", *common, "--epochs", "3", "--average-checkpoints", "3",
-                 "--output", str(out)]) == 0
+    assert main(["train", *common, "--epochs", "3", "--output", str(out)]) == 0
     assert main(["evaluate", *common, "--output", str(out)]) == 0
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
     return out, exports

@@ -40,7 +40,7 @@ class CaptioningApp(App):
     # run.json; train's own default is the Tux Paint data.
     defaults = {"epochs": 40, "batch_size": 64, "backbone": "efficientnet_lite0",
                 "units": 512, "dropout": 0.3, "label_smoothing": 0.1, "imagenet_prior": None,
-                "beam_width": 3, "average_checkpoints": 1}
+                "beam_width": 3, "average_checkpoints": 3}
     quick = {"epochs": 8}
     data_help = ("tuxpaint (Tux Paint stamps, singles and scenes; train's default, later verbs "
                  "default to the data trained on), tuxpaint+svg, tuxpaint+emoji or "
@@ -71,7 +71,8 @@ class CaptioningApp(App):
             parser.add_argument("--average-checkpoints", type=int, default=None, metavar="N",
                                 help="average the weights of the best epoch and the ones "
                                      "before it, up to N, when that names at least as many "
-                                     "validation objects (Tux Paint data; 1: off) "
+                                     "validation objects (Tux Paint data; 1: off; measured "
+                                     "in docs/captioning.md) "
                                      f"[default: {d['average_checkpoints']}]")
             parser.add_argument("--imagenet-prior", action=argparse.BooleanOptionalAction,
                                 default=None,
