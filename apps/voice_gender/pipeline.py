@@ -245,6 +245,7 @@ def drop_too_short(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _weight_key(label, speaker):
+    # The graph side of loss_weights' "<label>\t<speaker>" keys: the two must agree.
     return tf.strings.join([tf.strings.as_string(label), speaker], separator="\t")
 
 
