@@ -305,7 +305,8 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
     # Save an uncompiled copy: the served model needs the weights, not the optimizer state
     # (which would triple model.keras and every export).
     inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"],
-                                 bigram_buckets=hp["bigram_buckets"], name=f"member_{subdir.rsplit('/', 1)[-1]}" if subdir
+                                 bigram_buckets=hp["bigram_buckets"],
+                                 name=f"member_{subdir.rsplit('/', 1)[-1]}" if subdir
                                  else "sentiment_classifier")
     inference.set_weights(classifier.get_weights())
     temperature, val_ece = 1.0, {}
