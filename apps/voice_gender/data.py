@@ -348,10 +348,16 @@ def builder(spec: str | None = None, limit: int | None = None, seed: int = 1337)
     if fmt == DEFAULT_SPEC:
         name, classes, desc = f"fillets_limit{limit}", GENDER_CLASSES, f"Fillets, {limit}/split"
     elif fmt == REAL_SPEC:
-        # The readers in the name: a source added later builds a new dataset, not a stale one.
-        from .sources import READERS
+        # What decides the clips and labels in the name, so a change builds a new dataset
+        # instead of reusing a stale one: the readers (a source added later), every speaker
+        # row's id, sex and group (a speaker admitted, relabelled or regrouped), and the Steel
+        # Sky attribution key (its forward-script table and rules decide whose lines are read).
+        from .sources import READERS, steel_sky
+        from .speakers import SPEAKERS
 
-        readers = hashlib.sha256(",".join(sorted(READERS)).encode()).hexdigest()[:8]
+        key = repr((sorted(READERS), [(s.id, s.sex, s.group) for s in SPEAKERS],
+                    steel_sky.attribution_key()))
+        readers = hashlib.sha256(key.encode()).hexdigest()[:8]
         name = (f"real_k{REAL_FOLDS}_cap{REAL_PER_SPEAKER}_seed{seed}_src{readers}"
                 + (f"_limit{limit}" if limit else ""))
         classes = GENDER_CLASSES

@@ -224,9 +224,11 @@ _SKY_CHARACTERS = (
     ("eddie", ("sc32_gardener",), "male",
      (f"{SKY_DATA}/sky.dsk text 16495 'He's MAD. And he's not a REAL gardener...'; compact "
       "'sc32_gardener' (cursor text 16616 'Gardener') speaks the lines of EDDIE_SPEECH")),
-    ("gallagher", ("sc36_gallagher",), "male",
+    ("gallagher", ("sc36_gallagher", "gallager_bel"), "male",
      (f"{SKY_CURSOR}: compact 'sc36_gallagher' is labelled text 4 'Man'; text 368 'A guy called "
-      "GALLAGHER.'")),
+      "GALLAGHER.'; the Belle Vue compact 'gallager_bel', also labelled text 4 'Man', speaks "
+      "the lines of GALL_BELLEVUE (ScummVM skydefs.h) and names himself: 13110 'I'm "
+      "Gallagher.'")),
     ("barry", ("sc36_barman",), "male",
      (f"{SKY_DATA}/sky.dsk text 17150 'Don't blame BARRY - he's only doing his JOB.'; compact "
       "'sc36_barman' (cursor text 16619 'Barman') speaks the lines of BARRY_SPEECH")),
@@ -244,6 +246,35 @@ _SKY_CHARACTERS = (
      f"{SKY_CURSOR}: compact 'foreman' is labelled text 4 'Man'"),
     ("anchor", ("anchor",), "male",
      f"{SKY_CURSOR}: compact 'anchor' is labelled text 4 'Man'"),
+    ("lamb", ("lamb",), "male",
+     (f"{SKY_CURSOR}: compact 'lamb' is labelled text 4 'Man'; Anchor on him: 12413 'Lamb? "
+      "He's a SLIMEBALL!', 12414 'I can't BEAR the man.'; text 4285 'Who does that Lamb think "
+      "he is...?'; lamb speaks the lines of LAMB_FACTORY and LAMB_BELLEVUE (ScummVM skydefs.h; "
+      "debug.cpp names their forward variables 'safe_lamb_speech' and 'safe_lamb_bell')")),
+    ("burke", ("burke",), "male",
+     (f"{SKY_CURSOR}: compact 'burke' is labelled text 12694 'Burke'; Anchor, asked 12431 "
+      "'Would you recommend Doctor Burke?', answers 12432 'He's known as the GHOUL...' and "
+      "12433 '...and his SPECIALITY is FASHION JOBS.'; his own line 12320 'That's my WIFE "
+      "you're talking about!' (BURKE_SPEECH)")),
+    ("trevor", ("trevor",), "male",
+     (f"{SKY_CURSOR}: compact 'trevor' is labelled text 4 'Man'; his own line 12520 "
+      "'Welcome to Trevor's Travel Company!'; in TREVOR_SPEECH Foster's 12521 'Show him, Joey. "
+      "ANALYSE his BRAIN PATTERNS.' and Joey's 12524 'He's OBSESSED with archaic images of "
+      "MASCULINITY...'")),
+    ("jason", ("body",), "male",
+     (f"{SKY_CURSOR}: compact 'body' (the patient on Burke's table) is labelled text 4 'Man'; "
+      "he speaks the lines of JASON_SPEECH (ScummVM skydefs.h; debug.cpp names its forward "
+      "variable 'safe_body_speech')")),
+    ("mantrach", ("useless_char",), "male",
+     (f"{SKY_CURSOR}: compact 'useless_char' is labelled text 4 'Man'; his own line 12564 "
+      "'I'm mister COOL...'; he speaks the lines of MANTRACH_SPEECH (ScummVM skydefs.h; "
+      "debug.cpp names its forward variable 'safe_uchar_speech')")),
+    ("father", ("sc81_father",), "male",
+     (f"{SKY_CURSOR}: compact 'sc81_father' is labelled text 20939 'Overmann'; in BORED_ROOM "
+      "(debug.cpp names its forward variable 'ref_father_speech') Foster calls him 20960 "
+      "'Which IS the monster, Father?' and 20964 'Father? FATHER...!', and he says 20907 "
+      "'Is that ROBERT? Oh, my SON!'; Danielle's 16400 'Your Father, Richard, became the "
+      "project leader.'")),
 )
 # Compact (sky.cpt name) -> character, for the reader.
 SKY_COMPACTS = {cpt: character for character, cpts, _, _ in _SKY_CHARACTERS for cpt in cpts}
@@ -363,15 +394,18 @@ EXCLUDED: tuple[Excluded, ...] = (
              "reuses the English audio (../shared/DATA.md): the same speakers twice"),
     Excluded("steel_sky-machines", "beneath-a-steel-sky",
              "robots, androids, holograms and machines: joey and ken (whose cursor text is "
-             "'Joey'), medi ('Robot'), holo ('Projector'), hologram_b (a recorded message), "
-             "monitor, sc36_jukebox ('Jukebox'), sc32_buzzer ('Button', an intercom), and the "
-             "'gallagher' compact of the underworld ('Corpse')"),
+             "'Joey'), medi ('Robot'), holo ('Projector', the receptionist hologram of "
+             "HELGA_SPEECH), hologram_b (a recorded message), sc36_jukebox ('Jukebox'), "
+             "sc32_buzzer ('Button', an intercom), and the 'gallagher' compact of the "
+             "underworld ('Corpse')"),
     Excluded("steel_sky-undocumented", "beneath-a-steel-sky",
              "sc42_clerk (no line found that gives the clerk's sex), sc32_vincent (cursor text "
-             "16457 'Boy': possibly a child), and every line whose speaker the reader cannot "
-             "attribute from the scripts (lines of speech scripts reached through forward "
-             "variables whose script numbers are not in the reader's table, e.g. Lamb, the "
-             "foreman's and Anita's conversations)"),
+             "16457 'Boy': possibly a child), skorl_guard and wreck_guard (cursor text 28710 "
+             "'Security Officer'; no line found that gives their sex), monitor (labelled 'Man', "
+             "3 lines: its GORDON_SPEECH is also entered from HELGA_ACTION, where var 120 is "
+             "not set, so the reader drops that script), and every line whose speaker the "
+             "reader cannot attribute from the scripts (a line two speakers claim, lines of "
+             "scripts the reader does not follow)"),
 )
 
 _BY_ID = {s.id: s for s in SPEAKERS}

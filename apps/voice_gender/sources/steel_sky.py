@@ -11,8 +11,9 @@ Speech: the line with text number ``t`` is file ``50000 + _speechConvertTable[t 
 (t & 0xFFF)`` (``sound.cpp`` ``startSpeech``), unsigned 8-bit mono PCM at 11,025 Hz after the
 header. Every speech file of this release is RNC-packed.
 
-Who speaks (``logic.cpp``): the game's scripts (files 60400-60406, 16-bit words; the module
-starts with a table of script offsets) call ``fnSpeakMe``/``fnSpeakMeDir``/``fnSpeakWait``/
+Who speaks (``logic.cpp``): the game's scripts (files 60400-60406, 16-bit words; word 0 is
+the module's number of scripts ``n``, words 1..n their offsets, script ``k`` of module ``m``
+being script number ``m << 12 | k``) call ``fnSpeakMe``/``fnSpeakMeDir``/``fnSpeakWait``/
 ``fnSpeakWaitDir`` (mcode 35-38, ``call_mcode 3``) after pushing the speaking compact, the text
 number and an animation. A line is attributed only when the static script says who speaks:
 
@@ -22,21 +23,29 @@ number and an animation. A line is attributed only when the static script says w
   table: ``smlfost_conv``/``bigfost_conv``, ``big_f_up``);
 * texts stored in the chooser slots ``TEXT1 + 2k``: ``fnChooser`` shows them and the player
   says the one chosen;
-* ``fnSpeakWait(var 120, ...)`` inside a character's speech script that the game enters right
-  after ``var 120 = <compact>`` (``push_number; pop_var 480; push_variable <forward>;
-  fnSetAlternate|fnStartSub``), for the forward scripts in :data:`FORWARD_SCRIPTS`.
+* ``fnSpeakWait(var 120, ...)`` inside a character's speech script (a forward script of
+  :data:`FORWARD_SCRIPTS`), when every place that enters it (``push_variable <forward>;
+  fnSetAlternate|fnStartSub``, or ``fnAltSetAlternate|fnTheyStartSub`` on a constant compact)
+  sets var 120 (``id_talking``) to one and the same compact before, in the same script: a
+  constant (``push_number <id>; pop_var 480``), or ``click_id`` (var 20, the compact the
+  player clicked) where the entry lies in a ``switch click_id`` case for that compact (the
+  generic ``MEGA_ACTION``) or the script is the action script (compact field 17) of exactly
+  one compact. Scripts are decoded instruction by instruction (``script()``'s operand
+  counts) for this; an entry where var 120 is not known drops the whole speech script.
 
 A text claimed by two speakers is dropped. Which compacts are admitted, as which character,
 and the document that gives each sex, is in :mod:`apps.voice_gender.speakers`.
 
 Decoding: the admitted lines are unpacked once to 16-bit WAV at 11,025 Hz (``(byte - 128) *
-256``) under ``<cache>/voice_sources/<version>/steel_sky/en/`` as ``<character>__<text>.wav``,
-in a temporary folder renamed when complete.
+256``) under ``<cache>/voice_sources/<version>/steel_sky/en-<attribution>/`` as
+``<character>__<text>.wav``, in a temporary folder renamed when complete; ``<attribution>``
+(:func:`attribution_key`) hashes the forward table, the attribution rules' version and the
+admitted compacts, so a changed attribution decodes afresh instead of reusing stale files.
 """
 
 from __future__ import annotations
 
-import bisect
+import hashlib
 import struct
 from collections import defaultdict
 from dataclasses import dataclass
@@ -58,21 +67,55 @@ MODULES = range(60400, 60407)  # F_MODULE_0.. (skydefs.h)
 DNR_ENTRIES_0372 = 5097  # disk.cpp determineGameVersion: CD v0.0372
 
 # Script interpreter (logic.cpp script()): opcodes and their word operands.
-_PUSH_VAR, _PUSH_NUM, _POP_VAR, _CALL_MCODE = 0, 2, 6, 11
+_PUSH_VAR, _PUSH_NUM, _POP_VAR, _CALL_MCODE, _SWITCH = 0, 2, 6, 11, 14
+# Operand words of every other opcode; switch reads a case count c, then c (value, offset)
+# pairs and a default offset. 13 and 19 end the script.
+_OPERANDS = {0: 1, 1: 0, 2: 1, 3: 0, 4: 0, 5: 1, 6: 1, 7: 0, 8: 0, 9: 1, 10: 0, 11: 2, 12: 0,
+             13: 0, 15: 1, 16: 1, 17: 0, 18: 1, 19: 0, 20: 0}
 # mcode word = 4 * index in logic.cpp setupMcodeTable.
 _SPEAK = {35 * 4: "me", 36 * 4: "me_dir", 37 * 4: "wait", 38 * 4: "wait_dir"}
-_SET_ALTERNATE, _START_SUB = 24 * 4, 7 * 4
+_SET_ALTERNATE, _START_SUB = 24 * 4, 7 * 4  # 1 argument: the script, for the current compact
+_ALT_SET_ALTERNATE, _THEY_START_SUB = 25 * 4, 8 * 4  # 2 arguments: a compact, its script
 _CUR_ID = 12 * 4  # logic.h scriptVariableOffsets (variable words are 4 * index)
-_SPEECH_TARGET = 120 * 4  # set to the person spoken to before their speech script
+_CLICK_ID = 20 * 4  # debug.cpp scriptVars[20] "click_id": the compact the player clicked
+_SPEECH_TARGET = 120 * 4  # scriptVars[120] "id_talking": the person spoken to
 _CHOOSER_SLOTS = frozenset(4 * (53 + 2 * k) for k in range(20))  # TEXT1 (53), text/anim pairs
 _FOSTER_TALK_ANIMS = (7, 9)  # talk table: smlfost_conv/bigfost_conv, (none)/big_f_up
+_CPT_COMPACT = 1  # compact.h CptTypeIds: COMPACT (the others are tables, lists, sequences)
+_ACTION_SCRIPT = 17  # struct.h Compact field 17: actionScript, run when the player uses it
 
-# Forward variables (logic.cpp initScriptVariables lists, at 352/663/721) -> script number
-# (skydefs.h). Only the speech scripts whose number was checked are listed.
+# Forward variables (logic.cpp: initScriptVariables copies forwardList1b to variable 352,
+# forwardList4b to 663 and forwardList3b to 721, so variable = base + index in the list; the
+# names ScummVM's debug.cpp gives those variables agree, e.g. 369 "safe_anita_speech", 370
+# "safe_lamb_speech", 673 "ref_father_speech") -> script number (skydefs.h). The scripts are
+# the characters' conversations (each holds fnSpeakWait(var 120, ...) lines); no script
+# assigns any of these variables, so they keep these values all game.
 FORWARD_SCRIPTS = {
     352: 0x10A9,  # JOBS_SPEECH
+    355: 0x10AB,  # JOEY_RECYCLE
+    362: 0x2109,  # GORDON_SPEECH (also entered from HELGA_ACTION without var 120: dropped)
+    364: 0x210D,  # LOB_DAD_SPEECH
+    365: 0x210E,  # LOB_SON_SPEECH
+    366: 0x210A,  # GUARD_SPEECH (debug.cpp: safe_skorl_speech)
+    367: 0x0076,  # MANTRACH_SPEECH (debug.cpp: safe_uchar_speech)
+    368: 0x210C,  # WRECK_SPEECH
+    369: 0x2105,  # ANITA_SPEECH
+    370: 0x2106,  # LAMB_FACTORY (debug.cpp: safe_lamb_speech)
+    371: 0x2108,  # FORE_SPEECH
+    376: 0x210F,  # RADMAN_SPEECH
+    381: 0x3139,  # BURKE_SPEECH
+    385: 0x313A,  # JASON_SPEECH (debug.cpp: safe_body_speech)
+    386: 0x313B,  # JOEY_BELLEVUE
+    387: 0x313C,  # ANCHOR_SPEECH
+    391: 0x313D,  # TREVOR_SPEECH
+    392: 0x2110,  # JOEY_FACTORY
+    393: 0x313E,  # HELGA_SPEECH
+    395: 0x313F,  # GALL_BELLEVUE (debug.cpp: gal_bel_speech)
+    400: 0x005D,  # LAMB_BELLEVUE (debug.cpp: safe_lamb_bell)
     663: 0x5001,  # WALTER_SPEECH
+    664: 0x5002,  # JOEY_MEDIC
     668: 0x5003,  # KEN_SPEECH
+    673: 0x5004,  # BORED_ROOM (debug.cpp: ref_father_speech)
     675: 0x0046,  # HOBS_END
     721: 0x4001,  # DANI_SPEECH
     724: 0x4002,  # HENRI_SPEECH
@@ -87,6 +130,9 @@ FORWARD_SCRIPTS = {
     739: 0x4006,  # BABS_SPEECH
     740: 0x0045,  # CHUTNEY_SPEECH
 }
+# Bump when the attribution rules change (the decoded folder's name hashes it): 2 = forward
+# scripts entered through click_id and action scripts, the script table read from word 1.
+ATTRIBUTION_RULES = 2
 
 
 @dataclass(frozen=True)
@@ -356,15 +402,8 @@ def speech_pcm(disk: DataDisk, text: int) -> np.ndarray | None:
 # ----------------------------------------------------------------------------- who speaks
 
 
-def read_compacts(data: bytes) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:
-    """``sky.cpt`` (compact.cpp): compact id -> name, and id -> its 16-bit fields.
-
-    Args:
-        data: the whole ``sky.cpt``.
-
-    Raises:
-        SourceError: an unknown version or a truncated file.
-    """
+def _parse_cpt(data: bytes) -> tuple[dict[int, str], dict[int, tuple[int, ...]], dict[int, int]]:
+    # compact.cpp's layout: names, 16-bit fields and type of every entry, then the links.
     try:
         version, lists = struct.unpack_from("<HH", data)
         if version != 0:
@@ -378,16 +417,17 @@ def read_compacts(data: bytes) -> tuple[dict[int, str], dict[int, tuple[int, ...
         (ascii_size,) = struct.unpack_from("<I", data, pos)
         names_blob = data[pos + 4:pos + 4 + ascii_size]
         pos += 4 + ascii_size
-        names, fields, spos, apos = {}, {}, 0, 0
+        names, fields, types, spos, apos = {}, {}, {}, 0, 0
         for lst, length in enumerate(lengths):
             for element in range(length):
                 (size,) = struct.unpack_from("<H", src, spos)
                 spos += 2
                 if not size:
                     continue
-                spos += 2  # type
-                end = names_blob.index(b"\0", apos)
                 cid = lst << 12 | element
+                (types[cid],) = struct.unpack_from("<H", src, spos)
+                spos += 2
+                end = names_blob.index(b"\0", apos)
                 names[cid] = names_blob[apos:end].decode("latin-1")
                 apos = end + 1
                 fields[cid] = struct.unpack_from(f"<{size}H", src, spos)
@@ -403,16 +443,68 @@ def read_compacts(data: bytes) -> tuple[dict[int, str], dict[int, tuple[int, ...
                 fields[cid] = fields[dest]
     except (struct.error, ValueError) as exc:
         raise SourceError(f"sky.cpt: truncated or corrupt ({exc})") from exc
+    return names, fields, types
+
+
+def read_compacts(data: bytes) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:
+    """``sky.cpt`` (compact.cpp): compact id -> name, and id -> its 16-bit fields.
+
+    Args:
+        data: the whole ``sky.cpt``.
+
+    Raises:
+        SourceError: an unknown version or a truncated file.
+    """
+    names, fields, _ = _parse_cpt(data)
     return names, fields
+
+
+def action_scripts(data: bytes) -> dict[int, int]:
+    """``sky.cpt``: compact id -> its action script (field 17), for real compacts only.
+
+    Links are left out: they repeat another compact's fields under a second id, and a script
+    is trusted as one compact's action only when no other compact has it.
+
+    Args:
+        data: the whole ``sky.cpt``.
+
+    Raises:
+        SourceError: an unknown version or a truncated file.
+    """
+    _, fields, types = _parse_cpt(data)
+    return {cid: f[_ACTION_SCRIPT] for cid, f in fields.items()
+            if types.get(cid) == _CPT_COMPACT and len(f) > _ACTION_SCRIPT and f[_ACTION_SCRIPT]}
 
 
 def _words(data: bytes) -> tuple[int, ...]:
     return struct.unpack(f"<{len(data) // 2}H", data[:len(data) // 2 * 2])
 
 
-def _script_starts(words: tuple[int, ...]) -> list[int]:
-    # The offset table runs up to the first script (words[0] is script 0's offset).
-    return sorted({w for w in words[:words[0]] if w >= words[0]})
+def _script_spans(words: tuple[int, ...]) -> dict[int, tuple[int, int]]:
+    """Script index -> (first word, end) in a module (scripts lie back to back)."""
+    count = words[0] if words else 0
+    table = words[1:count + 1]
+    starts = sorted({w for w in table if count < w < len(words)})
+    ends = dict(zip(starts, starts[1:] + [len(words)]))
+    return {k: (w, ends[w]) for k, w in enumerate(table, 1) if w in ends}
+
+
+def _instructions(words: tuple[int, ...], start: int, end: int) -> list[tuple[int, int, tuple]]:
+    """``(position, opcode, operands)`` of a script, decoded in order up to an unknown opcode."""
+    out, i = [], start
+    while i < end:
+        op = words[i]
+        if op == _SWITCH and i + 1 < end:
+            size = 2 + 2 * words[i + 1]
+        elif op in _OPERANDS:
+            size = _OPERANDS[op]
+        else:
+            break
+        if i + 1 + size > end:  # runs past the script: not code after all
+            break
+        out.append((i, op, words[i + 1:i + 1 + size]))
+        i += 1 + size
+    return out
 
 
 def _speech_calls(words: tuple[int, ...]):
@@ -424,27 +516,85 @@ def _speech_calls(words: tuple[int, ...]):
                                             (words[i - 2], words[i - 1]))
 
 
-def _forward_speakers(modules: dict[int, tuple[int, ...]]) -> dict[int, set[int]]:
-    """Script number -> compacts stored in var 120 right before the game enters that script."""
-    found: dict[int, set[int]] = defaultdict(set)
-    for words in modules.values():
-        for i in range(2, len(words) - 7):
-            if (words[i] == _POP_VAR and words[i + 1] == _SPEECH_TARGET
-                    and words[i - 2] == _PUSH_NUM and words[i + 2] == _PUSH_VAR
-                    and words[i + 4] == _CALL_MCODE and words[i + 5] == 1
-                    and words[i + 6] in (_SET_ALTERNATE, _START_SUB)):
-                script = FORWARD_SCRIPTS.get(words[i + 3] // 4)
-                if script is not None:
-                    found[script].add(words[i - 1])
+def _case_value(code: list[tuple[int, int, tuple]], k: int, var: int) -> int | None:
+    """The value ``var`` has at instruction ``k``, from the case of the nearest switch before
+    it (None unless that switch is on ``var``, and ``k`` lies in one case that one value
+    selects, not in the default)."""
+    site = code[k][0]
+    for j in range(k - 1, 0, -1):
+        pos, op, args = code[j]
+        if op != _SWITCH:
+            continue
+        if code[j - 1][1] != _PUSH_VAR or code[j - 1][2][0] != var:
+            return None
+        cases = args[0]
+        # logic.cpp: a case jumps to (its offset word) + offset / 2, the default to (the
+        # default word) + offset / 2; a case's code runs up to the next such target.
+        targets: dict[int, set[int]] = defaultdict(set)
+        for n in range(cases):
+            targets[pos + 3 + 2 * n + args[2 + 2 * n] // 2].add(args[1 + 2 * n])
+        bounds = sorted({*targets, pos + 2 + 2 * cases + args[1 + 2 * cases] // 2})
+        for target, values in targets.items():
+            after = [b for b in bounds if b > target]
+            if target <= site and (not after or site < after[0]) and len(values) == 1:
+                return next(iter(values))
+        return None
+    return None
+
+
+def _entered_scripts(modules: dict[int, tuple[int, ...]], actions: dict[int, int]
+                     ) -> dict[int, set[int | None]]:
+    """Forward script number -> what var 120 holds at each place that enters it (None where
+    the script entering it does not settle it)."""
+    by_action: dict[int, set[int]] = defaultdict(set)
+    for cid, script in actions.items():
+        by_action[script].add(cid)
+    found: dict[int, set[int | None]] = defaultdict(set)
+    for module, words in modules.items():
+        for index, (start, end) in _script_spans(words).items():
+            code = _instructions(words, start, end)
+            sets_click = any(op == _POP_VAR and a[0] == _CLICK_ID for _, op, a in code)
+            for k in range(1, len(code)):
+                _, op, args = code[k]
+                prev = code[k - 1]
+                if op != _CALL_MCODE or prev[1] != _PUSH_VAR:
+                    continue
+                own = args == (1, _SET_ALTERNATE) or args == (1, _START_SUB)
+                other = (args in ((2, _ALT_SET_ALTERNATE), (2, _THEY_START_SUB))
+                         and k >= 2 and code[k - 2][1] == _PUSH_NUM)
+                script = FORWARD_SCRIPTS.get(prev[2][0] // 4)
+                if script is None or not (own or other):
+                    continue
+                # Every assignment to var 120 before the entry, in this script.
+                sources = {(code[j - 1][1], code[j - 1][2][0]) for j in range(1, k)
+                           if code[j][1] == _POP_VAR and code[j][2][0] == _SPEECH_TARGET
+                           and code[j - 1][1] in (_PUSH_NUM, _PUSH_VAR)}
+                sets_other = any(code[j][1] == _POP_VAR and code[j][2][0] == _SPEECH_TARGET
+                                 and code[j - 1][1] not in (_PUSH_NUM, _PUSH_VAR)
+                                 for j in range(1, k))
+                who = None
+                if len(sources) == 1 and not sets_other:
+                    src_op, value = next(iter(sources))
+                    if src_op == _PUSH_NUM:
+                        who = value
+                    elif value == _CLICK_ID and not sets_click:
+                        who = _case_value(code, k, _CLICK_ID)
+                        clicked = by_action.get(module << 12 | index, set())
+                        if who is None and len(clicked) == 1:
+                            who = next(iter(clicked))
+                found[script].add(who)
     return found
 
 
-def attribute_lines(modules: dict[int, tuple[int, ...]], names: dict[int, str]) -> dict[int, str]:
+def attribute_lines(modules: dict[int, tuple[int, ...]], names: dict[int, str],
+                    actions: dict[int, int] | None = None) -> dict[int, str]:
     """Text number -> name of the compact that speaks it, from the game's scripts.
 
     Args:
         modules: module number (0-6) -> its 16-bit words (files 60400-60406).
         names: compact id -> name, from :func:`read_compacts`.
+        actions: compact id -> action script, from :func:`action_scripts` (lets an action
+            script that enters a speech script with var 120 = click_id name its compact).
     """
     claims: dict[int, set[str]] = defaultdict(set)
     for words in modules.values():
@@ -461,18 +611,15 @@ def attribute_lines(modules: dict[int, tuple[int, ...]], names: dict[int, str]) 
                     kind == "me_dir" or (kind == "me" and a_op == _PUSH_NUM
                                          and anim in _FOSTER_TALK_ANIMS)):
                 claims[text].add("foster")
-    for script, targets in _forward_speakers(modules).items():
-        if len(targets) != 1 or (script >> 12) not in modules:
+    for script, targets in _entered_scripts(modules, actions or {}).items():
+        who = names.get(next(iter(targets))) if len(targets) == 1 else None
+        span = _script_spans(modules.get(script >> 12, ())).get(script & 0xFFF)
+        if who is None or span is None:
             continue
-        who = names.get(next(iter(targets)))
         words = modules[script >> 12]
-        starts = _script_starts(words)
-        start = words[script & 0xFFF]
-        nxt = bisect.bisect_right(starts, start)
-        end = starts[nxt] if nxt < len(starts) else len(words)
         for i, _, ((t_op, target), (m_op, text), _) in _speech_calls(words):
-            if start <= i < end and t_op == _PUSH_VAR and target == _SPEECH_TARGET \
-                    and m_op == _PUSH_NUM and who:
+            if span[0] <= i < span[1] and t_op == _PUSH_VAR and target == _SPEECH_TARGET \
+                    and m_op == _PUSH_NUM:
                 claims[text].add(who)
     return {text: next(iter(who)) for text, who in claims.items() if len(who) == 1}
 
@@ -483,14 +630,22 @@ def admitted_lines(disk: DataDisk) -> dict[int, str]:
     Args:
         disk: the opened data disk.
     """
-    names, _ = read_compacts((disk.folder / "sky.cpt").read_bytes())
+    cpt = (disk.folder / "sky.cpt").read_bytes()
+    names, _ = read_compacts(cpt)
     modules = {number - MODULES[0]: _words(disk.load(number)) for number in MODULES}
     lines = {}
-    for text, compact in attribute_lines(modules, names).items():
+    for text, compact in attribute_lines(modules, names, action_scripts(cpt)).items():
         character = SKY_COMPACTS.get(compact)
         if character and speech_file(text) in disk.table:
             lines[text] = character
     return lines
+
+
+def attribution_key() -> str:
+    """Short hash of what decides which lines are decoded and as whom: the forward table,
+    :data:`ATTRIBUTION_RULES` and the admitted compacts. It names the decoded folder."""
+    spec = repr((ATTRIBUTION_RULES, sorted(FORWARD_SCRIPTS.items()), sorted(SKY_COMPACTS.items())))
+    return hashlib.sha256(spec.encode()).hexdigest()[:8]
 
 
 def decode(package_root: Path | None = None, limit: int | None = None) -> Path:
@@ -499,7 +654,7 @@ def decode(package_root: Path | None = None, limit: int | None = None) -> Path:
     Args:
         package_root: the extracted package (fetched when None).
         limit: decode only the first ``limit`` lines (tests), into their own cache folder
-            ``en-first<limit>``.
+            ``en-<attribution>-first<limit>``.
 
     Raises:
         SourceError: the data files are missing or corrupt, or no line is admitted.
@@ -508,7 +663,9 @@ def decode(package_root: Path | None = None, limit: int | None = None) -> Path:
 
     from rnnkit.atomic import atomic_directory
 
-    out = decoded_dir("steel_sky", "en" if limit is None else f"en-first{limit}")
+    # The attribution key in the name: a changed table never reuses a stale decoded folder.
+    part = f"en-{attribution_key()}"
+    out = decoded_dir("steel_sky", part if limit is None else f"{part}-first{limit}")
     if (out / ".complete").exists():
         return out
     disk = DataDisk(package_root or fetch_package(PACKAGE))
