@@ -32,6 +32,9 @@ QUICK_LIMIT = 60  # --quick: clips per split (5 fold splits for real, 2 language
 FMAX = 4000.0
 #: Whether every training speaker weighs the same in the loss (``--speaker-balance``).
 SPEAKER_BALANCE = False
+#: Share of training views heard from the clip's pitch-moved copy, formants kept
+#: (``--pitch-prob``, :mod:`.resynth`).
+PITCH_PROB = 0.0
 
 
 def _band_edge(text: str) -> float:
@@ -45,6 +48,17 @@ def _band_edge(text: str) -> float:
     return hz
 
 
+def _share(text: str) -> float:
+    """``--pitch-prob``: a share from 0 to 1."""
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {p:g}")
+    return p
+
+
 class VoiceGenderApp(App):
     """Speaker gender (or any audio classes) from raw speech with a plain Elman RNN."""
 
@@ -55,7 +69,8 @@ class VoiceGenderApp(App):
         "from eight Debian packages, evaluated in 5 speaker-disjoint folds."
     )
     defaults = {"data": REAL_SPEC, "epochs": EPOCHS, "batch_size": 32, "patience": 6,
-                "fmax": FMAX, "speaker_balance": SPEAKER_BALANCE}
+                "fmax": FMAX, "speaker_balance": SPEAKER_BALANCE,
+                "pitch_prob": PITCH_PROB}
     quick = {"epochs": 3, "limit": QUICK_LIMIT, "patience": 2}
     data_help = ("data: 'real' (default: every documented real speaker, 5 speaker-disjoint "
                  "folds), 'fillets' (the Fish Fillets NG actors, cs<->nl) or FORMAT:PATH "
@@ -89,6 +104,13 @@ class VoiceGenderApp(App):
                                 help="weigh every training speaker the same in the loss "
                                      "(each class still weighs the same) instead of every "
                                      f"clip [default: {'on' if self.defaults['speaker_balance'] else 'off'}]")
+            parser.add_argument("--pitch-prob", dest="pitch_prob", type=_share, default=None,
+                                metavar="P",
+                                help="hear a share P of the training views from a copy of "
+                                     "the clip re-spoken at a random pitch median (90-280 Hz) "
+                                     "with its formants kept (Praat PSOLA, made once and "
+                                     "cached), so that pitch alone cannot tell the class "
+                                     f"[default: {self.defaults['pitch_prob']:g}]")
 
     def prepare(self, run: Run) -> Mapping[str, Any]:
         from .pipeline import extra_voices_for

@@ -106,7 +106,7 @@ def load_examples(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
         one = b.as_dataset(split=split, shuffle_files=False)
         ds = one if ds is None else ds.concatenate(one)
     if part == "train":
-        ds = ds.filter(lambda ex: tf.logical_not(_is_val(ex["path"])))
+        ds = _only_train_part(ds)
     elif part == "val":
         ds = ds.filter(lambda ex: _is_val(ex["path"]))
     return ds
@@ -197,23 +197,40 @@ def extra_voices_for(run, b):
     return data.prepare_extra(extra_per_voice(run.limit), run.seed)
 
 
-def fold_examples(b, fold: dict, extra=None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+def _only_train_part(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return ds.filter(lambda ex: tf.logical_not(_is_val(ex["path"])))
+
+
+def fold_examples(b, fold: dict, extra=None, pitch: bool = False,
+                  seed: int = 1337) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """The (train, val) example dicts of one training run, extra voices included.
 
     The extra voices are training data only: they join the training side (and, for data
     without a validation split, the early-stopping part by the same path hash as the
     training language's clips); they never enter a test split. Their labels are mapped to
-    this dataset's class indices.
+    this dataset's class indices. With ``pitch``, every training example (extra voices
+    included) carries its pitch copy (:mod:`.resynth`) under ``pitch_audio``; the
+    early-stopping examples do not, so early stopping hears real recordings only.
 
     Args:
         b: the built builder.
         fold: an entry of :func:`folds_for`.
         extra: the built extra-voice builder (``data.prepare_extra``) or None.
+        pitch: add each training clip's pitch copy.
+        seed: the copies' seed.
     """
+    from . import resynth
+
+    def training_side(builder, splits, part):
+        if not pitch:
+            return load_examples(builder, splits, part)
+        ds = resynth.paired(builder, splits, seed)
+        return _only_train_part(ds) if part == "train" else ds
+
     if fold["val"]:
-        train_ex, val_ex = load_examples(b, fold["train"]), load_examples(b, fold["val"])
+        train_ex, val_ex = training_side(b, fold["train"], "all"), load_examples(b, fold["val"])
     else:
-        train_ex = load_examples(b, fold["train"], "train")
+        train_ex = training_side(b, fold["train"], "train")
         val_ex = load_examples(b, fold["train"], "val")
     if extra is not None:
         mapping = tf.constant(extra_label_map(data.class_names(b)), tf.int64)
@@ -222,10 +239,11 @@ def fold_examples(b, fold: dict, extra=None) -> tuple[tf.data.Dataset, tf.data.D
             return {**ex, "label": tf.gather(mapping, tf.cast(ex["label"], tf.int64))}
 
         if fold["val"]:
-            train_ex = train_ex.concatenate(load_examples(extra, [data.EXTRA_SPLIT]).map(relabel))
+            train_ex = train_ex.concatenate(
+                training_side(extra, [data.EXTRA_SPLIT], "all").map(relabel))
         else:
             train_ex = train_ex.concatenate(
-                load_examples(extra, [data.EXTRA_SPLIT], "train").map(relabel))
+                training_side(extra, [data.EXTRA_SPLIT], "train").map(relabel))
             val_ex = val_ex.concatenate(
                 load_examples(extra, [data.EXTRA_SPLIT], "val").map(relabel))
     return train_ex, val_ex
@@ -286,20 +304,26 @@ def loss_weights(labels: np.ndarray, speakers: list[str], num_classes: int,
     return weights
 
 
+_PITCH_STREAM = 7_919  # offset of the seed that picks clip or pitch copy for each view
+
+
 def _to_float(audio: tf.Tensor) -> tf.Tensor:
     return tf.cast(audio, tf.float32) / 32768.0
 
 
 def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int,
-                  weights: dict[str, float]) -> tf.data.Dataset:
+                  weights: dict[str, float], pitch_prob: float = 0.0) -> tf.data.Dataset:
     """Shuffled, augmented, padded batches ``({"waveform", "length"}, label, weight)``.
 
     Args:
-        ds: (int16 audio, label, speaker) examples.
+        ds: (int16 audio, label, speaker) examples, or (audio, label, speaker, pitch copy)
+            with ``pitch_prob``.
         batch_size: clips per batch.
         seed: shuffle/augmentation seed.
         weights: :func:`loss_weights` of these examples (a clip whose key is missing
             weighs 1).
+        pitch_prob: the share of views that start from the clip's pitch copy instead of
+            the clip (a clip without a copy is always heard as itself).
     """
     win, _ = window_samples()
     # A table cannot be empty: one key no clip can have ("" never names a class) stands in.
@@ -311,7 +335,13 @@ def train_dataset(ds: tf.data.Dataset, batch_size: int, seed: int,
     counter = tf.data.Dataset.counter()
 
     def view(index, example):
-        audio, label, speaker = example
+        audio, label, speaker, *copy = example
+        if copy:
+            # Its own seed stream: the views of a run without copies stay as they were.
+            pick = tf.random.stateless_uniform(
+                [], tf.stack([tf.cast(seed, tf.int64) + _PITCH_STREAM, index]))
+            use = tf.logical_and(pick < pitch_prob, tf.size(copy[0]) > 0)
+            audio = tf.cond(use, lambda: copy[0], lambda: audio)
         x = augment(_to_float(audio), tf.stack([tf.cast(seed, tf.int64), index]), win)
         weight = table.lookup(_weight_key(label, speaker))
         return ({"waveform": x, "length": tf.shape(x)[0]}, label, weight)

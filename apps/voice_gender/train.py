@@ -51,6 +51,8 @@ def recipe_of(run: Run, extra) -> dict[str, Any]:
     if extra is not None:
         # Only recorded when used, so runs without extra voices keep their recipe.
         recipe["extra_voices"] = extra.builder_config.name
+    if run.pitch_prob:
+        recipe["pitch_prob"] = float(run.pitch_prob)  # likewise
     return recipe
 
 
@@ -83,13 +85,13 @@ def train_fold(run: Run, b, fold: dict[str, Any], extra=None) -> dict[str, Any]:
     """
     run.seed_everything()
     names = data.class_names(b)
-    train_ex, val_ex = pipeline.fold_examples(b, fold, extra)
-    keep = ("audio", "label", "speaker")
+    train_ex, val_ex = pipeline.fold_examples(b, fold, extra, bool(run.pitch_prob), run.seed)
+    keep = ("audio", "label", "speaker") + (("pitch_audio",) if run.pitch_prob else ())
     train_raw = pipeline.drop_too_short(train_ex.map(lambda ex: tuple(ex[k] for k in keep),
                                                      num_parallel_calls=tf.data.AUTOTUNE))
     val_raw = pipeline.drop_too_short(val_ex.map(lambda ex: (ex["audio"], ex["label"]),
                                                  num_parallel_calls=tf.data.AUTOTUNE))
-    rows = list(train_raw.map(lambda a, y, s: (y, s)).as_numpy_iterator())
+    rows = list(train_raw.map(lambda a, y, s, *copy: (y, s)).as_numpy_iterator())
     labels = np.array([int(y) for y, _ in rows], dtype=np.int64)
     speakers = [s.decode() for _, s in rows]
     counts = np.bincount(labels, minlength=len(names)).astype(float)
@@ -97,7 +99,8 @@ def train_fold(run: Run, b, fold: dict[str, Any], extra=None) -> dict[str, Any]:
         missing = [n for n, c in zip(names, counts) if c == 0]
         raise DataError(f"training split has no clips of class(es) {missing}")
     weights = pipeline.loss_weights(labels, speakers, len(names), run.speaker_balance)
-    train_ds = pipeline.train_dataset(train_raw, run.batch_size, run.seed, weights)
+    train_ds = pipeline.train_dataset(train_raw, run.batch_size, run.seed, weights,
+                                      run.pitch_prob)
     val_ds = pipeline.eval_dataset(val_raw, run.batch_size)
     with run.strategy.scope():
         model = build_model(len(names), seed=run.seed, frontend={"fmax": float(run.fmax)})
@@ -108,6 +111,8 @@ def train_fold(run: Run, b, fold: dict[str, Any], extra=None) -> dict[str, Any]:
                       loss="sparse_categorical_crossentropy",
                       weighted_metrics=[], metrics=["accuracy"])
     extra_note = f" + Festival extra voices {extra.builder_config.name}" if extra is not None else ""
+    if run.pitch_prob:
+        extra_note += f", {run.pitch_prob:.0%} of views from pitch copies"
     print(f"[voice_gender] training {fold['name']}: {len(labels)} clips "
           f"({', '.join(f'{n} {int(c)}' for n, c in zip(names, counts))}), "
           f"train on {'+'.join(fold['train'])}{extra_note}", flush=True)
