@@ -1,6 +1,6 @@
 """``rnnkit voice_gender prepare|train|evaluate|predict|export`` (also ``python -m apps.voice_gender``).
 
-Defaults train on every documented real speaker (``--data real``: 58 speakers from eight
+Defaults train on every documented real speaker (``--data real``: 64 speakers from eight
 Debian packages, five speaker-disjoint folds, then the exported model on all of them);
 ``--data fillets`` is the Fish Fillets NG cs<->nl setup (with the Festival extra voices);
 ``--data FORMAT:PATH`` takes user data (see ``formats.py``). ``--quick`` uses
@@ -65,7 +65,7 @@ class VoiceGenderApp(App):
     name = "voice_gender"
     description = (
         "Speaker gender (or any audio classes) from raw speech with a plain Elman RNN over "
-        "log-mel frames computed inside the graph. Default data: 58 documented real speakers "
+        "log-mel frames computed inside the graph. Default data: 64 documented real speakers "
         "from eight Debian packages, evaluated in 5 speaker-disjoint folds."
     )
     defaults = {"data": REAL_SPEC, "epochs": EPOCHS, "batch_size": 32, "patience": 6,
