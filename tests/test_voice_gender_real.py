@@ -133,3 +133,19 @@ def test_shortest_real_clips_are_classified_unless_nothing_is_voiced(real_rows):
     ok = [len(a) / 16000 for a, s in zip(audio, status) if s == "ok"]
     assert len(ok) >= 20, list(zip([str(r.path) for r in rows], status))
     assert min(ok) < 1.0  # sub-second real speech is classified, not refused
+
+
+def test_a_changed_dataset_retrains_instead_of_reusing_finished_folds():
+    # `--data real` names the same spec before and after a reader grows; the built config's
+    # name is what changes, and a fold finished on the old clips must not be reused.
+    from types import SimpleNamespace
+
+    from apps.voice_gender.train import recipe_of
+
+    run = SimpleNamespace(data="real", limit=None, seed=1337, epochs=12, batch_size=32,
+                          fmax=4000.0, speaker_balance=False, pitch_prob=0.0)
+    old = SimpleNamespace(builder_config=SimpleNamespace(name="real_k5_cap200_seed1337_srcaaaa"))
+    new = SimpleNamespace(builder_config=SimpleNamespace(name="real_k5_cap200_seed1337_srcbbbb"))
+    assert recipe_of(run, None, old) != recipe_of(run, None, new)
+    assert recipe_of(run, None, old) == recipe_of(run, None, old)
+    assert recipe_of(run, None, data.builder("real"))["dataset"].startswith("real_k5_cap200_seed1337_src")

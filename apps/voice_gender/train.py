@@ -38,12 +38,14 @@ LR_FLOOR = 0.05  # the cosine decay ends at this fraction of LEARNING_RATE
 CLIPNORM = 1.0
 
 
-def recipe_of(run: Run, extra) -> dict[str, Any]:
+def recipe_of(run: Run, extra, b=None) -> dict[str, Any]:
     """What decides a fold's model: a finished fold is reused only under the same recipe.
 
     Args:
         run: the ``train`` run.
         extra: the extra-voice builder, or None.
+        b: the built dataset: its config name changes when the clips do (a reader added,
+            a speaker admitted), which ``--data real`` alone does not say.
     """
     recipe = {"data": run.data, "limit": run.limit, "seed": run.seed, "epochs": run.epochs,
               "batch_size": run.batch_size, "augment": AUGMENT_VERSION,
@@ -53,6 +55,8 @@ def recipe_of(run: Run, extra) -> dict[str, Any]:
         recipe["extra_voices"] = extra.builder_config.name
     if run.pitch_prob:
         recipe["pitch_prob"] = float(run.pitch_prob)  # likewise
+    if b is not None:
+        recipe["dataset"] = b.builder_config.name
     return recipe
 
 
@@ -137,7 +141,7 @@ def train(run: Run) -> dict[str, Any]:
     """
     b = data.prepare(run.data, run.limit, run.seed)
     extra = pipeline.extra_voices_for(run, b)
-    recipe = recipe_of(run, extra)
+    recipe = recipe_of(run, extra, b)
     folds = pipeline.folds_for(b)
     summary: dict[str, Any] = {"class_names": data.class_names(b), "recipe": recipe,
                                "folds": _finished_folds(run, recipe)}
