@@ -147,6 +147,10 @@ def test_train_with_pitch_copies_through_the_cli(tmp_path):
 
     bad = cli("train", "--pitch-prob", "1.5")
     assert bad.returncode == 2 and "--pitch-prob: must be from 0 to 1, got 1.5" in bad.stderr
+    bad = cli("train", "--fmax", "20000")  # the other bounded flag shares the parser
+    assert bad.returncode == 2 and "--fmax: must be from 1000 to 8000 Hz, got 20000" in bad.stderr
+    bad = cli("train", "--pitch-prob", "half")
+    assert bad.returncode == 2 and "--pitch-prob: not a number: 'half'" in bad.stderr
     r = cli("train", "--data", "fillets", "--limit", "24", "--epochs", "1", "--pitch-prob", "0.5",
             "--no-extra-voices", "--output", str(tmp_path / "run"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

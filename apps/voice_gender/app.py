@@ -37,26 +37,31 @@ SPEAKER_BALANCE = False
 PITCH_PROB = 0.0
 
 
-def _band_edge(text: str) -> float:
-    """``--fmax``: a frequency from 1 to 8 kHz (the 16 kHz waveform's Nyquist limit)."""
-    try:
-        hz = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a frequency in Hz: {text!r}") from None
-    if not 1000 <= hz <= 8000:
-        raise argparse.ArgumentTypeError(f"must be from 1000 to 8000 Hz, got {hz:g}")
-    return hz
+def _number_in(low: float, high: float, what: str = "a number", unit: str = ""):
+    """An argparse type: a float from ``low`` to ``high``, refused by name otherwise.
+
+    Args:
+        low: the smallest value allowed.
+        high: the largest value allowed.
+        what: what the text should be, for the message ("a frequency in Hz").
+        unit: the unit after the bounds in the message (" Hz").
+    """
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be from {low:g} to {high:g}{unit}, got {value:g}")
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    """``--pitch-prob``: a share from 0 to 1."""
-    try:
-        p = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= p <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {p:g}")
-    return p
+# --fmax: 1 to 8 kHz (the 16 kHz waveform's Nyquist limit); --pitch-prob: a share.
+_band_edge = _number_in(1000, 8000, "a frequency in Hz", " Hz")
+_share = _number_in(0.0, 1.0)
 
 
 class VoiceGenderApp(App):
