@@ -92,6 +92,10 @@ def _is_val(path: tf.Tensor) -> tf.Tensor:
     return tf.strings.to_hash_bucket_fast(path, 100) < VAL_PERCENT
 
 
+def _only_train_part(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return ds.filter(lambda ex: tf.logical_not(_is_val(ex["path"])))
+
+
 def load_examples(b, splits: list[str], part: str = "all") -> tf.data.Dataset:
     """The stored example dicts (audio, label, speaker, path) of several splits, optionally
     only the train or the held-out val part (seeded by a hash of the path).
@@ -195,10 +199,6 @@ def extra_voices_for(run, b):
         return None
     extra_label_map(data.class_names(b))  # fail early on non female/male classes
     return data.prepare_extra(extra_per_voice(run.limit), run.seed)
-
-
-def _only_train_part(ds: tf.data.Dataset) -> tf.data.Dataset:
-    return ds.filter(lambda ex: tf.logical_not(_is_val(ex["path"])))
 
 
 def fold_examples(b, fold: dict, extra=None, pitch: bool = False,

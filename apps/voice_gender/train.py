@@ -38,7 +38,7 @@ LR_FLOOR = 0.05  # the cosine decay ends at this fraction of LEARNING_RATE
 CLIPNORM = 1.0
 
 
-def recipe_of(run: Run, extra, b=None) -> dict[str, Any]:
+def recipe_of(run: Run, extra, b) -> dict[str, Any]:
     """What decides a fold's model: a finished fold is reused only under the same recipe.
 
     Args:
@@ -55,8 +55,7 @@ def recipe_of(run: Run, extra, b=None) -> dict[str, Any]:
         recipe["extra_voices"] = extra.builder_config.name
     if run.pitch_prob:
         recipe["pitch_prob"] = float(run.pitch_prob)  # likewise
-    if b is not None:
-        recipe["dataset"] = b.builder_config.name
+    recipe["dataset"] = b.builder_config.name
     return recipe
 
 
