@@ -472,6 +472,10 @@ def action_scripts(data: bytes) -> dict[int, int]:
         SourceError: an unknown version or a truncated file.
     """
     _, fields, types = _parse_cpt(data)
+    return _actions_of(fields, types)
+
+
+def _actions_of(fields: dict[int, tuple[int, ...]], types: dict[int, int]) -> dict[int, int]:
     return {cid: f[_ACTION_SCRIPT] for cid, f in fields.items()
             if types.get(cid) == _CPT_COMPACT and len(f) > _ACTION_SCRIPT and f[_ACTION_SCRIPT]}
 
@@ -630,11 +634,11 @@ def admitted_lines(disk: DataDisk) -> dict[int, str]:
     Args:
         disk: the opened data disk.
     """
-    cpt = (disk.folder / "sky.cpt").read_bytes()
-    names, _ = read_compacts(cpt)
+    # One parse of sky.cpt gives both the names and the action scripts.
+    names, fields, types = _parse_cpt((disk.folder / "sky.cpt").read_bytes())
     modules = {number - MODULES[0]: _words(disk.load(number)) for number in MODULES}
     lines = {}
-    for text, compact in attribute_lines(modules, names, action_scripts(cpt)).items():
+    for text, compact in attribute_lines(modules, names, _actions_of(fields, types)).items():
         character = SKY_COMPACTS.get(compact)
         if character and speech_file(text) in disk.table:
             lines[text] = character
