@@ -82,6 +82,14 @@ class SentimentApp(App):
                                      "(base: these settings; crop: + --crop-prob 0.3; lm: "
                                      "+ --pretrain-lm --lr-decay 1 --lm-epochs 10) "
                                      "[default: one model]")
+            parser.add_argument("--ngram-branch", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="blend the Elman logit with an NB-weighted 1-2-gram "
+                                     "logistic regression, by weights fitted on held-out "
+                                     f"reviews and short windows [default: {hp['ngram_branch']}]")
+            parser.add_argument("--ngram-c", type=float, default=None,
+                                help="inverse regularisation of the n-gram branch "
+                                     f"[default: {hp['ngram_c']}]")
             parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction,
                                 default=None,
                                 help="fit a temperature on validation and fold it into the "

@@ -29,9 +29,10 @@ from rnnkit.errors import DataError
 from rnnkit.inference import map_by_length
 from rnnkit.reports import plot_confusion_matrix
 
-from . import calibration, data, lm, ood, probes
+from . import calibration, data, lm, ngrams, ood, probes
 from .data import CLASS_NAMES
 from .lm import LM_HPARAMS
+from .ngrams import NGRAM_HPARAMS
 from .model import ScaleLogit, build_classifier, build_end_to_end, make_vectorizer
 
 #: Model and optimisation defaults (``--quick`` overrides a few, see cli.py).
@@ -58,6 +59,10 @@ HPARAMS: dict[str, Any] = {
     "gradual_unfreeze": False,
     "ensemble": "",
     "bigram_buckets": 0,
+    # The NB-weighted 1-2-gram branch blended with the Elman logit (apps/sentiment/ngrams.py;
+    # docs/sentiment.md "The n-gram branch").
+    "ngram_branch": True,
+    **NGRAM_HPARAMS,
     **LM_HPARAMS,
 }
 
@@ -212,10 +217,72 @@ def train(run: Run) -> dict[str, Any]:
                    "members": summaries,
                    "language_model": next((m["language_model"] for m in summaries.values()
                                            if m.get("language_model")), None)}
-    model = build_end_to_end(vectorizer, inference, hp["max_len"], temperature)
+    if hp["ngram_branch"]:
+        model, summary["ngram_branch"] = add_ngram_branch(run, hp, corpus, inference)
+        summary["val_window_accuracy"] = summary["ngram_branch"]["val_window_accuracy"]
+    else:
+        model = build_end_to_end(vectorizer, inference, hp["max_len"], temperature)
     run.save_model(model)
     return {**summary, "hparams": hp, "vocab_size": vectorizer.vocabulary_size(),
             "train_examples": n_train, "params": int(model.count_params())}
+
+
+def add_ngram_branch(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
+                     classifier: keras.Model) -> tuple[keras.Model, dict[str, Any]]:
+    """Fit the n-gram branch on the training reviews and the blend on held-out text.
+
+    The blend learns from the validation reviews and from one 5-30-token window of each
+    (labelled with its review's label): reviews teach it how far to trust each branch,
+    the windows how little a short text should be trusted. Its fit replaces temperature
+    scaling.
+
+    Returns:
+        (the string -> logit hybrid model, a summary of the branch and the blend).
+    """
+    splits = corpus["splits"]
+    tr_texts, tr_labels = data.as_numpy(splits["train"])
+    va_texts, va_labels = data.as_numpy(splits["validation"])
+    print(f"fitting the n-gram branch (NB-weighted 1-2 grams, C = {hp['ngram_c']}) on "
+          f"{len(tr_texts):,} reviews")
+    fitted = ngrams.fit_ngram_logreg(tr_texts, tr_labels, run.seed, hp["ngram_min_df"],
+                                     hp["ngram_c"])
+    branch = ngrams.ngram_branch(fitted)
+    draft = ngrams.build_hybrid(corpus["vectorizer"], classifier, hp["max_len"], branch)
+    parts = ngrams.branch_models(draft)
+    held_out = va_texts + ngrams.windows(va_texts, run.seed)
+    labels = np.concatenate([va_labels, va_labels]).astype(np.int64)
+
+    def score(texts: list[str]) -> np.ndarray:
+        batch = tf.constant(texts)
+        return np.stack([parts["elman"](batch)[:, 0], parts["ngram"](batch)[:, 0],
+                         parts["tokens"](batch)], axis=1)
+
+    e, n, t = np.asarray(map_by_length(score, held_out, batch_size=run.batch_size,
+                                       desc="blend features")).T
+    coefficients, bias = ngrams.fit_blend(e, n, t, labels)
+    model = ngrams.build_hybrid(corpus["vectorizer"], classifier, hp["max_len"], branch,
+                                coefficients, bias)
+    blended = ngrams.blend_logits(e, n, t, coefficients, bias)
+    reviews, windows = slice(0, len(va_texts)), slice(len(va_texts), None)
+
+    def accuracy(logits: np.ndarray, part: slice) -> float:
+        return float(((logits[part] >= 0) == (labels[part] == 1)).mean())
+
+    summary = {
+        "ngrams": len(fitted["vocabulary"]), "fit_seconds": round(fitted["seconds"], 1),
+        "coefficients": coefficients, "bias": bias,
+        "val_accuracy": accuracy(blended, reviews),
+        "ngram_val_accuracy": accuracy(n, reviews),
+        "elman_val_accuracy": accuracy(e, reviews),
+        "val_window_accuracy": accuracy(blended, windows),
+        "ngram_val_window_accuracy": accuracy(n, windows),
+        "val_ece": calibration.reliability(_sigmoid(blended[reviews]),
+                                           labels[reviews])["ece"],
+    }
+    print(f"n-gram branch: {summary['ngrams']:,} n-grams, validation accuracy "
+          f"{summary['ngram_val_accuracy']:.4f}; Elman {summary['elman_val_accuracy']:.4f}; "
+          f"blend {summary['val_accuracy']:.4f} (windows {summary['val_window_accuracy']:.4f})")
+    return model, summary
 
 
 def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
@@ -402,6 +469,19 @@ def fit_temperature_on(
                                                       max_len))
 
 
+def predict_logits(model: keras.Model, texts: list[str], batch_size: int = 128) -> np.ndarray:
+    """``(N, K)`` logits of a string model with ``K`` outputs of shape ``(B, 1)``, batched
+    in length order."""
+
+    def score(batch: list[str]) -> np.ndarray:
+        out = model(tf.constant(batch), training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return np.concatenate([np.asarray(o).reshape(len(batch), -1) for o in out], axis=1)
+
+    return np.asarray(map_by_length(score, texts, batch_size=batch_size, desc="scoring"),
+                      dtype=np.float64)
+
+
 def predict_proba(model: keras.Model, texts: list[str], batch_size: int = 128) -> np.ndarray:
     """Positive-class probabilities for raw texts (batched in length order)."""
 
@@ -464,7 +544,19 @@ def evaluate(run: Run) -> Evaluation:
     if not test_texts:
         raise DataError("the test split is empty")
     print(f"scoring {len(test_texts):,} test reviews")
-    probs = predict_proba(model, test_texts, run.batch_size)
+    parts = ngrams.branch_models(model)
+    branches: dict[str, Any] = {}
+    if parts is None:
+        probs = predict_proba(model, test_texts, run.batch_size)
+    else:
+        # One pass scores the blend and each branch alone (how much each one carries).
+        both = keras.Model(model.inputs, [model.outputs[0], parts["elman"].outputs[0],
+                                          parts["ngram"].outputs[0]])
+        logits3 = predict_logits(both, test_texts, run.batch_size)
+        probs = _sigmoid(logits3[:, 0]).astype(np.float32)
+        for i, key in ((1, "elman"), (2, "ngram")):
+            branches[key] = {"accuracy": float(((logits3[:, i] >= 0) == (test_labels == 1))
+                                               .mean())}
     preds = (probs >= 0.5).astype(np.int64)
     accuracy = float((preds == test_labels).mean())
     model_seconds = time.time() - started
@@ -474,10 +566,14 @@ def evaluate(run: Run) -> Evaluation:
     temperature = _temperature(model)
     logits = np.log(np.clip(probs, 1e-7, 1)) - np.log(np.clip(1 - probs, 1e-7, 1))
     served = calibration.reliability(probs, test_labels)
-    raw = calibration.reliability(_sigmoid(logits * temperature), test_labels)
-    calibration.plot_reliability(
-        {f"served (T = {temperature:.2f})": served, "before temperature scaling": raw},
-        run.reports / "reliability.png", title="IMDB test: reliability")
+    if parts is None:
+        raw = calibration.reliability(_sigmoid(logits * temperature), test_labels)
+        curves = {f"served (T = {temperature:.2f})": served, "before temperature scaling": raw}
+    else:  # the blend has no temperature: compare with the Elman branch's raw logit
+        raw = calibration.reliability(_sigmoid(logits3[:, 1]), test_labels)
+        curves = {"served (the blend)": served, "Elman branch alone": raw}
+    calibration.plot_reliability(curves, run.reports / "reliability.png",
+                                 title="IMDB test: reliability")
 
     # The baseline learns from the same labelled reviews as the model (train+validation:
     # it has no early stopping to feed), and is scored on the same test reviews.
@@ -517,6 +613,7 @@ def evaluate(run: Run) -> Evaluation:
         "accuracy_minus_tuned_baseline": accuracy - tuned_accuracy,
         "calibration": {"temperature": temperature, "ece": served["ece"],
                         "ece_before_temperature": raw["ece"], "bins": served["bins"]},
+        "branches": branches,
         "probes": probe_report,
         "out_of_domain": ood_report,
         "params": int(model.count_params()),
@@ -526,13 +623,17 @@ def evaluate(run: Run) -> Evaluation:
                           title=f"IMDB test, accuracy {accuracy:.4f}")
     tuned = "tfidf-1-2gram-logreg-tuned"
     headline = {
-        "RNN accuracy": accuracy,
+        ("RNN accuracy" if parts is None else "model accuracy (Elman + n-grams)"): accuracy,
         "TF-IDF+LR baseline": f"{base_accuracy:.4f} ({accuracy - base_accuracy:+.4f})",
         "TF-IDF+LR tuned": f"{tuned_accuracy:.4f} ({accuracy - tuned_accuracy:+.4f})",
-        "RNN ROC AUC": metrics["roc_auc"] if metrics["roc_auc"] is not None else "n/a",
-        "RNN ECE (test)": f"{served['ece']:.4f} (T = {temperature:.2f}; "
-                          f"{raw['ece']:.4f} before)",
-        "probe pairs right": f"RNN {probe_report['rnn']['pair_accuracy']:.3f}, TF-IDF tuned "
+        **({"branches alone": f"Elman {branches['elman']['accuracy']:.4f}, n-gram "
+                              f"{branches['ngram']['accuracy']:.4f} (blended above)"}
+           if branches else {}),
+        "ROC AUC": metrics["roc_auc"] if metrics["roc_auc"] is not None else "n/a",
+        "ECE (test)": (f"{served['ece']:.4f} (T = {temperature:.2f}; "
+                           f"{raw['ece']:.4f} before)" if parts is None else
+                           f"{served['ece']:.4f} (the blend's own fit)"),
+        "probe pairs right": f"model {probe_report['rnn']['pair_accuracy']:.3f}, TF-IDF tuned "
                              f"{probe_report[tuned]['pair_accuracy']:.3f} "
                              f"({probe_report['rnn']['pairs']} pairs)",
         "probe max confidence": f"{probe_report['rnn']['max_confidence']:.4f}; "
@@ -544,7 +645,7 @@ def evaluate(run: Run) -> Evaluation:
         for name in ood.OUT_OF_DOMAIN + ("imdb-sentences",):
             row = ood_report[name]
             headline[f"{name} bal. acc."] = (
-                f"RNN {row['rnn']['balanced_accuracy']:.4f}, TF-IDF tuned "
+                f"model {row['rnn']['balanced_accuracy']:.4f}, TF-IDF tuned "
                 f"{row[tuned]['balanced_accuracy']:.4f}")
         headline["short texts max confidence"] = (
             f"{ood_report['short_max_confidence']:.4f} (under 10 words)")
