@@ -13,11 +13,13 @@ from . import train as training
 
 
 class SentimentApp(App):
-    """IMDB review sentiment with a bidirectional Elman RNN."""
+    """IMDB review sentiment: a bidirectional Elman RNN blended with an n-gram branch."""
 
     name = "sentiment"
     description = (
-        "IMDB review sentiment with a bidirectional Elman RNN (rnnkit.SimpleRecurrentLayer).\n"
+        "IMDB review sentiment: a bidirectional Elman RNN (rnnkit.SimpleRecurrentLayer)\n"
+        "blended with an NB-weighted 1-2-gram logistic regression (--no-ngram-branch: the\n"
+        "Elman network alone).\n"
         "Typical run: prepare, train, evaluate, export, then predict \"some review\"."
     )
     defaults = {"data": "imdb-csv", "epochs": 4, "batch_size": 64}

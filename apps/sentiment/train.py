@@ -2,12 +2,14 @@
 
 ``train`` adapts the vocabulary on the training split, trains the token-id classifier on
 length-bucketed batches (a batch of short reviews does not pay for the longest review in
-the data set), keeps the best epoch by validation accuracy, and saves the string -> logit
-model to ``<output>/model.keras``.
+the data set), keeps the best epoch by validation accuracy, then (by default) fits the
+n-gram branch on the training reviews and the blend of the two on held-out text
+(:mod:`apps.sentiment.ngrams`), and saves the string -> logit model to
+``<output>/model.keras``.
 
 ``evaluate`` scores that model on the test split from raw strings (exactly what the export
-serves), fits the TF-IDF 1-2-gram + logistic regression baseline on the same training
-data in the same run, and writes ``metrics.json``, the training curves and the confusion
+serves; with the n-gram branch, each branch alone too), fits the TF-IDF 1-2-gram +
+logistic regression baselines on the same training data in the same run, and writes ``metrics.json``, the training curves and the confusion
 matrix to ``<output>/reports``.
 """
 
