@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import keras
@@ -27,7 +28,8 @@ from keras import layers
 
 from .model import standardize
 
-#: Settings of the branch (the tuned baseline's: sublinear tf, rare n-grams dropped, C 4).
+#: Settings of the branch: n-grams of at least two training reviews; C chosen on the
+#: validation split (docs/sentiment.md "The n-gram branch").
 NGRAM_HPARAMS: dict[str, Any] = {
     "ngram_min_df": 2,
     "ngram_c": 64.0,
@@ -46,7 +48,7 @@ def tokenize(texts: Sequence[str], batch_size: int = 1024) -> list[list[str]]:
 def _unigrams_and_bigrams(tokens: list[str]) -> list[str]:
     # The order and separator of tf.strings.ngrams(width (1, 2), separator " "), which the
     # graph's TextVectorization(ngrams=2) uses: what is counted here is counted there.
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+    return tokens + [f"{a} {b}" for a, b in pairwise(tokens)]
 
 
 def fit_ngram_logreg(texts: Sequence[str], labels: np.ndarray, seed: int,
@@ -89,8 +91,9 @@ class NgramLogit(layers.Layer):
     """Raw strings ``(B,)`` -> ``(B, 1)`` logit of a linear model on weighted 1-2-grams.
 
     The vocabulary lives in a ``TextVectorization`` (saved with the model as an asset);
-    ``scale`` (each n-gram's weight when present) and ``coef`` are frozen weights, so the layer computes what scikit-learn fitted
-    and training the rest of a model never moves it. Unknown n-grams count for nothing, as
+    ``scale`` (each n-gram's weight when present) and ``coef`` are frozen weights, so the
+    layer computes what scikit-learn fitted and training the rest of a model never moves
+    it. Unknown n-grams count for nothing, as
     in scikit-learn; a text with no known n-gram gets the intercept alone.
 
     Args:

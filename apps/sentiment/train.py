@@ -9,8 +9,8 @@ n-gram branch on the training reviews and the blend of the two on held-out text
 
 ``evaluate`` scores that model on the test split from raw strings (exactly what the export
 serves; with the n-gram branch, each branch alone too), fits the TF-IDF 1-2-gram +
-logistic regression baselines on the same training data in the same run, and writes ``metrics.json``, the training curves and the confusion
-matrix to ``<output>/reports``.
+logistic regression baselines on the same training data in the same run, and writes
+``metrics.json``, the training curves and the confusion matrix to ``<output>/reports``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from rnnkit.reports import plot_confusion_matrix
 from . import calibration, data, lm, ngrams, ood, probes
 from .data import CLASS_NAMES
 from .lm import LM_HPARAMS
-from .ngrams import NGRAM_HPARAMS
 from .model import ScaleLogit, build_classifier, build_end_to_end, make_vectorizer
+from .ngrams import NGRAM_HPARAMS
 
 #: Model and optimisation defaults (``--quick`` overrides a few, see cli.py).
 HPARAMS: dict[str, Any] = {
