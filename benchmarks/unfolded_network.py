@@ -99,7 +99,7 @@ def load_model(path: str) -> Any:
     """Load the sentiment app's end-to-end model (``runs/sentiment/model.keras``)."""
     import keras
 
-    import apps.sentiment.model  # noqa: F401  (registers the app's custom layers)
+    import apps.sentiment.ngrams  # noqa: F401  (registers the app's custom layers)
 
     return keras.saving.load_model(path, compile=False)
 

@@ -1,6 +1,7 @@
-"""IMDB review sentiment with a bidirectional Elman RNN.
+"""IMDB review sentiment: a bidirectional Elman RNN blended with an n-gram branch.
 
 Read in order: ``data.py`` (TFDS builders), ``model.py`` (preprocessor + RNN + head),
-``train.py`` (train; evaluate with the TF-IDF baseline), ``export.py`` (the SavedModel and
-how a prediction prints), ``app.py`` (the app's flags and hooks on ``rnnkit.app.App``).
+``ngrams.py`` (the n-gram branch and the blend), ``train.py`` (train; evaluate with the
+TF-IDF baselines), ``export.py`` (the SavedModel and how a prediction prints), ``app.py``
+(the app's flags and hooks on ``rnnkit.app.App``).
 """
