@@ -11,7 +11,7 @@ backward = 3x the forward matmul FLOPs), and the spread of rnnkit's per-round ti
 
 Run (on a shared machine, queue behind other heavy jobs):
 
-    flock /tmp/rnnkit-cpu.lock .venv/bin/python benchmarks/layer_speed.py
+    .venv/bin/python benchmarks/layer_speed.py
 
 Options: ``--quick`` (only the two headline shapes), ``--cases 0,3`` (a subset),
 ``--rounds N``, ``--budget SECONDS`` (timed seconds per layer and shape), ``--json PATH``

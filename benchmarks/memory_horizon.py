@@ -46,8 +46,8 @@ after training, at ``--flow-length``) and ``gradient_flow_sweep.png``.
 
 Run (queue behind other heavy jobs on a shared machine):
 
-    flock /tmp/rnnkit-cpu.lock .venv/bin/python benchmarks/memory_horizon.py
-    flock /tmp/rnnkit-cpu.lock .venv/bin/python benchmarks/memory_horizon.py --quick
+    .venv/bin/python benchmarks/memory_horizon.py
+    .venv/bin/python benchmarks/memory_horizon.py --quick
 
 ``--quick`` runs T = 10 and 25 with a small budget (a smoke run of the whole pipeline, in
 about two minutes). ``--tasks``, ``--configs`` and ``--lengths`` select a subset.
