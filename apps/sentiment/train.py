@@ -486,12 +486,7 @@ def predict_logits(model: keras.Model, texts: list[str], batch_size: int = 128) 
 
 def predict_proba(model: keras.Model, texts: list[str], batch_size: int = 128) -> np.ndarray:
     """Positive-class probabilities for raw texts (batched in length order)."""
-
-    def score(batch: list[str]) -> np.ndarray:
-        return tf.sigmoid(model(tf.constant(batch), training=False)[:, 0]).numpy()
-
-    return np.asarray(map_by_length(score, texts, batch_size=batch_size, desc="scoring"),
-                      dtype=np.float32)
+    return _sigmoid(predict_logits(model, texts, batch_size)[:, 0]).astype(np.float32)
 
 
 #: The baselines evaluate fits: scikit-learn's defaults (what a practitioner tries first,
@@ -548,16 +543,15 @@ def evaluate(run: Run) -> Evaluation:
     print(f"scoring {len(test_texts):,} test reviews")
     parts = ngrams.branch_models(model)
     branches: dict[str, Any] = {}
-    if parts is None:
-        probs = predict_proba(model, test_texts, run.batch_size)
-    else:
-        # One pass scores the blend and each branch alone (how much each one carries).
-        both = keras.Model(model.inputs, [model.outputs[0], parts["elman"].outputs[0],
-                                          parts["ngram"].outputs[0]])
-        logits3 = predict_logits(both, test_texts, run.batch_size)
-        probs = _sigmoid(logits3[:, 0]).astype(np.float32)
+    # With the n-gram branch, one pass scores the blend and each branch alone (how much
+    # each one carries): columns blend, Elman, n-gram.
+    scorer = model if parts is None else keras.Model(
+        model.inputs, [model.outputs[0], parts["elman"].outputs[0], parts["ngram"].outputs[0]])
+    test_logits = predict_logits(scorer, test_texts, run.batch_size)
+    probs = _sigmoid(test_logits[:, 0]).astype(np.float32)
+    if parts is not None:
         for i, key in ((1, "elman"), (2, "ngram")):
-            branches[key] = {"accuracy": float(((logits3[:, i] >= 0) == (test_labels == 1))
+            branches[key] = {"accuracy": float(((test_logits[:, i] >= 0) == (test_labels == 1))
                                                .mean())}
     preds = (probs >= 0.5).astype(np.int64)
     accuracy = float((preds == test_labels).mean())
@@ -566,13 +560,12 @@ def evaluate(run: Run) -> Evaluation:
     # Calibration on test: the served probabilities, and the raw ones before the
     # temperature (fitted on validation by train) for comparison.
     temperature = _temperature(model)
-    logits = np.log(np.clip(probs, 1e-7, 1)) - np.log(np.clip(1 - probs, 1e-7, 1))
     served = calibration.reliability(probs, test_labels)
     if parts is None:
-        raw = calibration.reliability(_sigmoid(logits * temperature), test_labels)
+        raw = calibration.reliability(_sigmoid(test_logits[:, 0] * temperature), test_labels)
         curves = {f"served (T = {temperature:.2f})": served, "before temperature scaling": raw}
     else:  # the blend has no temperature: compare with the Elman branch's raw logit
-        raw = calibration.reliability(_sigmoid(logits3[:, 1]), test_labels)
+        raw = calibration.reliability(_sigmoid(test_logits[:, 1]), test_labels)
         curves = {"served (the blend)": served, "Elman branch alone": raw}
     calibration.plot_reliability(curves, run.reports / "reliability.png",
                                  title="IMDB test: reliability")
@@ -633,8 +626,8 @@ def evaluate(run: Run) -> Evaluation:
            if branches else {}),
         "ROC AUC": metrics["roc_auc"] if metrics["roc_auc"] is not None else "n/a",
         "ECE (test)": (f"{served['ece']:.4f} (T = {temperature:.2f}; "
-                           f"{raw['ece']:.4f} before)" if parts is None else
-                           f"{served['ece']:.4f} (the blend's own fit)"),
+                       f"{raw['ece']:.4f} before)" if parts is None else
+                       f"{served['ece']:.4f} (the blend's own fit)"),
         "probe pairs right": f"model {probe_report['rnn']['pair_accuracy']:.3f}, TF-IDF tuned "
                              f"{probe_report[tuned]['pair_accuracy']:.3f} "
                              f"({probe_report['rnn']['pairs']} pairs)",
