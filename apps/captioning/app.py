@@ -40,6 +40,7 @@ class CaptioningApp(App):
     # run.json; train's own default is the Tux Paint data.
     defaults = {"epochs": 40, "batch_size": 64, "backbone": "efficientnet_lite0",
                 "units": 512, "dropout": 0.3, "label_smoothing": 0.1, "imagenet_prior": None,
+                "noun_prior": None,
                 "beam_width": 3, "average_checkpoints": 3}
     quick = {"epochs": 8}
     data_help = ("tuxpaint (Tux Paint stamps, singles and scenes; train's default, later verbs "
@@ -79,6 +80,12 @@ class CaptioningApp(App):
                                 help="mix the CNN's ImageNet classifier into the word "
                                      "distribution (copy prior; see docs/captioning.md) "
                                      "[default: on for the EfficientNet-Lite backbones]")
+            parser.add_argument("--noun-prior", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="add one prior class per training head noun beside "
+                                     "ImageNet's, fitted on the frozen features of the "
+                                     "training single pictures (docs/captioning.md) "
+                                     "[default: on with the ImageNet prior and head nouns]")
         if verb in ("evaluate", "export"):
             parser.add_argument("--beam-width", type=int, default=None,
                                 help=f"beam size [default: {d['beam_width']}]")

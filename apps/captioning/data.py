@@ -104,6 +104,13 @@ def tokenize(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:['\-][a-z0-9]+)*|,", text.lower())
 
 
+def starts_with_determiner(caption: str) -> bool:
+    """Whether a caption opens with a determiner ("a dog", "the treble clef", "two
+    apples"), as a noun phrase a person would write does; "truck" does not."""
+    words = tokenize(caption)
+    return bool(words) and words[0] in _DETERMINERS
+
+
 def head_noun(caption: str) -> str | None:
     """A simple head-noun heuristic: the last content word before the first modifier or
     clause.

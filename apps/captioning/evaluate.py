@@ -70,7 +70,8 @@ def objects_in_order(caption: str, heads: list[str]) -> bool:
     return pos == sorted(pos)
 
 
-def head_noun_recognisers(prep: Prepared, idx: list[int]) -> dict[str, float]:
+def head_noun_recognisers(prep: Prepared, idx: list[int], model=None, vocab=None
+                           ) -> dict[str, float]:
     """How often the two recognisers the decoder can draw on name a test single's head noun.
 
     * ``nearest_training_single``: the caption of the most similar training single stamp
@@ -82,6 +83,9 @@ def head_noun_recognisers(prep: Prepared, idx: list[int]) -> dict[str, float]:
     Args:
         prep: prepared features of a backbone with a bundled ImageNet classifier.
         idx: indices of the test single stamps.
+        model, vocab: the trained captioner and its vocabulary; when its prior has more
+            classes than ImageNet's (the training nouns, :mod:`.noun_prior`), the top
+            word of that whole prior is scored too (``prior_top1``).
     """
     test, train = prep.splits["test"], prep.splits["train"]
     singles = [i for i, k in enumerate(train.kinds) if k == "single"]
@@ -93,9 +97,18 @@ def head_noun_recognisers(prep: Prepared, idx: list[int]) -> dict[str, float]:
     a = np.array([data.noun_matches(test.heads[i], c) for i, c in zip(idx, near)])
     b = np.array([data.noun_matches(test.heads[i], " ".join(heads[c]))
                   for i, c in zip(idx, top)])
-    return {"nearest_training_single": round(float(a.mean()), 4),
-            "imagenet_top1": round(float(b.mean()), 4),
-            "either": round(float((a | b).mean()), 4)}
+    out = {"nearest_training_single": round(float(a.mean()), 4),
+           "imagenet_top1": round(float(b.mean()), 4),
+           "either": round(float((a | b).mean()), 4)}
+    if model is not None and getattr(model, "num_classes", 0) > len(heads):
+        w, c = model.classifier.get_weights()
+        logits = prep.pooled["test"][idx] @ w + c
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        words = (probs / probs.sum(axis=1, keepdims=True)) @ model.class_words.numpy()
+        out["prior_top1"] = round(float(np.mean([
+            data.noun_matches(test.heads[i], vocab.itos[int(k)])
+            for i, k in zip(idx, words.argmax(axis=1))])), 4)
+    return out
 
 
 def fault_counts(captions: dict[str, list[str]], n_objects: list[int | None]
@@ -120,8 +133,8 @@ def _share(flags) -> float:
     return round(float(np.mean(flags)), 4)
 
 
-def _kind_metrics(kind: str, idx: list[int], test, beam, greedy, nn, prep: Prepared
-                  ) -> dict[str, Any]:
+def _kind_metrics(kind: str, idx: list[int], test, beam, greedy, nn, prep: Prepared,
+                  model=None, vocab=None) -> dict[str, Any]:
     refs = [test.references[i] for i in idx]
     entry: dict[str, Any] = {
         "count": len(idx),
@@ -140,7 +153,7 @@ def _kind_metrics(kind: str, idx: list[int], test, beam, greedy, nn, prep: Prepa
         from rnnkit.backbones import OFFLINE_BACKBONES
 
         if prep.backbone in OFFLINE_BACKBONES:
-            entry["head_noun_recognisers"] = head_noun_recognisers(prep, idx)
+            entry["head_noun_recognisers"] = head_noun_recognisers(prep, idx, model, vocab)
     if kind == "scene":
         scene_heads = [[data.head_noun(p) for p in data.scene_parts(test.references[i][0])]
                        for i in idx]
@@ -190,7 +203,9 @@ def _headline(metrics: dict[str, Any]) -> dict[str, str]:
                 f"head noun named by the nearest training single "
                 f"{r['nearest_training_single']:.1%}, by ImageNet top-1 "
                 f"{r['imagenet_top1']:.1%}, by either {r['either']:.1%} (the decoder's two "
-                "sources of object names)")
+                "sources of object names)"
+                + (f"; the model's prior (ImageNet + training nouns) top word "
+                   f"{r['prior_top1']:.1%}" if "prior_top1" in r else ""))
     if "caption_faults" in metrics:
         f = metrics["caption_faults"]
 
@@ -242,7 +257,7 @@ def evaluate(run: Run) -> Evaluation:
     }
     for kind in sorted(set(test.kinds)):
         idx = [i for i, k in enumerate(test.kinds) if k == kind]
-        metrics[kind] = _kind_metrics(kind, idx, test, beam, greedy, nn, prep)
+        metrics[kind] = _kind_metrics(kind, idx, test, beam, greedy, nn, prep, model, vocab)
     metrics["all"] = {"model_beam": bleu_by_order(beam, test.references),
                       "nearest_neighbour": bleu_by_order(nn, test.references)}
     # Objects per picture: a single holds one stamp, a scene its stamps (distinct head
