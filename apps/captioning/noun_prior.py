@@ -15,7 +15,7 @@ decoder both see the new classes and the export is unchanged (core ops only).
 Why this helps: the decoder memorises its 496 training stamps' wording and names a new
 drawing of a known thing less often than a nearest-neighbour lookup does; a classifier
 fitted to every composite of every training stamp generalises better than the generator's
-memory (measured in docs/captioning.md, "The drawings' nouns as prior classes").
+memory (measured in docs/captioning.md, "The training drawings' nouns as prior classes").
 """
 
 from __future__ import annotations
