@@ -167,6 +167,11 @@ def test_cli_train_evaluate_export(cli_run):
     assert ood_report["amazon"]["examples"] == 1000
     assert 0.6 < ood_report["yelp"]["tfidf-1-2gram-logreg-tuned"]["balanced_accuracy"]
     assert 0.5 <= ood_report["short_max_confidence"] <= 1.0
+    gap = ood_report["amazon"]["paired"]["tfidf-1-2gram-logreg-tuned"]
+    assert gap["low"] <= gap["difference"] <= gap["high"]
+    assert gap["difference"] == pytest.approx(
+        ood_report["amazon"]["rnn"]["balanced_accuracy"]
+        - ood_report["amazon"]["tfidf-1-2gram-logreg-tuned"]["balanced_accuracy"])
     assert "temperature" in json.dumps(summary)
     card = json.loads((exports / "1" / "assets.extra" / "metrics.json").read_text())
     assert card["accuracy"] == metrics["accuracy"]

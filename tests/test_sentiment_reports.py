@@ -81,6 +81,36 @@ def test_out_of_domain_sentences_fetch_and_score():
         ood.read_set(ood.fetch_tarball(), "tweets")
 
 
+def test_paired_difference_interval():
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 500)
+    truth_noise = rng.random(1000)
+    weak = np.where(truth_noise < 0.70, labels, 1 - labels)  # about 70 % right
+    strong = np.where(truth_noise < 0.85, labels, 1 - labels)  # right wherever weak is
+    gap = ood.paired_difference(labels, strong, weak)
+    assert gap["difference"] == pytest.approx(
+        ood.balanced_accuracy(labels, strong) - ood.balanced_accuracy(labels, weak))
+    assert 0.0 < gap["low"] <= gap["difference"] <= gap["high"]  # a clear win
+    assert gap["only_b_right"] == 0 and gap["only_a_right"] == int(
+        ((strong == labels) & (weak != labels)).sum())
+    same = ood.paired_difference(labels, weak, weak)
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+    # Two predictors that trade mistakes, five each way in each class: equal balanced
+    # accuracy, and an interval on both sides of zero.
+    swapped = weak.copy()
+    for c in (0, 1):
+        right = np.flatnonzero((labels == c) & (weak == labels))[:5]
+        wrong = np.flatnonzero((labels == c) & (weak != labels))[:5]
+        swapped[np.r_[right, wrong]] = 1 - swapped[np.r_[right, wrong]]
+    tie = ood.paired_difference(labels, swapped, weak)
+    assert tie["difference"] == pytest.approx(0.0)
+    assert tie["low"] < 0.0 < tie["high"] and tie["only_a_right"] == tie["only_b_right"] == 10
+    with pytest.raises(ValueError, match="both classes"):
+        ood.paired_difference(np.zeros(4, int), np.zeros(4, int), np.zeros(4, int))
+    with pytest.raises(ValueError, match="shapes"):
+        ood.paired_difference(labels, weak[:10], weak)
+
+
 def test_random_crops_and_temperature_layer():
     import tensorflow as tf
 

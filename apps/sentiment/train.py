@@ -639,9 +639,12 @@ def evaluate(run: Run) -> Evaluation:
     if "skipped" not in ood_report:
         for name in ood.OUT_OF_DOMAIN + ("imdb-sentences",):
             row = ood_report[name]
+            gap = row["paired"][tuned]
             headline[f"{name} bal. acc."] = (
                 f"model {row['rnn']['balanced_accuracy']:.4f}, TF-IDF tuned "
-                f"{row[tuned]['balanced_accuracy']:.4f}")
+                f"{row[tuned]['balanced_accuracy']:.4f} (model - TF-IDF "
+                f"{gap['difference']:+.4f}, 95% paired bootstrap {gap['low']:+.4f} .. "
+                f"{gap['high']:+.4f})")
         headline["short texts max confidence"] = (
             f"{ood_report['short_max_confidence']:.4f} (under 10 words)")
     return Evaluation(
@@ -662,8 +665,9 @@ def gradient_probe(run: Run, size: int = 64) -> GradientProbe:
 
 def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
     """Balanced accuracy of each predictor (texts -> P(positive)) on the sentence sets of
-    :mod:`apps.sentiment.ood`, and the largest confidence the first predictor gives to a
-    sentence of under ten words. ``{"skipped": reason}`` when the sentences cannot be
+    :mod:`apps.sentiment.ood`, the first predictor's gap to each other one with a paired
+    bootstrap interval (:func:`apps.sentiment.ood.paired_difference`, under ``"paired"``),
+    and the largest confidence the first predictor gives to a sentence of under ten words. ``{"skipped": reason}`` when the sentences cannot be
     fetched (npm missing or unreachable): the report is optional, the evaluation is not."""
     try:
         sets = ood.load_sets()
@@ -671,14 +675,16 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
         print(f"out-of-domain report skipped: {exc}")
         return {"skipped": str(exc)}
     report: dict[str, Any] = {}
-    first = next(iter(predictors))
+    first, *others = predictors
     short_conf = []
     for name, (texts, labels) in sets.items():
         report[name] = {"examples": len(texts)}
+        preds = {}
         for key, fn in predictors.items():
             p = np.asarray(fn(texts), dtype=np.float64)
+            preds[key] = (p >= 0.5).astype(np.int64)
             report[name][key] = {
-                "balanced_accuracy": ood.balanced_accuracy(labels, (p >= 0.5).astype(np.int64)),
+                "balanced_accuracy": ood.balanced_accuracy(labels, preds[key]),
                 "ece": calibration.reliability(p, labels)["ece"],
             }
             if key == first:
@@ -687,5 +693,8 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
                 short_conf.extend(conf.tolist())
                 report[name][key]["short_examples"] = int(short.sum())
                 report[name][key]["short_over_0_99"] = int((conf > 0.99).sum())
+        # The first predictor against each other one on the same sentences.
+        report[name]["paired"] = {key: ood.paired_difference(labels, preds[first], preds[key])
+                                  for key in others}
     report["short_max_confidence"] = float(max(short_conf)) if short_conf else None
     return report
