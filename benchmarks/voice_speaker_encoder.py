@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--encoder-python", required=True,
                         help="an interpreter that can import resemblyzer")
     args = parser.parse_args()
-    check = subprocess.run([args.encoder_python, "-c", "import resemblyzer"],
+    check = subprocess.run([args.encoder_python, "-c", "import resemblyzer"], check=False,
                            capture_output=True, text=True)
     if check.returncode != 0:
         print(f"error: {args.encoder_python} cannot import resemblyzer "
