@@ -667,8 +667,9 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
     """Balanced accuracy of each predictor (texts -> P(positive)) on the sentence sets of
     :mod:`apps.sentiment.ood`, the first predictor's gap to each other one with a paired
     bootstrap interval (:func:`apps.sentiment.ood.paired_difference`, under ``"paired"``),
-    and the largest confidence the first predictor gives to a sentence of under ten words. ``{"skipped": reason}`` when the sentences cannot be
-    fetched (npm missing or unreachable): the report is optional, the evaluation is not."""
+    and the largest confidence the first predictor gives to a sentence of under ten words.
+    ``{"skipped": reason}`` when the sentences cannot be fetched (npm missing or
+    unreachable): the report is optional, the evaluation is not."""
     try:
         sets = ood.load_sets()
     except DataError as exc:
