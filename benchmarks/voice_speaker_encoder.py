@@ -54,24 +54,37 @@ def embed(python: str, waves: list[np.ndarray], tmp: Path, name: str) -> np.ndar
     return np.load(npy)
 
 
-def score(emb: np.ndarray, labels: np.ndarray, folds: np.ndarray, speakers: np.ndarray,
-          c: float) -> tuple[list[float], dict[str, float]]:
-    """Per-fold balanced accuracy and per-speaker accuracy of a logistic regression
-    trained on the other folds."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
+def score(full: np.ndarray, phone: np.ndarray, labels: np.ndarray, folds: np.ndarray,
+          speakers: np.ndarray, c: float) -> dict[str, tuple[list[float], dict[str, float]]]:
+    """Per-fold balanced accuracy and per-speaker share right of a logistic regression
+    trained on the other folds, for the full-band and the telephone-band embeddings; the
+    same metric functions as ``rnnkit voice_gender evaluate``.
 
-    fold_acc, per_speaker = [], {}
+    Returns:
+        ``{"full band": (fold accuracies, {speaker: share right}), "telephone band": ...}``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from apps.voice_gender.data import GENDER_CLASSES
+    from apps.voice_gender.evaluate import classification_metrics, speaker_metrics
+
+    names = list(GENDER_CLASSES)
+    out: dict[str, tuple[list[float], dict[str, float]]] = {
+        "full band": ([], {}), "telephone band": ([], {})}
     for f in sorted(set(folds)):
         test = folds == f
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
-        clf.fit(emb[~test], labels[~test])
-        pred = clf.predict(emb[test])
-        fold_acc.append(balanced_accuracy_score(labels[test], pred))
-        for spk in sorted(set(speakers[test])):
-            mine = speakers[test] == spk
-            per_speaker[spk] = float((pred[mine] == labels[test][mine]).mean())
-    return fold_acc, per_speaker
+        probs = {}
+        for band, emb in (("full band", full), ("telephone band", phone)):
+            clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+            clf.fit(emb[~test], labels[~test])
+            probs[band] = clf.predict_proba(emb[test])
+            out[band][0].append(
+                classification_metrics(labels[test], probs[band], names)["balanced_accuracy"])
+        for spk, row in speaker_metrics(labels[test], probs["full band"],
+                                        probs["telephone band"], speakers[test], names).items():
+            out["full band"][1][spk] = row["right"]
+            out["telephone band"][1][spk] = row["telephone_right"]
+    return out
 
 
 def main() -> int:
@@ -105,13 +118,14 @@ def main() -> int:
     folds = np.array([c.group for c in clips])
     speakers = np.array([c.speaker for c in clips])
     with tempfile.TemporaryDirectory() as tmp:
-        bands = {"full band": embed(args.encoder_python, waves, Path(tmp), "full"),
-                 "telephone band": embed(args.encoder_python, phone, Path(tmp), "phone")}
+        full = embed(args.encoder_python, waves, Path(tmp), "full")
+        phone_emb = embed(args.encoder_python, phone, Path(tmp), "phone")
     print(f"{len(clips)} clips, {len(set(speakers))} speakers, {len(set(folds))} folds "
           f"({time.time() - started:.0f} s)")
-    for band, emb in bands.items():
-        for c in (0.1, 1.0, 10.0):
-            fold_acc, per_speaker = score(emb, labels, folds, speakers, c)
+    results = {c: score(full, phone_emb, labels, folds, speakers, c) for c in (0.1, 1.0, 10.0)}
+    for band in ("full band", "telephone band"):
+        for c, by_band in results.items():
+            fold_acc, per_speaker = by_band[band]
             low = sorted((v, s) for s, v in per_speaker.items() if v < 0.8)
             print(f"{band}, C = {c}: folds {' '.join(f'{a:.3f}' for a in fold_acc)}; "
                   f"mean {np.mean(fold_acc):.3f}; speaker mean "

@@ -31,11 +31,13 @@ def test_score_holds_out_each_fold_and_scores_every_speaker():
     # Speaker 9 (male) sounds like the women: a linear probe must get him wrong.
     centre = np.where((labels == 1) & (speakers != "s9"), 1.0, -1.0)
     emb = centre[:, None] * np.ones((1, 4)) + 0.3 * rng.standard_normal((200, 4))
-    fold_acc, per_speaker = bench.score(emb, labels, folds, speakers, 1.0)
-    assert len(fold_acc) == 5 and sorted(per_speaker) == sorted(set(speakers))
-    assert per_speaker["s9"] < 0.1
-    assert all(v > 0.9 for s, v in per_speaker.items() if s != "s9")
-    assert fold_acc[4] < 0.6 < min(fold_acc[:4])  # s9 is tested in fold 4 only
+    bands = bench.score(emb, emb[:, ::-1], labels, folds, speakers, 1.0)
+    assert sorted(bands) == ["full band", "telephone band"]
+    for fold_acc, per_speaker in bands.values():
+        assert len(fold_acc) == 5 and sorted(per_speaker) == sorted(set(speakers))
+        assert per_speaker["s9"] < 0.1
+        assert all(v > 0.9 for s, v in per_speaker.items() if s != "s9")
+        assert fold_acc[4] < 0.6 < min(fold_acc[:4])  # s9 is tested in fold 4 only
 
 
 def test_without_the_encoder_it_says_so():
