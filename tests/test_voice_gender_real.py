@@ -143,7 +143,7 @@ def test_a_changed_dataset_retrains_instead_of_reusing_finished_folds():
     from apps.voice_gender.train import recipe_of
 
     run = SimpleNamespace(data="real", limit=None, seed=1337, epochs=12, batch_size=32,
-                          fmax=4000.0, speaker_balance=False, pitch_prob=0.0)
+                          fmin=0.0, fmax=4000.0, speaker_balance=False, pitch_prob=0.0)
     old = SimpleNamespace(builder_config=SimpleNamespace(name="real_k5_cap200_seed1337_srcaaaa"))
     new = SimpleNamespace(builder_config=SimpleNamespace(name="real_k5_cap200_seed1337_srcbbbb"))
     assert recipe_of(run, None, old) != recipe_of(run, None, new)

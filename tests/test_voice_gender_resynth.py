@@ -131,7 +131,7 @@ def test_views_start_from_the_copy_at_the_asked_share(monkeypatch):
 
 
 @pytest.mark.slow
-def test_train_with_pitch_copies_through_the_cli(tmp_path):
+def test_train_with_pitch_copies_and_a_band_through_the_cli(tmp_path):
     import json
     import os
     import subprocess
@@ -149,12 +149,21 @@ def test_train_with_pitch_copies_through_the_cli(tmp_path):
     assert bad.returncode == 2 and "--pitch-prob: must be from 0 to 1, got 1.5" in bad.stderr
     bad = cli("train", "--fmax", "20000")  # the other bounded flag shares the parser
     assert bad.returncode == 2 and "--fmax: must be from 1000 to 8000 Hz, got 20000" in bad.stderr
+    bad = cli("train", "--fmin", "2000")
+    assert bad.returncode == 2 and "--fmin: must be from 0 to 1000 Hz, got 2000" in bad.stderr
     bad = cli("train", "--pitch-prob", "half")
     assert bad.returncode == 2 and "--pitch-prob: not a number: 'half'" in bad.stderr
     r = cli("train", "--data", "fillets", "--limit", "24", "--epochs", "1", "--pitch-prob", "0.5",
-            "--no-extra-voices", "--output", str(tmp_path / "run"))
+            "--fmin", "300", "--fmax", "3400", "--no-extra-voices",
+            "--output", str(tmp_path / "run"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "50% of views from pitch copies" in r.stdout
     summary = json.loads((tmp_path / "run" / "run.json").read_text())["train"]
     assert summary["recipe"]["pitch_prob"] == 0.5
+    assert summary["recipe"]["fmin"] == 300 and summary["recipe"]["fmax"] == 3400
     assert (tmp_path / "run" / "model.keras").is_file()
+    import keras
+
+    import apps.voice_gender.model  # noqa: F401  (registers the layers)
+    front = keras.models.load_model(tmp_path / "run" / "model.keras").get_layer("log_mel")
+    assert (front.cfg.fmin, front.cfg.fmax) == (300.0, 3400.0)

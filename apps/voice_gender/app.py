@@ -28,7 +28,9 @@ from .formats import REAL_SPEC, USER_FORMATS
 #: docs/voice_gender.md were measured with 20-30.
 EPOCHS = 12
 QUICK_LIMIT = 60  # --quick: clips per split (5 fold splits for real, 2 languages for Fillets)
-#: Highest frequency the log-mel front end listens to (``--fmax``), in Hz.
+#: Lowest and highest frequency the log-mel front end listens to (``--fmin``,
+#: ``--fmax``), in Hz.
+FMIN = 0.0
 FMAX = 4000.0
 #: Whether every training speaker weighs the same in the loss (``--speaker-balance``).
 SPEAKER_BALANCE = False
@@ -59,8 +61,10 @@ def _number_in(low: float, high: float, what: str = "a number", unit: str = ""):
     return parse
 
 
-# --fmax: 1 to 8 kHz (the 16 kHz waveform's Nyquist limit); --pitch-prob: a share.
+# --fmax: 1 to 8 kHz (the 16 kHz waveform's Nyquist limit); --fmin: up to 1 kHz, below
+# the first formants; --pitch-prob: a share.
 _band_edge = _number_in(1000, 8000, "a frequency in Hz", " Hz")
+_low_edge = _number_in(0, 1000, "a frequency in Hz", " Hz")
 _share = _number_in(0.0, 1.0)
 
 
@@ -74,7 +78,7 @@ class VoiceGenderApp(App):
         "from eight Debian packages, evaluated in 5 speaker-disjoint folds."
     )
     defaults = {"data": REAL_SPEC, "epochs": EPOCHS, "batch_size": 32, "patience": 6,
-                "fmax": FMAX, "speaker_balance": SPEAKER_BALANCE,
+                "fmin": FMIN, "fmax": FMAX, "speaker_balance": SPEAKER_BALANCE,
                 "pitch_prob": PITCH_PROB}
     quick = {"epochs": 3, "limit": QUICK_LIMIT, "patience": 2}
     data_help = ("data: 'real' (default: every documented real speaker, 5 speaker-disjoint "
@@ -100,6 +104,10 @@ class VoiceGenderApp(App):
             parser.add_argument("--patience", type=int, default=None,
                                 help=f"early-stopping patience in epochs "
                                      f"[default: {self.defaults['patience']}]")
+            parser.add_argument("--fmin", type=_low_edge, default=None, metavar="HZ",
+                                help=f"lowest frequency of the log-mel filter bank, 0-1000 Hz "
+                                     f"(300 with --fmax 3400: the telephone band) "
+                                     f"[default: {self.defaults['fmin']:g}]")
             parser.add_argument("--fmax", type=_band_edge, default=None, metavar="HZ",
                                 help=f"highest frequency of the log-mel filter bank, 1000-8000 "
                                      f"Hz (the pitch cues always use the whole band) "

@@ -55,6 +55,8 @@ def recipe_of(run: Run, extra, b) -> dict[str, Any]:
         recipe["extra_voices"] = extra.builder_config.name
     if run.pitch_prob:
         recipe["pitch_prob"] = float(run.pitch_prob)  # likewise
+    if run.fmin:
+        recipe["fmin"] = float(run.fmin)  # likewise
     recipe["dataset"] = b.builder_config.name
     return recipe
 
@@ -106,7 +108,8 @@ def train_fold(run: Run, b, fold: dict[str, Any], extra=None) -> dict[str, Any]:
                                       run.pitch_prob)
     val_ds = pipeline.eval_dataset(val_raw, run.batch_size)
     with run.strategy.scope():
-        model = build_model(len(names), seed=run.seed, frontend={"fmax": float(run.fmax)})
+        model = build_model(len(names), seed=run.seed, frontend={"fmin": float(run.fmin),
+                                                                  "fmax": float(run.fmax)})
         steps = max(1, math.ceil(len(labels) / run.batch_size)) * run.epochs
         lr = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=steps,
                                                     alpha=LR_FLOOR)
