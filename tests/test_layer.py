@@ -312,6 +312,48 @@ def test_dropout_fast_path_trains_and_is_identity_at_inference(fallback_calls):
     assert len(fallback_calls) == 1
 
 
+@pytest.mark.parametrize("use_fused", [True, False])
+def test_recurrent_weight_dropout_one_mask_per_sequence(use_fused, fallback_calls, monkeypatch):
+    # DropConnect on W_h: while training, every step of a sequence batch uses the same
+    # masked W_h (recomputed here by hand from the mask the cell drew); inference uses W_h.
+    x = np.random.default_rng(4).normal(size=(8, 12, 5)).astype("float32")
+    layer = SimpleRecurrentLayer(6, recurrent_weight_dropout=0.5, seed=3,
+                                 return_sequences=True, use_fused=use_fused)
+    plain = SimpleRecurrentLayer(6, return_sequences=True)
+    layer(x)
+    plain(x)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(layer(x, training=False), plain(x), atol=1e-6)
+
+    drawn = []
+    draw = SimpleRecurrentCell._weight_mask
+
+    def recording(cell):
+        mask = draw(cell)
+        drawn.append(mask)
+        return mask
+
+    monkeypatch.setattr(SimpleRecurrentCell, "_weight_mask", recording)
+    with tf.GradientTape() as tape:
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y)
+    assert len({id(m) for m in drawn}) == 1  # one mask for the whole sequence
+    mask = drawn[0].numpy()
+    assert set(np.unique(mask)) == {0.0, 2.0}  # kept entries scaled by 1 / (1 - 0.5)
+    w_x, w_h, b = layer.get_weights()
+    h, expected = np.zeros((8, 6), "float32"), []
+    for t in range(x.shape[1]):
+        h = np.tanh(x[:, t] @ w_x + b + h @ (w_h * mask))
+        expected.append(h)
+    np.testing.assert_allclose(y, np.stack(expected, 1), atol=1e-5)
+    grad = tape.gradient(loss, layer.cell.recurrent_kernel).numpy()
+    assert np.all(grad[mask == 0] == 0) and np.all(grad[mask > 0] != 0)
+    # The next batch draws a new mask; the fused path stays fused.
+    layer(x, training=True)
+    assert len({id(m) for m in drawn}) == 2
+    assert fallback_calls == ([] if use_fused else [layer.name] * 4)
+
+
 # ------------------------------------------------------------------------ fast-path options
 def _xla_function_names(fn_or_graph_def) -> list[str]:
     """Names of the XLA-compiled (``_XlaMustCompile``) functions in a GraphDef's library."""
@@ -583,6 +625,7 @@ def test_weights_named_and_shaped_like_keras():
 def test_get_config_round_trip():
     layer = SimpleRecurrentLayer(
         5, activation="relu", use_bias=False, dropout=0.1, recurrent_dropout=0.2, seed=3,
+        recurrent_weight_dropout=0.25,
         return_sequences=True, return_state=True, go_backwards=True, stateful=False,
         unroll=True, zero_output_for_mask=True, kernel_regularizer="l2",
         recurrent_constraint="non_neg", activity_regularizer="l1", name="rec",
@@ -591,7 +634,8 @@ def test_get_config_round_trip():
     config = layer.get_config()
     clone = SimpleRecurrentLayer.from_config(config)
     assert clone.get_config() == config
-    for key in ("units", "use_bias", "dropout", "recurrent_dropout", "seed", "go_backwards",
+    for key in ("units", "use_bias", "dropout", "recurrent_dropout", "recurrent_weight_dropout",
+                "seed", "go_backwards",
                 "return_sequences", "return_state", "unroll", "zero_output_for_mask",
                 "use_fused", "jit_compile", "batch_slices"):
         assert getattr(clone, key) == getattr(layer, key), key
@@ -699,6 +743,12 @@ def test_error_stateful_needs_fixed_batch():
 def test_error_bad_fast_path_options(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SimpleRecurrentLayer(3, **kwargs)
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1])
+def test_error_bad_recurrent_weight_dropout(rate):
+    with pytest.raises(ValueError, match=r"`recurrent_weight_dropout` must be in \[0, 1\)"):
+        SimpleRecurrentLayer(4, recurrent_weight_dropout=rate)
 
 
 def test_error_bad_units_and_unbuilt_step():

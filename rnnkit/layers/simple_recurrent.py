@@ -27,7 +27,8 @@ back to Keras's loop (same results, slower):
 * the Keras backend is TensorFlow;
 * the activation is ``tanh``, ``sigmoid``, ``relu`` or linear (``None``/``"linear"``);
 * ``unroll=False`` (``unroll=True`` asks for Keras's statically unrolled graph);
-* no ``recurrent_dropout`` while training (input ``dropout`` is supported);
+* no ``recurrent_dropout`` while training (input ``dropout`` and
+  ``recurrent_weight_dropout`` are supported);
 * ``use_fused=True`` (the default; pass ``False`` to force the Keras loop).
 """
 
@@ -86,6 +87,10 @@ class SimpleRecurrentCell(keras.layers.Layer, DropoutRNNCell):
         dropout: Fraction of the input units dropped (same mask for every step of a
             sequence) while training.
         recurrent_dropout: Fraction of the state units dropped before ``W_h`` while training.
+        recurrent_weight_dropout: Fraction of the entries of ``W_h`` dropped while training
+            (DropConnect on the recurrent weights, Wan et al. 2013, as in AWD-LSTM, Merity
+            et al. 2018): one mask per sequence batch, kept entries scaled by
+            ``1 / (1 - rate)``. From 0 (off) up to, not including, 1.
         seed: Seed of the dropout masks.
         **kwargs: Base ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
     """
@@ -106,6 +111,7 @@ class SimpleRecurrentCell(keras.layers.Layer, DropoutRNNCell):
         bias_constraint: Any = None,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        recurrent_weight_dropout: float = 0.0,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -129,6 +135,13 @@ class SimpleRecurrentCell(keras.layers.Layer, DropoutRNNCell):
         # Clipped like Keras's cells so configs behave identically.
         self.dropout = min(1.0, max(0.0, float(dropout)))
         self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
+        rate = float(recurrent_weight_dropout)
+        if not 0.0 <= rate < 1.0:  # 1 would drop every weight and scale by 1/0
+            raise ValueError(
+                "SimpleRecurrentCell: `recurrent_weight_dropout` must be in [0, 1), got "
+                f"{recurrent_weight_dropout!r}."
+            )
+        self.recurrent_weight_dropout = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.state_size = units
@@ -190,9 +203,39 @@ class SimpleRecurrentCell(keras.layers.Layer, DropoutRNNCell):
                 inputs = inputs * dp_mask
             if rec_dp_mask is not None:
                 prev = prev * rec_dp_mask
-        h = self._affine_activate(inputs, prev, self.kernel, self.recurrent_kernel, self.bias)
+        h = self._affine_activate(inputs, prev, self.kernel,
+                                  self.training_recurrent_kernel(training), self.bias)
         new_state = [h] if isinstance(states, (list, tuple)) else h
         return h, new_state
+
+    def training_recurrent_kernel(self, training: Any) -> Any:
+        """``W_h`` as this sequence batch uses it: with its DropConnect mask while training,
+        else as it is."""
+        if not training or self.recurrent_weight_dropout == 0:
+            return self.recurrent_kernel
+        return ops.cast(self.recurrent_kernel, self.compute_dtype) * self._weight_mask()
+
+    def _weight_mask(self) -> Any:
+        # Drawn once per sequence batch and cached until keras.layers.RNN resets the masks.
+        if getattr(self, "_recurrent_weight_mask", None) is None:
+            self._recurrent_weight_mask = keras.random.dropout(
+                ops.ones(self.recurrent_kernel.shape, dtype=self.compute_dtype),
+                rate=self.recurrent_weight_dropout, seed=self.seed_generator)
+        return self._recurrent_weight_mask
+
+    def get_recurrent_dropout_mask(self, step_input: Any) -> Any:
+        """The state's dropout mask (Keras's); also draws the ``W_h`` mask, because
+        ``keras.layers.RNN`` prepares every mask here, before its loop: one drawn inside
+        the loop would be drawn anew at every step."""
+        if self.recurrent_weight_dropout > 0:
+            self._weight_mask()
+        return super().get_recurrent_dropout_mask(step_input)
+
+    def reset_recurrent_dropout_mask(self) -> None:
+        """Forget the cached recurrent masks (state and weight), as Keras's RNN asks after
+        every sequence batch."""
+        super().reset_recurrent_dropout_mask()
+        self._recurrent_weight_mask = None
 
     def _affine_activate(self, x: Any, h: Any, kernel: Any, recurrent_kernel: Any,
                          bias: Any) -> Any:
@@ -223,6 +266,7 @@ class SimpleRecurrentCell(keras.layers.Layer, DropoutRNNCell):
             "bias_constraint": constraints.serialize(self.bias_constraint),
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
+            "recurrent_weight_dropout": self.recurrent_weight_dropout,
             "seed": self.seed,
         }
         return {**super().get_config(), **config}
@@ -243,6 +287,7 @@ _CELL_ARGS = (
     "bias_constraint",
     "dropout",
     "recurrent_dropout",
+    "recurrent_weight_dropout",
     "seed",
 )
 
@@ -294,6 +339,8 @@ class SimpleRecurrentLayer(keras.layers.RNN):
         bias_constraint: Constraint on ``bias``.
         dropout: Input dropout rate (one mask per sequence), fused path supported.
         recurrent_dropout: Recurrent dropout rate; while training it uses the fallback loop.
+        recurrent_weight_dropout: DropConnect rate on ``W_h`` (one mask per sequence batch,
+            AWD-LSTM's weight drop), fused path supported; not in ``SimpleRNN``.
         seed: Dropout seed.
         return_sequences: Return all ``T`` outputs ``(batch, T, H)`` instead of the last.
         return_state: Also return the last state.
@@ -364,6 +411,7 @@ class SimpleRecurrentLayer(keras.layers.RNN):
         bias_constraint: Any = None,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        recurrent_weight_dropout: float = 0.0,
         seed: int | None = None,
         return_sequences: bool = False,
         return_state: bool = False,
@@ -393,6 +441,7 @@ class SimpleRecurrentLayer(keras.layers.RNN):
             bias_constraint=bias_constraint,
             dropout=dropout,
             recurrent_dropout=recurrent_dropout,
+            recurrent_weight_dropout=recurrent_weight_dropout,
             seed=seed,
             dtype=kwargs.get("dtype", None),
             trainable=kwargs.get("trainable", True),
@@ -428,6 +477,7 @@ class SimpleRecurrentLayer(keras.layers.RNN):
     bias_constraint = property(lambda self: self.cell.bias_constraint)
     dropout = property(lambda self: self.cell.dropout)
     recurrent_dropout = property(lambda self: self.cell.recurrent_dropout)
+    recurrent_weight_dropout = property(lambda self: self.cell.recurrent_weight_dropout)
     seed = property(lambda self: self.cell.seed)
 
     # ----------------------------------------------------------------- checks
@@ -521,7 +571,7 @@ class SimpleRecurrentLayer(keras.layers.RNN):
             sequences,
             h0,
             self.cell.kernel,
-            self.cell.recurrent_kernel,
+            self.cell.training_recurrent_kernel(training),
             self.cell.bias,
             activation=_activation_name(self.cell.activation),
             mask=mask,
