@@ -100,6 +100,23 @@ def test_one_epoch_lowers_loss(small_splits):
     assert after < before - 0.02, (before, after)
 
 
+def test_weight_drop_reaches_both_directions():
+    import numpy as np
+
+    from apps.sentiment.model import build_classifier
+
+    model = build_classifier(50, embed_dim=8, units=6, embed_dropout=0.0, head_dropout=0.0,
+                             weight_drop=0.3)
+    plain = build_classifier(50, embed_dim=8, units=6, embed_dropout=0.0, head_dropout=0.0)
+    birnn = model.get_layer("birnn")
+    assert birnn.forward_layer.recurrent_weight_dropout == 0.3
+    assert birnn.backward_layer.recurrent_weight_dropout == 0.3
+    plain.set_weights(model.get_weights())
+    ids = np.random.default_rng(0).integers(1, 50, size=(4, 20))
+    np.testing.assert_allclose(model(ids), plain(ids), atol=1e-6)  # inference: W_h itself
+    assert not np.allclose(model(ids, training=True), plain(ids), atol=1e-4)
+
+
 def test_bigram_ids_hash_pairs_and_skip_padding():
     import tensorflow as tf
 

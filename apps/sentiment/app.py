@@ -37,6 +37,12 @@ class SentimentApp(App):
             parser.add_argument("--bigram-buckets", type=int, default=None, metavar="N",
                                 help="add a hashed-bigram embedding with N buckets to each "
                                      f"token's input (0: off) [default: {hp['bigram_buckets']}]")
+            parser.add_argument("--weight-drop", type=float, default=None, metavar="P",
+                                help="DropConnect rate on the recurrent weights W_h while "
+                                     f"training [default: {hp['weight_drop']}]")
+            parser.add_argument("--label-smoothing", type=float, default=None, metavar="S",
+                                help="smooth the training targets to S/2 and 1 - S/2 "
+                                     f"[default: {hp['label_smoothing']}]")
             parser.add_argument("--units", type=int, default=None,
                                 help=f"hidden units per RNN direction [default: {hp['units']}]")
             parser.add_argument("--vocab-size", type=int, default=None,

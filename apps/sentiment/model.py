@@ -139,6 +139,7 @@ def build_classifier(
     head_dropout: float = 0.4,
     embeddings: np.ndarray | None = None,
     bigram_buckets: int = 0,
+    weight_drop: float = 0.0,
     name: str = "sentiment_classifier",
 ) -> keras.Model:
     """Return the classifier on token ids: ``(B, T) int -> (B, 1)`` positive-class logit.
@@ -155,6 +156,8 @@ def build_classifier(
         bigram_buckets: when > 0, each step's input also adds an embedding of the hashed
             bigram ending there (:class:`BigramIds`), so a phrase such as "not good" has
             a vector of its own before the recurrence reads it.
+        weight_drop: DropConnect rate on each direction's recurrent weights ``W_h`` while
+            training (``SimpleRecurrentLayer(recurrent_weight_dropout=...)``).
         name: the model's name (ensemble members need distinct ones).
     """
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
@@ -167,7 +170,8 @@ def build_classifier(
             [x, layers.Embedding(bigram_buckets, embed_dim, name="bigram_embedding")(pairs)])
     x = layers.Dropout(embed_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
     x = layers.Bidirectional(
-        SimpleRecurrentLayer(units, return_sequences=True), name="birnn"
+        SimpleRecurrentLayer(units, return_sequences=True,
+                             recurrent_weight_dropout=weight_drop), name="birnn"
     )(x)
     x = MaskedPooling(("max", "mean"), name="max_mean_pool")(x)
     x = layers.Dropout(head_dropout, name="head_dropout")(x)

@@ -61,6 +61,10 @@ HPARAMS: dict[str, Any] = {
     "gradual_unfreeze": False,
     "ensemble": "",
     "bigram_buckets": 0,
+    # The two regularisers issue 14 names, measured and off (docs/sentiment.md "Routes"):
+    # DropConnect on each direction's W_h, and label smoothing of the training targets.
+    "weight_drop": 0.0,
+    "label_smoothing": 0.0,
     # The NB-weighted 1-2-gram branch blended with the Elman logit (apps/sentiment/ngrams.py;
     # docs/sentiment.md "The n-gram branch").
     "ngram_branch": True,
@@ -342,6 +346,7 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
         classifier = build_classifier(
             vocab_size, hp["embed_dim"], hp["units"], hp["embed_dropout"], hp["head_dropout"],
             embeddings=embeddings, bigram_buckets=hp["bigram_buckets"],
+            weight_drop=hp["weight_drop"],
         )
         if pretrained is not None:
             lm.transfer(classifier, pretrained)
@@ -367,7 +372,8 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
         optimizer.exclude_from_weight_decay(var_names=["embeddings", "bias"])
         classifier.compile(
             optimizer=optimizer,
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True,
+                                                 label_smoothing=hp["label_smoothing"]),
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
         )
     classifier.summary(print_fn=lambda line, **_: print(line))
