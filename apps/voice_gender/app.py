@@ -61,8 +61,8 @@ def _number_in(low: float, high: float, what: str = "a number", unit: str = ""):
     return parse
 
 
-# --fmax: 1 to 8 kHz (the 16 kHz waveform's Nyquist limit); --fmin: up to 1 kHz, below
-# the first formants; --pitch-prob: a share.
+# --fmax: 1 to 8 kHz (the 16 kHz waveform's Nyquist limit); --fmin: 0 to 1 kHz (a higher
+# edge would cut into the first formant of most vowels); --pitch-prob: a share.
 _band_edge = _number_in(1000, 8000, "a frequency in Hz", " Hz")
 _low_edge = _number_in(0, 1000, "a frequency in Hz", " Hz")
 _share = _number_in(0.0, 1.0)
