@@ -48,6 +48,8 @@ def embed_worker(waves_npz: str, out_npy: str) -> None:
 
 
 def embed(python: str, waves: list[np.ndarray], tmp: Path, name: str) -> np.ndarray:
+    """Embed ``waves`` with the encoder in the interpreter ``python`` (:func:`embed_worker`,
+    through files in ``tmp``): ``(len(waves), 256)``."""
     npz, npy = tmp / f"{name}.npz", tmp / f"{name}.npy"
     np.savez(npz, **{f"w{i}": w for i, w in enumerate(waves)})
     subprocess.run([python, __file__, "--worker", str(npz), str(npy)], check=True)
@@ -114,7 +116,7 @@ def main() -> int:
         wav = data.load_audio(clip.path).astype(np.float32)
         waves.append(wav)
         phone.append(np.asarray(augment.telephone(wav), np.float32))
-    labels = np.array([c.label == "male" for c in clips], dtype=np.int64)
+    labels = np.array([data.GENDER_CLASSES.index(c.label) for c in clips], dtype=np.int64)
     folds = np.array([c.group for c in clips])
     speakers = np.array([c.speaker for c in clips])
     with tempfile.TemporaryDirectory() as tmp:
