@@ -189,6 +189,12 @@ def test_cli_train_evaluate_export(cli_run):
     assert gap["difference"] == pytest.approx(
         ood_report["amazon"]["rnn"]["balanced_accuracy"]
         - ood_report["amazon"]["tfidf-1-2gram-logreg-tuned"]["balanced_accuracy"])
+    pooled = ood_report["out-of-domain, pooled"]
+    assert pooled["sets"] == ["amazon", "yelp", "tweets", "amazon-snippets", "nyt-editorials"]
+    assert pooled["examples"] == sum(ood_report[name]["examples"] for name in pooled["sets"])
+    gap = pooled["paired"]["tfidf-1-2gram-logreg-tuned"]
+    assert gap["low"] <= gap["difference"] <= gap["high"]
+    assert ood_report["skipped_sources"] == {}
     assert "temperature" in json.dumps(summary)
     card = json.loads((exports / "1" / "assets.extra" / "metrics.json").read_text())
     assert card["accuracy"] == metrics["accuracy"]
