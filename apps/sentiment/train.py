@@ -31,7 +31,7 @@ from rnnkit.errors import DataError
 from rnnkit.inference import map_by_length
 from rnnkit.reports import plot_confusion_matrix
 
-from . import calibration, data, lm, ngrams, ood, probes
+from . import calibration, data, glove, lm, ngrams, ood, probes
 from .data import CLASS_NAMES
 from .lm import LM_HPARAMS
 from .model import ScaleLogit, build_classifier, build_end_to_end, make_vectorizer
@@ -52,6 +52,11 @@ HPARAMS: dict[str, Any] = {
     "clipnorm": 1.0,
     "patience": 2,
     "glove": False,
+    # The Elman branch reads frozen GloVe vectors over GloVe's own vocabulary (general
+    # English), not an embedding learnt on the training reviews: it carries to text unlike
+    # IMDB (docs/sentiment.md "Frozen GloVe vectors").
+    "frozen_glove": True,
+    "frozen_glove_size": 100_000,
     "crop_prob": 0.0,
     "crop_min": 4,
     "crop_max": 40,
@@ -190,10 +195,28 @@ def train(run: Run) -> dict[str, Any]:
     if n_train == 0:
         raise DataError("the training split is empty")
 
-    print(f"adapting the vocabulary ({hp['vocab_size']:,} tokens) on {n_train:,} reviews")
-    vectorizer = make_vectorizer(hp["vocab_size"])
-    vectorizer.adapt(train_text.batch(512))
+    # --glove and --pretrain-lm (also through an ensemble recipe) make an embedding of
+    # their own over a vocabulary learnt on the reviews: the default frozen GloVe
+    # embedding steps aside for them, and asking for both by name is an error.
+    own = [key for key in ("glove", "pretrain_lm")
+           if hp[key] or any(MEMBER_RECIPES[name].get(key) for name in recipes)]
+    if own and run.get("frozen_glove"):
+        raise DataError(f"--frozen-glove and --{own[0].replace('_', '-')} both set the "
+                        "embedding: pick one")
+    if own:
+        hp["frozen_glove"] = False
+    word_vectors = None
+    if hp["frozen_glove"]:
+        words, word_vectors = glove.frozen_vocabulary(hp["frozen_glove_size"])
+        print(f"vocabulary: the {len(words):,} most frequent GloVe words, frozen vectors")
+        vectorizer = make_vectorizer(len(words) + 2)
+        vectorizer.set_vocabulary(words)
+    else:
+        print(f"adapting the vocabulary ({hp['vocab_size']:,} tokens) on {n_train:,} reviews")
+        vectorizer = make_vectorizer(hp["vocab_size"])
+        vectorizer.adapt(train_text.batch(512))
     corpus = {"splits": splits, "vectorizer": vectorizer, "n_train": n_train,
+              "word_vectors": word_vectors,
               "train_ids": token_dataset(splits["train"], vectorizer, hp["max_len"]),
               "val_ids": token_dataset(splits["validation"], vectorizer, hp["max_len"])}
     if not recipes:
@@ -324,11 +347,11 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
         run.batch_size, hp["max_len"], shuffle_seed=None)
     val_ds = bucketed(corpus["val_ids"], run.batch_size, hp["max_len"], shuffle_seed=None)
 
-    embeddings, glove_found = None, 0
+    embeddings, glove_found = corpus.get("word_vectors"), 0
+    frozen = embeddings is not None
+    embed_dim = embeddings.shape[1] if frozen else hp["embed_dim"]
     if hp["glove"]:
-        from .glove import embedding_matrix
-
-        embeddings, glove_found = embedding_matrix(
+        embeddings, glove_found = glove.embedding_matrix(
             vectorizer.get_vocabulary(), hp["embed_dim"], run.seed)
         print(f"GloVe 6B 50d: {glove_found:,} of {vocab_size:,} words initialised")
     pretrained, lm_summary = None, None
@@ -344,9 +367,9 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
     callbacks = []
     with run.strategy.scope():
         classifier = build_classifier(
-            vocab_size, hp["embed_dim"], hp["units"], hp["embed_dropout"], hp["head_dropout"],
+            vocab_size, embed_dim, hp["units"], hp["embed_dropout"], hp["head_dropout"],
             embeddings=embeddings, bigram_buckets=hp["bigram_buckets"],
-            weight_drop=hp["weight_drop"],
+            weight_drop=hp["weight_drop"], trainable_embeddings=not frozen,
         )
         if pretrained is not None:
             lm.transfer(classifier, pretrained)
@@ -381,8 +404,10 @@ def train_member(run: Run, hp: dict[str, Any], corpus: dict[str, Any],
                      mode="max", patience=hp["patience"], extra_callbacks=callbacks)
     # Save an uncompiled copy: the served model needs the weights, not the optimizer state
     # (which would triple model.keras and every export).
-    inference = build_classifier(vocab_size, hp["embed_dim"], hp["units"],
+    inference = build_classifier(vocab_size, embed_dim, hp["units"],
                                  bigram_buckets=hp["bigram_buckets"],
+                                 embeddings=embeddings if frozen else None,
+                                 trainable_embeddings=not frozen,
                                  name=f"member_{subdir.rsplit('/', 1)[-1]}" if subdir
                                  else "sentiment_classifier")
     inference.set_weights(classifier.get_weights())
