@@ -97,6 +97,35 @@ def test_out_of_domain_sentences_fetch_and_score():
         ood.load_sets(("amazon", "reddit"))
 
 
+def test_out_of_domain_report_pools_sets_in_label_order(monkeypatch):
+    from apps.sentiment import train
+
+    rng = np.random.default_rng(0)
+    sets = {}
+    for name in reversed(ood.OUT_OF_DOMAIN):  # not the order the pooled row uses
+        labels = rng.integers(0, 2, 40)
+        sets[name] = ([f"{name} {i} {'good' if y else 'bad'}" for i, y in enumerate(labels)],
+                      labels)
+    monkeypatch.setattr(ood, "load_available_sets", lambda: (sets, {"npm": "npm missing"}))
+
+    def right(texts):
+        return np.array([0.9 if t.endswith("good") else 0.1 for t in texts])
+
+    def yes_on_tweets(texts):
+        return np.array([0.9 if t.startswith("tweets") else 0.1 for t in texts])
+
+    report = train.out_of_domain_report({"rnn": right, "other": yes_on_tweets})
+    pooled = report[ood.POOLED]
+    assert pooled["sets"] == list(ood.OUT_OF_DOMAIN) and pooled["examples"] == 200
+    assert pooled["rnn"]["balanced_accuracy"] == 1.0  # misaligned labels would break this
+    texts, labels = ood.pooled(sets, ood.OUT_OF_DOMAIN)
+    expected = ood.balanced_accuracy(labels, (yes_on_tweets(texts) >= 0.5).astype(int))
+    assert pooled["other"]["balanced_accuracy"] == pytest.approx(expected)
+    assert report["skipped_sources"] == {"npm": "npm missing"}
+    monkeypatch.setattr(ood, "load_available_sets", lambda: ({}, {"npm": "a", "vader": "b"}))
+    assert train.out_of_domain_report({"rnn": right}) == {"skipped": "a; b"}
+
+
 def test_vader_ratings_parse_filter_and_refuse_bad_lines():
     text = ("1\t2.5\tLoved it &amp; more.\r\n2\t-0.4\tIt is a phone.\n"
             "3\t-1.0\tBroke in a day.\n\n4\t0.99\tFine, I guess.\n5\t1.5\t   \n")

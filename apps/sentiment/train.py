@@ -713,7 +713,7 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {"skipped_sources": skipped}
     first, *others = predictors
     short_conf = []
-    pooled_preds: dict[str, list[np.ndarray]] = {key: [] for key in predictors}
+    ood_preds: dict[str, dict[str, np.ndarray]] = {}  # set -> predictor -> 0/1
     for name, (texts, labels) in sets.items():
         report[name] = {"examples": len(texts)}
         preds = {}
@@ -724,8 +724,6 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
                 "balanced_accuracy": ood.balanced_accuracy(labels, preds[key]),
                 "ece": calibration.reliability(p, labels)["ece"],
             }
-            if name in ood.OUT_OF_DOMAIN:
-                pooled_preds[key].append(preds[key])
             if key == first:
                 short = np.asarray([len(t.split()) < 10 for t in texts])
                 conf = np.maximum(p, 1 - p)[short]
@@ -735,15 +733,18 @@ def out_of_domain_report(predictors: dict[str, Any]) -> dict[str, Any]:
         # The first predictor against each other one on the same sentences.
         report[name]["paired"] = {key: ood.paired_difference(labels, preds[first], preds[key])
                                   for key in others}
-    _, labels = ood.pooled(sets, ood.OUT_OF_DOMAIN)
-    if len(labels):
-        preds = {key: np.concatenate(parts) for key, parts in pooled_preds.items()}
-        report[ood.POOLED] = {"examples": len(labels), "sets": [n for n in ood.OUT_OF_DOMAIN
-                                                            if n in sets]}
+        ood_preds[name] = preds
+    # The pooled row: predictions concatenated in the order ood.pooled gives the labels.
+    present = tuple(name for name in ood.OUT_OF_DOMAIN if name in sets)
+    _, labels = ood.pooled(sets, present)
+    if present:
+        preds = {key: np.concatenate([ood_preds[name][key] for name in present])
+                 for key in predictors}
+        report[ood.POOLED] = {"examples": len(labels), "sets": list(present)}
         for key in predictors:
-            report[ood.POOLED][key] = {"balanced_accuracy":
-                                   ood.balanced_accuracy(labels, preds[key])}
-        report[ood.POOLED]["paired"] = {key: ood.paired_difference(labels, preds[first], preds[key])
-                                    for key in others}
+            report[ood.POOLED][key] = {
+                "balanced_accuracy": ood.balanced_accuracy(labels, preds[key])}
+        report[ood.POOLED]["paired"] = {
+            key: ood.paired_difference(labels, preds[first], preds[key]) for key in others}
     report["short_max_confidence"] = float(max(short_conf)) if short_conf else None
     return report
