@@ -76,7 +76,9 @@ def embedding_matrix(
     return matrix, found
 
 
-#: What :func:`apps.sentiment.model.standardize` can emit as one token.
+#: The GloVe words kept: lower-case ASCII words and numbers, "!" and "?", all of which
+#: :func:`apps.sentiment.model.standardize` can emit as one token (it also keeps accented
+#: letters; those words are out of this vocabulary).
 _TOKEN = re.compile(r"[a-z0-9]+|!|\?")
 
 
