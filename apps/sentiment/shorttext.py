@@ -20,6 +20,8 @@ from typing import Any
 from rnnkit.atomic import atomic_write_json
 from rnnkit.errors import DataError, ModelError
 
+from .ood import POOLED
+
 
 def report(run_dir: str | Path, batch_size: int = 128) -> dict[str, Any]:
     """The validation and short-text figures of one run folder.
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  probes: pairs {p['pair_accuracy']:.3f}, items {p['item_accuracy']:.3f}, "
               f"{p['short_over_0_99']} of {p['short_items']} under 10 words above 0.99")
         for name, row in r["out_of_domain"].items():
-            if isinstance(row, dict) and "short_examples" not in row:  # the pooled row
+            if isinstance(row, dict) and name == POOLED:  # no short-text counts pooled
                 print(f"  {name}: balanced accuracy {row['balanced_accuracy']:.4f}")
             elif isinstance(row, dict):
                 print(f"  {name}: balanced accuracy {row['balanced_accuracy']:.4f}, "
